@@ -1,0 +1,42 @@
+# make run    set everything up (virtualenv, dependencies, the compiled op) and run the main job
+# make test   set everything up and run the test suite
+# make bench  the benchmarks (op, pipeline, training)
+# make build  recompile the op (after the installed TensorFlow changed)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEPS := $(VENV)/.deps-installed
+OP := rethinkgen_tf/_build_info.json
+SOURCES := setup.py $(wildcard csrc/*.cc csrc/*.py csrc/rethinkgen/*)
+# What `make run` runs; override, e.g. make run ARGS="--model=inception --corrupt=0.5"
+ARGS ?= --model=mlp_1x512 --corrupt=0.5
+
+.PHONY: setup build run test bench clean
+
+setup: $(OP)
+
+$(DEPS): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $(DEPS)
+
+$(OP): $(DEPS) $(SOURCES)
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	test -f $(OP)
+
+build: $(DEPS)
+	rm -f $(OP)
+	$(MAKE) $(OP)
+
+run: setup
+	$(PY) -m experiments.cifar $(ARGS)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) -m benchmarks.ops
+
+clean:
+	rm -rf build *.egg-info rethinkgen_tf/*.so $(OP)
