@@ -1,0 +1,27 @@
+"""Figure 1 of the paper: (a) training loss under the five randomizations, (b) time
+to overfit vs label corruption, (c) test error vs label corruption.
+
+    python -m experiments.figure1 --scale=cpu --data_dir=/path/to/cifar10
+    python -m experiments.figure1 --scale=paper --shard=0/4   # one of 4 machines
+    python -m experiments.figure1 --plot_only                 # redraw from results
+
+Writes figure1.png/.pdf and one run directory per point under --output_dir.
+"""
+from absl import app, flags
+
+from rethinkgen_tf import figures, plots, suite
+
+suite.define_flags("runs/figure1")
+flags.adopt_module_key_flags(suite)
+flags.DEFINE_list("models", list(figures.FIG1_MODELS), "Models of (b) and (c).")
+flags.DEFINE_string("loss_model", "inception", "Model of (a).")
+flags.DEFINE_string("parts", "abc", "Which panels to run: any of a, b, c.")
+
+
+def points(F):
+    return figures.figure1_points(F.scale, F.data_dir, F.models, F.loss_model, F.seed,
+                                  parts=F.parts)
+
+
+if __name__ == "__main__":
+    app.run(lambda argv: suite.main(points, plots.figure1))

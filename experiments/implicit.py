@@ -1,0 +1,20 @@
+"""Figure 2b of the paper: small Inception with and without batch norm on CIFAR-10,
+no explicit regularizers; train and test accuracy vs steps, with the best test
+accuracy so far shaded (what early stopping could give).
+
+    python -m experiments.implicit --scale=cpu --data_dir=/path/to/cifar10
+"""
+from absl import app, flags
+
+from rethinkgen_tf import figures, plots, suite
+
+suite.define_flags("runs/implicit")
+flags.adopt_module_key_flags(suite)
+
+
+def points(F):
+    return figures.implicit_points(F.scale, F.data_dir, F.seed)
+
+
+if __name__ == "__main__":
+    app.run(lambda argv: suite.main(points, plots.implicit))

@@ -1,0 +1,29 @@
+"""Table 1 of the paper (regularizers on CIFAR-10), ours beside the paper's numbers,
+as Markdown and LaTeX; --table4 runs Table 4 (random labels with regularizers).
+
+    python -m experiments.table1 --scale=cpu --models=mlp_1x512,alexnet --data_dir=...
+    python -m experiments.table1 --table4
+"""
+from absl import app, flags
+
+from rethinkgen_tf import figures, plots, suite
+
+suite.define_flags("runs/table1")
+flags.adopt_module_key_flags(suite)
+flags.DEFINE_list("models", list(figures.TABLE1_MODELS), "Rows of these models.")
+flags.DEFINE_bool("table4", False, "Table 4 instead: random labels with weight decay, "
+                  "random crop or augmentation, learning-rate decay 0.999 per epoch.")
+
+
+def points(F):
+    if F.table4:
+        return figures.table4_points(F.scale, F.data_dir, F.seed)
+    return figures.table1_points(F.scale, F.data_dir, F.models, F.seed)
+
+
+def draw(pairs, out_dir):
+    return (plots.table4 if flags.FLAGS.table4 else plots.table1)(pairs, out_dir)
+
+
+if __name__ == "__main__":
+    app.run(lambda argv: suite.main(points, draw))

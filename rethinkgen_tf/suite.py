@@ -1,0 +1,184 @@
+"""Grids of runs for the paper's figures and tables.
+
+Every point of a grid is an ordinary training run (``rethinkgen_tf.train.run``)
+in its own directory under ``output_dir``, named after its settings plus a
+hash of its resolved configuration, so
+
+  * re-running a suite skips finished runs and resumes interrupted ones;
+  * a grid can be split across processes or machines with ``shard=(i, n)``
+    (point k goes to shard k mod n) and merged afterwards by copying the run
+    directories into one place (``merge``): names never collide;
+  * figures and tables are drawn from the saved results alone.
+"""
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+from absl import logging
+
+from rethinkgen_tf import results, train
+from rethinkgen_tf.data import DataConfig
+
+SCALES = ("paper", "cpu")
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One run of a grid; `tags` say what it is in the figure (model, p, ...)."""
+    tags: tuple  # sorted (key, value) pairs
+    train: train.TrainConfig
+    data: DataConfig
+
+    @property
+    def tag(self):
+        return dict(self.tags)
+
+
+def point(train_config, data_config, **tags):
+    return Point(tuple(sorted(tags.items())), train_config, data_config)
+
+
+def config_key(p):
+    """Hash of the resolved configuration (what determines the result)."""
+    cfg = dataclasses.replace(p.train.resolved(), verbose=None, overwrite=False)
+    blob = json.dumps({"train": dataclasses.asdict(cfg), "data": dataclasses.asdict(p.data)},
+                      sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+def run_dir(p, output_dir):
+    from rethinkgen_tf.flags import run_name
+    return Path(output_dir) / f"{run_name(p.train, p.data)}-{config_key(p)}"
+
+
+def parse_shard(text):
+    """'i/n' -> (i, n), 0 <= i < n."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not 0 <= i < n:
+        raise ValueError(f"--shard={text}: need 0 <= i < n")
+    return i, n
+
+
+def run_grid(points, output_dir, shard=(0, 1), overwrite=False, data_cache=None):
+    """Runs this shard's points (skipping finished ones); returns their results.
+
+    Prints which run of how many is going and an estimate of the time left,
+    from the runs trained so far in this process.
+    """
+    mine = [p for k, p in enumerate(points) if k % shard[1] == shard[0]]
+    todo = [p for p in mine if overwrite or results.load_result(run_dir(p, output_dir)) is None]
+    print(f"suite: {len(points)} runs in the grid, {len(mine)} in shard {shard[0]}/{shard[1]}, "
+          f"{len(mine) - len(todo)} finished already, {len(todo)} to run -> {output_dir}",
+          flush=True)
+    spent, trained = 0.0, 0
+    out = []
+    for p in mine:
+        d = run_dir(p, output_dir)
+        done = _load(d)
+        if done is not None and not overwrite:
+            out.append((p, done))
+            continue
+        trained += 1
+        eta = f", about {_fmt(spent / (trained - 1) * (len(todo) - trained + 1))} left" \
+            if trained > 1 else ""
+        print(f"suite: run {trained}/{len(todo)}: {d.name} {p.tag}{eta}", flush=True)
+        t0 = time.time()
+        data = _data(p.data, data_cache)
+        cfg = dataclasses.replace(p.train, overwrite=overwrite)
+        res = train.run(cfg, p.data, d, data=data)
+        spent += time.time() - t0
+        f = res.get("final") or {}
+        print(f"suite: done {d.name}: train acc {f.get('train_eval_acc', float('nan')):.4f}, "
+              f"test acc {f.get('test_acc', float('nan')):.4f}, overfit step "
+              f"{res.get('overfit_step')}, {_fmt(time.time() - t0)}", flush=True)
+        out.append((p, {**res, "run_dir": str(d)}))
+    return out
+
+
+def _data(data_config, cache):
+    """Loads (or reuses) the Data for a config; runs of a grid share data."""
+    from rethinkgen_tf.data import load
+    if cache is None:
+        return load(data_config)
+    if data_config not in cache:
+        cache.clear()  # keep one dataset in memory at a time
+        cache[data_config] = load(data_config)
+    return cache[data_config]
+
+
+def collect(points, output_dir):
+    """[(point, result or None)] from disk, without training."""
+    return [(p, _load(run_dir(p, output_dir))) for p in points]
+
+
+def _load(d):
+    res = results.load_result(d)
+    return None if res is None else {**res, "run_dir": str(d)}
+
+
+def merge(sources, output_dir):
+    """Copies finished run directories from other suite directories (shards)."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    copied = 0
+    for src in sources:
+        for res in Path(src).glob("*/result.json"):
+            dst = output_dir / res.parent.name
+            if not (dst / "result.json").exists():
+                shutil.copytree(res.parent, dst, dirs_exist_ok=True)
+                copied += 1
+    return copied
+
+
+def _fmt(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 \
+        else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+# ---- the command line shared by experiments/figure1.py, table1.py, implicit.py
+def define_flags(default_output):
+    from absl import flags
+    flags.DEFINE_enum("scale", "cpu", SCALES, "paper: full CIFAR-10 and the paper's schedules; "
+                      "cpu: class-balanced subsets sized to finish in about an hour on a 2-core "
+                      "CPU (see docs/experiments.md).")
+    flags.DEFINE_string("data_dir", None, "Local CIFAR-10 (pickle/binary batches or class "
+                        "folders); default: tensorflow-datasets.")
+    flags.DEFINE_string("output_dir", default_output, "Suite directory: one run directory per "
+                        "grid point, plus the figures and tables.")
+    flags.DEFINE_string("shard", "0/1", "Run only points k with k mod n == i (i/n), e.g. on n "
+                        "machines; merge with --merge_from and --plot_only.")
+    flags.DEFINE_list("merge_from", [], "Suite directories (other shards) whose finished runs "
+                      "are copied into --output_dir first.")
+    flags.DEFINE_bool("plot_only", False, "Draw from the saved results; train nothing.")
+    flags.DEFINE_bool("overwrite", False, "Redo finished runs.")
+    flags.DEFINE_integer("seed", 0, "Seed of the data randomization and weight init.")
+
+
+def main(points_fn, draw_fn):
+    """Runs the grid from `points_fn(flags)` (unless --plot_only), then draws."""
+    import sys
+    from absl import flags
+    from rethinkgen_tf.data import DataError
+    F = flags.FLAGS
+    try:
+        shard = parse_shard(F.shard)
+        points = points_fn(F)
+        if F.merge_from:
+            print(f"suite: merged {merge(F.merge_from, F.output_dir)} finished runs", flush=True)
+        if not F.plot_only:
+            run_grid(points, F.output_dir, shard, F.overwrite, data_cache={})
+    except (ValueError, DataError, OSError) as e:
+        sys.exit(f"error: {e}")
+    pairs = collect(points, F.output_dir)
+    missing = sum(res is None for _, res in pairs)
+    if missing:
+        print(f"suite: {missing} of {len(pairs)} runs not finished yet; drawing what exists")
+    out = draw_fn(pairs, F.output_dir)
+    print(json.dumps(out, indent=1, default=str))

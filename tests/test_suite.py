@@ -1,0 +1,88 @@
+"""The experiment suite: grids, resumption/skipping, sharding and merging,
+figures and tables drawn from saved results (on a tiny generated CIFAR-10)."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rethinkgen_tf import figures, plots, suite
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@pytest.fixture(scope="module")
+def tiny_cifar(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_cifar")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("test", 3)):
+        for k, name in enumerate(CLASSES):
+            d = root / split / name
+            d.mkdir(parents=True)
+            for i in range(n):
+                img = np.clip(rng.normal(25 * k, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(d / f"{i:04d}.png")
+    return str(root)
+
+
+@pytest.fixture
+def tiny_scale(monkeypatch):
+    monkeypatch.setattr(figures, "CPU_TRAIN_SIZE", {"mlp": 40, "alexnet": 40, "inception": 40})
+    monkeypatch.setattr(figures, "CPU_TEST_SIZE", 20)
+    monkeypatch.setattr(figures, "CPU_MAX_EPOCHS", {"mlp": 2, "alexnet": 2, "inception": 2})
+
+
+def test_grid_points_and_keys(tiny_scale):
+    pts = figures.figure1_points("cpu", "/data", models=("mlp_1x512", "alexnet"))
+    assert len(pts) == 5 + 2 * 6
+    assert len({suite.config_key(p) for p in pts}) == len(pts)  # every run its own directory
+    bc = [p for p in pts if p.tag["part"] == "bc"]
+    assert all(p.train.stop_on_overfit and p.data.train_size == 40 for p in bc)
+    assert sorted({p.data.corrupt for p in bc}) == list(figures.CORRUPTIONS)
+    assert all(p.data.randomize != "none" or p.data.corrupt == 0 or p.tag["part"] == "bc" for p in pts)
+    # The cpu scale keeps the paper's learning-rate decay per step.
+    assert bc[0].train.lr_decay == pytest.approx(0.95 ** (40 / 50_000))
+    t1 = figures.table1_points("paper", None, models=("mlp_1x512",))
+    assert len(t1) == 3 and {p.train.weight_decay for p in t1} == {0.0, 5e-4}
+    assert all(p.data.train_size is None for p in t1)
+    with pytest.raises(ValueError, match="shard"):
+        suite.parse_shard("3/2")
+
+
+def test_shards_merge_skip_and_plot(tiny_cifar, tiny_scale, tmp_path, capsys):
+    pts = figures.figure1_points("cpu", tiny_cifar, models=("mlp_1x512",),
+                                 corruptions=(0.0, 1.0), parts="bc")
+    a, b, merged = tmp_path / "a", tmp_path / "b", tmp_path / "m"
+    ra = suite.run_grid(pts, a, shard=(0, 2), data_cache={})
+    rb = suite.run_grid(pts, b, shard=(1, 2), data_cache={})
+    assert len(ra) == 1 and len(rb) == 1
+    assert suite.merge([a, b], merged) == 2
+    pairs = suite.collect(pts, merged)
+    assert all(res is not None and res["status"] == "finished" for _, res in pairs)
+    # Finished runs are skipped: nothing is trained again.
+    capsys.readouterr()
+    again = suite.run_grid(pts, merged, data_cache={})
+    assert "2 finished already, 0 to run" in capsys.readouterr().out
+    assert [r["run_dir"] for _, r in again] == [r["run_dir"] for _, r in pairs]
+    out = plots.figure1(pairs, merged)
+    assert set(out["c"]["mlp_1x512"]) == {0.0, 1.0}
+    assert all(os.path.getsize(f) > 1000 for f in out["files"])
+
+
+def test_table_markdown_has_paper_numbers(tiny_cifar, tiny_scale, tmp_path):
+    pts = figures.table1_points("cpu", tiny_cifar, models=("mlp_1x512",))
+    pairs = [(p, None) for p in pts]
+    out = plots.table1(pairs, tmp_path)
+    assert "50.51" in out["markdown"] and "10.61" in out["markdown"] and "(not run)" in out["markdown"]
+    assert (tmp_path / "table1.tex").read_text().startswith("\\begin{tabular}")
+
+
+def test_cli_errors_are_one_line():
+    r = subprocess.run([sys.executable, "-m", "experiments.figure1", "--shard=5/2", "--plot_only"],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines()[-1].startswith("error: --shard=5/2")
+    assert "Traceback" not in r.stderr
