@@ -1,0 +1,265 @@
+"""Dataset sources, decoded into memory in a fixed, documented index order.
+
+`load_arrays(dataset, data_dir, split)` returns ``(images uint8 [N,H,W,C],
+labels int64 [N], class_names)``.  The position of an example in these arrays
+is its *example index*, the only input (besides the seed) of its
+randomization.  Index order per layout:
+
+- CIFAR-10 python pickles / binary batches: data_batch_1..5 (train) or
+  test_batch, concatenated, records in file order.
+- Class folders (``<dir>/<split>/<class>/<file>``): class folders sorted by
+  name, then files sorted by name within a class.  Class k is the k-th sorted
+  folder name.
+- MNIST / Fashion-MNIST IDX files: record order of the file.
+- tensorflow-datasets: the order of ``tfds.load(..., shuffle_files=False)``.
+
+ImageNet is streamed, never loaded whole: see `rethinkgen_tf.data.imagenet`.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import gzip
+import hashlib
+import os
+import pickle
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".tif", ".tiff", ".webp")
+SMALL_DATASETS = ("cifar10", "mnist", "fashion_mnist", "folder")
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+MNIST_CLASSES = [str(i) for i in range(10)]
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+TEST_SPLIT_NAMES = ("test", "val", "validation")
+
+_HOW_TO = {
+    "cifar10": "download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz, extract it and pass "
+               "data_dir=<dir containing cifar-10-batches-py> (the binary version cifar-10-batches-bin and "
+               "class folders <dir>/train/<class>/*.png, <dir>/test/<class>/*.png work too)",
+    "mnist": "download the four IDX .gz files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+             "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) into one directory and pass data_dir=<it>",
+    "fashion_mnist": "install them with `apt-get install dataset-fashion-mnist` and pass "
+                     "data_dir=/usr/share/datasets/fashion-mnist (or any directory with the four IDX .gz files)",
+}
+
+
+class DataError(ValueError):
+    """A dataset could not be read; the message says which file and what to do."""
+
+
+def load_arrays(dataset, data_dir=None, split="train"):
+    """Decoded images, labels and class names of a small dataset, in index order.
+
+    dataset: cifar10 | mnist | fashion_mnist | folder.  data_dir None reads
+    through tensorflow-datasets (not for "folder").  split: train | test.
+    """
+    if dataset not in SMALL_DATASETS:
+        raise DataError(f"load_arrays reads {SMALL_DATASETS}, not {dataset!r} "
+                        "(ImageNet is streamed: use rethinkgen_tf.data.load)")
+    if split not in ("train", "test"):
+        raise DataError(f"split must be 'train' or 'test', not {split!r}")
+    if data_dir is None:
+        if dataset == "folder":
+            raise DataError("dataset='folder' needs data_dir=<dir with train/<class>/* and test/<class>/*>")
+        return _load_tfds(dataset, split)
+    data_dir = os.path.abspath(os.path.expanduser(str(data_dir)))
+    if not os.path.isdir(data_dir):
+        raise DataError(f"{dataset}: data directory {data_dir} does not exist")
+    if dataset == "cifar10":
+        x, y, names = _load_cifar10_dir(data_dir, split)
+    elif dataset in ("mnist", "fashion_mnist"):
+        x, y = _load_idx_dir(data_dir, split, dataset)
+        names = list(MNIST_CLASSES if dataset == "mnist" else FASHION_MNIST_CLASSES)
+    else:
+        x, y, names = load_class_folders(_split_dir(data_dir, split, dataset), cache=True)
+    return x, y, names
+
+
+# --------------------------------------------------------------------------- CIFAR-10
+def _load_cifar10_dir(data_dir, split):
+    if os.path.exists(os.path.join(data_dir, "data_batch_1")):
+        return _load_cifar_pickle(data_dir, split)
+    if os.path.exists(os.path.join(data_dir, "data_batch_1.bin")):
+        return _load_cifar_bin(data_dir, split)
+    for sub in ("cifar-10-batches-py", "cifar-10-batches-bin"):
+        if os.path.isdir(os.path.join(data_dir, sub)):
+            return _load_cifar10_dir(os.path.join(data_dir, sub), split)
+    for root in (data_dir, *(os.path.join(data_dir, d) for d in sorted(os.listdir(data_dir)))):
+        if os.path.isdir(os.path.join(root, "train")):
+            x, y, names = load_class_folders(_split_dir(root, split, "cifar10"), cache=True)
+            if x.shape[1:] != (32, 32, 3):
+                raise DataError(f"cifar10: images in {root} are {x.shape[1:]}, expected 32x32 RGB")
+            return x, y, names
+    raise DataError(f"cifar10: no known layout in {data_dir}: expected cifar-10-batches-py/data_batch_1..5, "
+                    f"cifar-10-batches-bin/data_batch_1..5.bin or train/<class>/*.png; {_HOW_TO['cifar10']}")
+
+
+def _cifar_files(data_dir, split, suffix):
+    files = [f"data_batch_{i}{suffix}" for i in range(1, 6)] if split == "train" else [f"test_batch{suffix}"]
+    paths = [os.path.join(data_dir, f) for f in files]
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        raise DataError(f"cifar10: missing {', '.join(missing)}; {_HOW_TO['cifar10']}")
+    return paths
+
+
+def _load_cifar_pickle(data_dir, split):
+    xs, ys = [], []
+    for path in _cifar_files(data_dir, split, ""):
+        try:
+            with open(path, "rb") as f:
+                d = pickle.load(f, encoding="bytes")
+            data, labels = d[b"data"], d[b"labels"]
+        except Exception as e:
+            raise DataError(f"cifar10: cannot read pickle batch {path}: {e!r}") from e
+        xs.append(np.asarray(data, np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        ys.append(np.asarray(labels, np.int64))
+    names = list(CIFAR10_CLASSES)
+    meta = os.path.join(data_dir, "batches.meta")
+    if os.path.exists(meta):
+        with open(meta, "rb") as f:
+            names = [n.decode() for n in pickle.load(f, encoding="bytes")[b"label_names"]]
+    return np.ascontiguousarray(np.concatenate(xs)), np.concatenate(ys), names
+
+
+def _load_cifar_bin(data_dir, split):
+    xs, ys = [], []
+    for path in _cifar_files(data_dir, split, ".bin"):
+        raw = np.fromfile(path, np.uint8)
+        if raw.size % 3073:
+            raise DataError(f"cifar10: {path} is truncated ({raw.size} bytes, not a multiple of 3073)")
+        raw = raw.reshape(-1, 3073)
+        ys.append(raw[:, 0].astype(np.int64))
+        xs.append(raw[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    names = list(CIFAR10_CLASSES)
+    meta = os.path.join(data_dir, "batches.meta.txt")
+    if os.path.exists(meta):
+        with open(meta) as f:
+            names = [line.strip() for line in f if line.strip()]
+    return np.ascontiguousarray(np.concatenate(xs)), np.concatenate(ys), names
+
+
+# --------------------------------------------------------------------------- MNIST IDX
+def _read_idx(path):
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"cannot read IDX file {path}: {e}") from e
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
+        raise DataError(f"{path} is not an IDX file of unsigned bytes")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    start = 4 + 4 * ndim
+    if len(raw) - start != int(np.prod(dims)):
+        raise DataError(f"{path} is truncated: header says {dims}, file has {len(raw) - start} data bytes")
+    return np.frombuffer(raw, np.uint8, offset=start).reshape(dims)
+
+
+def _load_idx_dir(data_dir, split, dataset):
+    prefix = "train" if split == "train" else "t10k"
+    arrays = []
+    for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
+        cands = [os.path.join(data_dir, f"{prefix}-{kind}{ext}") for ext in (".gz", "")]
+        path = next((p for p in cands if os.path.exists(p)), None)
+        if path is None:
+            raise DataError(f"{dataset}: {cands[0]} not found; {_HOW_TO[dataset]}")
+        arrays.append(_read_idx(path))
+    x, y = arrays
+    if len(x) != len(y):
+        raise DataError(f"{dataset}: {len(x)} images but {len(y)} labels in {data_dir}")
+    return np.ascontiguousarray(x[..., None]), y.astype(np.int64)
+
+
+# --------------------------------------------------------------------------- class folders
+def _split_dir(root, split, dataset):
+    names = ("train",) if split == "train" else TEST_SPLIT_NAMES
+    for n in names:
+        if os.path.isdir(os.path.join(root, n)):
+            return os.path.join(root, n)
+    raise DataError(f"{dataset}: no {' or '.join(names)} folder in {root}; a class-folder dataset is laid out as "
+                    f"{root}/train/<class>/<image> and {root}/test/<class>/<image>")
+
+
+def list_class_folders(split_dir):
+    """[(path, class_index)] in index order, and the sorted class names."""
+    if not os.path.isdir(split_dir):
+        raise DataError(f"image folder {split_dir} does not exist")
+    classes = sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
+    if not classes:
+        raise DataError(f"{split_dir} has no class folders; expected {split_dir}/<class>/<image>")
+    files = []
+    for k, c in enumerate(classes):
+        names = sorted(f for f in os.listdir(os.path.join(split_dir, c)) if f.lower().endswith(IMAGE_EXTENSIONS))
+        if not names:
+            raise DataError(f"class folder {os.path.join(split_dir, c)} has no images "
+                            f"({', '.join(IMAGE_EXTENSIONS)}); remove it or add images")
+        files += [(os.path.join(split_dir, c, f), k) for f in names]
+    return files, classes
+
+
+def _decode(path):
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(im.convert("L" if im.mode in ("L", "1", "I;16", "I") else "RGB"))
+    except Exception as e:
+        raise DataError(f"cannot decode image file {path}: {e}") from e
+
+
+def _cache_dir():
+    return os.path.expanduser(os.environ.get("RETHINKGEN_DATA_CACHE", "~/.cache/rethinkgen_tf"))
+
+
+def load_class_folders(split_dir, cache=False, threads=4):
+    """Decode <split_dir>/<class>/<image> into (uint8 [N,H,W,C], int64 [N], classes).
+
+    Grayscale files give C=1 (if every file is grayscale), else RGB.  All
+    images must have the same size.  With cache=True the decoded arrays are
+    kept as .npz under $RETHINKGEN_DATA_CACHE (default ~/.cache/rethinkgen_tf),
+    keyed by the file list, sizes and modification times.
+    """
+    files, classes = list_class_folders(split_dir)
+    key = hashlib.sha1()
+    for p, _ in files:
+        st = os.stat(p)
+        key.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    cache_path = os.path.join(_cache_dir(), "arrays", key.hexdigest() + ".npz")
+    if cache and os.path.exists(cache_path):
+        with np.load(cache_path) as z:
+            return z["x"], z["y"], classes
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        images = list(pool.map(_decode, [p for p, _ in files], chunksize=256))
+    gray = all(im.ndim == 2 for im in images)
+    images = [im[..., None] if gray else (np.repeat(im[..., None], 3, -1) if im.ndim == 2 else im) for im in images]
+    shape0 = images[0].shape
+    for (p, _), im in zip(files, images):
+        if im.shape[:2] != shape0[:2]:
+            raise DataError(f"image {p} is {im.shape[1]}x{im.shape[0]}, but {files[0][0]} is "
+                            f"{shape0[1]}x{shape0[0]}: all images of a class-folder dataset must have one size "
+                            "(resize them first)")
+    x = np.stack(images)
+    y = np.array([k for _, k in files], np.int64)
+    if cache:
+        os.makedirs(os.path.dirname(cache_path), exist_ok=True)
+        tmp = cache_path + f".{os.getpid()}.tmp.npz"
+        np.savez(tmp, x=x, y=y)
+        os.replace(tmp, cache_path)
+    return x, y, classes
+
+
+# --------------------------------------------------------------------------- tensorflow-datasets
+def _load_tfds(dataset, split):
+    import tensorflow_datasets as tfds
+    try:
+        ds = tfds.load(dataset, split=split, as_supervised=True, shuffle_files=False)
+        batches = list(tfds.as_numpy(ds.batch(4096)))
+        x, y = (np.concatenate([b[j] for b in batches]) for j in (0, 1))
+    except Exception as e:
+        raise DataError(f"{dataset}: could not load it through tensorflow-datasets ({type(e).__name__}: {e}). "
+                        f"Without internet, provide a local copy: {_HOW_TO[dataset]}") from e
+    names = {"cifar10": CIFAR10_CLASSES, "mnist": MNIST_CLASSES, "fashion_mnist": FASHION_MNIST_CLASSES}[dataset]
+    return np.asarray(x, np.uint8), np.asarray(y, np.int64), list(names)

@@ -1,0 +1,107 @@
+"""Streamed ImageNet on a handful of generated TFRecord shards in the Inception package's format."""
+import io
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from rethinkgen_tf import reference as R
+from rethinkgen_tf.data import DataConfig, DataError, load
+from rethinkgen_tf.data.imagenet import SHARD_STRIDE
+
+K, SIZE = 5, 16
+SHARDS = {"train-00000-of-00002": 4, "train-00001-of-00002": 3, "validation-00000-of-00001": 3}
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RETHINKGEN_DATA_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def shards(tmp_path):
+    rng = np.random.default_rng(0)
+    records = {}
+    for name, n in SHARDS.items():
+        with tf.io.TFRecordWriter(str(tmp_path / name)) as w:
+            for pos in range(n):
+                h, wd = rng.integers(20, 40, 2)
+                img = rng.integers(0, 256, (h, wd, 3), dtype=np.uint8)
+                buf = io.BytesIO()
+                Image.fromarray(img).save(buf, "JPEG")
+                label = int(rng.integers(1, K + 1))  # Inception labels start at 1
+                feat = {"image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[buf.getvalue()])),
+                        "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+                        "image/height": tf.train.Feature(int64_list=tf.train.Int64List(value=[h]))}
+                w.write(tf.train.Example(features=tf.train.Features(feature=feat)).SerializeToString())
+                shard = int(name.split("-")[1])
+                records.setdefault(name.split("-")[0], []).append((shard * SHARD_STRIDE + pos, buf.getvalue(), label - 1))
+    return str(tmp_path), records
+
+
+def resized(encoded):
+    img = tf.cast(tf.io.decode_jpeg(encoded, channels=3), tf.float32)
+    return tf.image.resize(tf.image.central_crop(img, 0.875)[None], [SIZE, SIZE])[0].numpy()
+
+
+def cfg(d, **kw):
+    return DataConfig(dataset="imagenet", data_dir=d, image_size=SIZE, num_classes=K, batch_size=3,
+                      standardize=False, **kw)
+
+
+def collect(ds):
+    return [np.concatenate(p) for p in zip(*[[t.numpy() for t in b] for b in ds])]
+
+
+def test_true_data_and_index_order(shards):
+    d, rec = shards
+    data = load(cfg(d))
+    assert (data.num_train, data.num_test, data.num_classes, data.input_shape) == (7, 3, K, (SIZE, SIZE, 3))
+    x, y, yt = collect(data.train_eval)
+    np.testing.assert_array_equal(y, [r[2] for r in rec["train"]])
+    np.testing.assert_allclose(x * 255, np.stack([resized(r[1]) for r in rec["train"]]), atol=1e-3)
+    xs, ys = collect(data.train)
+    assert sorted(ys.tolist()) == sorted(y.tolist()) and xs.shape == (7, SIZE, SIZE, 3)
+    xt, ytest = collect(data.test)
+    np.testing.assert_array_equal(ytest, [r[2] for r in rec["validation"]])
+
+
+def test_randomizations_equal_reference(shards):
+    d, rec = shards
+    idx = np.array([r[0] for r in rec["train"]])
+    labels = np.array([r[2] for r in rec["train"]])
+    _, y, yt = collect(load(cfg(d, randomize="labels", seed=4)).train_eval)
+    np.testing.assert_array_equal(y, R.corrupt_labels(labels, idx, 1.0, K, 4))
+    np.testing.assert_array_equal(yt, labels)
+    data = load(cfg(d, randomize="shuffled_pixels", seed=4))
+    x = collect(data.train_eval)[0]
+    want = R.permute_pixels(np.stack([resized(r[1]) for r in rec["train"]]), idx, 4, "shared")
+    np.testing.assert_allclose(x * 255, want, atol=1e-3)
+    xt, ytest = collect(data.test)
+    want = R.permute_pixels(np.stack([resized(r[1]) for r in rec["validation"]]), np.arange(3), 4, "shared")
+    np.testing.assert_allclose(xt * 255, want, atol=1e-3)
+    np.testing.assert_array_equal(ytest, [r[2] for r in rec["validation"]])
+    data = load(cfg(d, randomize="gaussian", seed=4))
+    mean, std = data.stats
+    x = collect(data.train_eval)[0]
+    np.testing.assert_allclose(x * 255, R.gaussian_images(idx, 4, (SIZE, SIZE, 3), mean, std), rtol=1e-4, atol=1e-3)
+    xt = collect(data.test)[0]
+    want = R.gaussian_images(np.arange(3), R.derive_seed(4, "test"), (SIZE, SIZE, 3), mean, std)
+    np.testing.assert_allclose(xt * 255, want, rtol=1e-4, atol=1e-3)
+
+
+def test_subset_augment_and_errors(shards, tmp_path):
+    d, rec = shards
+    data = load(cfg(d, train_size=5, augment="imagenet", corrupt=0.5))
+    x, y = collect(data.train)
+    assert data.num_train == 5 and x.shape == (5, SIZE, SIZE, 3) and 0 <= x.min() and x.max() <= 1
+    x2, y2 = collect(data.train)  # next epoch: new order and new distortions, same (corrupted) labels
+    assert sorted(y2.tolist()) == sorted(y.tolist()) and not np.allclose(np.sort(x.ravel()), np.sort(x2.ravel()))
+    np.testing.assert_array_equal(collect(data.train_eval)[1][:5].shape, (5,))
+    with pytest.raises(DataError, match="permute"):
+        load(cfg(d, corrupt=0.5, label_mode="permute"))
+    os.remove(os.path.join(d, "validation-00000-of-00001"))
+    with pytest.raises(DataError, match="validation-\\*-of-\\*"):
+        load(cfg(d))
