@@ -63,24 +63,19 @@ class BuildExt(build_ext):
         os.makedirs(out_dir, exist_ok=True)
         os.makedirs(self.build_temp, exist_ok=True)
         cxx = os.environ.get("CXX", "g++")
-        objects, gpu = [], "not built"
+        sys.path.insert(0, CSRC)
         try:
-            sys.path.insert(0, CSRC)
-            from build_cuda import build_gpu_objects  # noqa: E402
-            objects, gpu = build_gpu_objects(cflags, self.build_temp)
-            objects, gpu = objects or [], gpu or "built"
-        except ImportError:
-            gpu = "not built: csrc/build_cuda.py missing"
+            import build_cuda  # csrc/build_cuda.py: the nvcc command line
         finally:
-            if sys.path and sys.path[0] == CSRC:
-                sys.path.pop(0)
-        gpu_defs = ["-DGOOGLE_CUDA=1"] if objects else []
+            sys.path.pop(0)
+        objects, gpu = build_cuda.build_gpu_objects(cflags, self.build_temp)
+        objects, gpu = objects or [], gpu or "built"
         target = os.path.join(out_dir, "_rethinkgen_ops.so")
-        cmd = ([cxx, "-shared", "-I" + CSRC] + HOST_FLAGS + cflags + gpu_defs
+        cmd = ([cxx, "-shared", "-I" + CSRC] + HOST_FLAGS + cflags
                + [os.path.join(CSRC, "randomize_ops.cc")] + list(objects)
                + ["-o", target] + lflags)
         if objects:
-            cmd += _cuda_link_flags()
+            cmd += build_cuda.link_flags()
         _log("CPU op: " + " ".join(shlex.quote(c) for c in cmd))
         subprocess.check_call(cmd)
         _log(f"GPU kernels: {gpu}")
@@ -98,11 +93,6 @@ class BuildExt(build_ext):
             json.dump(info, f, indent=1)
 
 
-def _cuda_link_flags():
-    home = os.environ.get("CUDA_HOME", "/usr/local/cuda")
-    return ["-L" + os.path.join(home, "lib64"), "-lcudart"]
-
-
 setup(
     name="rethinkgen_tf",
     version="0.1.0",
@@ -116,7 +106,7 @@ setup(
                            language="c++")],
     cmdclass={"build_ext": BuildExt},
     python_requires=">=3.10",
-    install_requires=["numpy", "absl-py", "keras>=3", "matplotlib",
+    install_requires=["numpy", "absl-py", "keras>=3", "matplotlib", "pillow",
                       "tensorflow-datasets", "pybind11"],
     extras_require={"test": ["pytest", "hypothesis", "scipy"]},
 )

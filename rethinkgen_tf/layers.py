@@ -1,0 +1,193 @@
+"""Randomization on the accelerator: a Keras layer around `rethinkgen_tf.ops`.
+
+The host path (``rethinkgen_tf.data``) randomizes whole arrays once on the CPU
+and streams the results through tf.data.  `RandomizeOnDevice` applies the same
+op inside the model instead, so it runs where the model runs (the GPU when the
+op library was built with its GPU kernels, see docs/gpu.md):
+
+* ``kind="gaussian"``: the input is a batch of example indices; the images are
+  generated on the device from (seed, index) alone, nothing but int64 indices
+  crosses the host-device link.
+* ``kind="random_pixels"`` / ``"shuffled_pixels"``: the input is
+  ``(images, indices)``; the original images are sent and permuted on the
+  device (per example / one shared permutation).
+* ``kind="labels"``: the input is ``(labels, indices)``; mode "uniform"
+  label corruption per batch (mode "permute" is a dataset-level transform and
+  stays on the host path).
+
+The output for example i depends only on (seed, i, parameters), never on the
+batch, its order or the device: it is bit-identical to the host path's output
+for the same example (labels and pixels on every device; Gaussians on the GPU
+equal the CPU kernels bit for bit, with a documented tolerance of 1 ulp).
+
+Example (Gaussian images generated on the GPU from indices)::
+
+    layer = RandomizeOnDevice("gaussian", seed=7, image_shape=(32, 32, 3),
+                              mean=[125.3, 123.0, 113.9], stddev=[63.0, 62.1, 66.7])
+    idx = keras.Input(shape=(), dtype="int64")
+    x = layer(idx)                      # [batch, 32, 32, 3] float32, 0..255 scale
+    ...                                 # preprocessing + network
+    ds = tf.data.Dataset.from_tensor_slices((indices, labels)).batch(128)
+
+`for_data_config` builds the layer that reproduces exactly what
+``rethinkgen_tf.data`` would have served for a given DataConfig and split.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+try:  # Keras 3 (TF >= 2.16) or tf.keras
+    import keras
+except ImportError:  # pragma: no cover
+    from tensorflow import keras
+
+from rethinkgen_tf import ops
+
+KINDS = ("gaussian", "shuffled_pixels", "random_pixels", "labels")
+_PIXEL_MODE = {"shuffled_pixels": "shared", "random_pixels": "per_example"}
+
+
+class RandomizeOnDevice(keras.layers.Layer):
+    """Applies one randomization of the paper to a batch, on the model's device.
+
+    Args:
+      kind: "gaussian" | "shuffled_pixels" | "random_pixels" | "labels".
+      seed: the int64 randomization seed (use ``ops.derive_seed(seed, "test")``
+        for test-split streams, as the host path does).
+      unit: "position" | "value" (pixel kinds).
+      image_shape, mean, stddev, output_dtype: Gaussian images ([H, W, C],
+        per-channel mean/stddev of length C, float32/float16/bfloat16).
+      num_classes, corrupt_prob: kind "labels" (mode "uniform").
+      device: optional explicit placement such as "/GPU:0" (default: the
+        placement TensorFlow chooses for the model, i.e. the GPU if the op has
+        GPU kernels and one is visible).
+
+    Inputs: indices (gaussian), or a tuple (images, indices) / (labels,
+    indices).  Not trainable; no gradient flows through (the ops have none).
+    """
+
+    def __init__(self, kind, seed, unit="position", image_shape=None, mean=None,
+                 stddev=None, output_dtype="float32", num_classes=None,
+                 corrupt_prob=1.0, device=None, **kwargs):
+        kwargs.setdefault("trainable", False)
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        # Custom ops have no XLA lowering: keep Keras' jit_compile="auto" off
+        # for models containing this layer (fit() would fail on GPU machines).
+        self.supports_jit = False
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if unit not in ops.PIXEL_UNITS:
+            raise ValueError(f"unit must be one of {ops.PIXEL_UNITS}, got {unit!r}")
+        self.kind = kind
+        self.seed = int(seed)
+        self.unit = unit
+        self.device = device
+        self.output_dtype = tf.as_dtype(output_dtype).name
+        self.image_shape = None if image_shape is None else tuple(int(s) for s in image_shape)
+        self.mean = None if mean is None else [float(v) for v in np.asarray(mean).reshape(-1)]
+        self.stddev = None if stddev is None else [float(v) for v in np.asarray(stddev).reshape(-1)]
+        self.num_classes = None if num_classes is None else int(num_classes)
+        self.corrupt_prob = float(corrupt_prob)
+        if kind == "gaussian":
+            if self.image_shape is None or self.mean is None or self.stddev is None:
+                raise ValueError("kind='gaussian' needs image_shape, mean and stddev")
+            c = self.image_shape[-1]
+            if len(self.mean) != c or len(self.stddev) != c:
+                raise ValueError(f"mean and stddev must have length C = {c}")
+            if min(self.image_shape) < 1 or not all(np.isfinite(self.mean)) or \
+                    not all(np.isfinite(self.stddev)) or min(self.stddev) < 0:
+                raise ValueError("image_shape entries must be >= 1, mean finite, "
+                                 "stddev finite and >= 0")
+        if kind == "labels":
+            if self.num_classes is None or not 1 <= self.num_classes <= 2**32:
+                raise ValueError("kind='labels' needs num_classes in [1, 2^32]")
+            if not 0.0 <= self.corrupt_prob <= 1.0:
+                raise ValueError("corrupt_prob must be in [0, 1]")
+
+    # -- computation ---------------------------------------------------------
+    def _apply(self, inputs):
+        if self.kind == "gaussian":
+            indices = inputs
+            return ops.gaussian_images(indices, self.seed, self.image_shape, self.mean,
+                                       self.stddev, dtype=self.output_dtype)
+        first, indices = inputs
+        if self.kind == "labels":
+            return ops.corrupt_labels(first, indices, self.corrupt_prob, self.num_classes,
+                                      self.seed, mode="uniform")
+        return ops.permute_pixels(first, indices, self.seed, mode=_PIXEL_MODE[self.kind],
+                                  unit=self.unit)
+
+    def call(self, inputs):
+        if self.device:
+            with tf.device(self.device):
+                return self._apply(inputs)
+        return self._apply(inputs)
+
+    def compute_output_shape(self, input_shape):
+        if self.kind == "gaussian":
+            return tuple(input_shape) + self.image_shape
+        return tuple(input_shape[0])
+
+    def compute_output_spec(self, inputs):
+        if self.kind == "gaussian":
+            return keras.KerasTensor(tuple(inputs.shape) + self.image_shape,
+                                     dtype=self.output_dtype)
+        first = inputs[0]
+        return keras.KerasTensor(tuple(first.shape), dtype=first.dtype)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(kind=self.kind, seed=self.seed, unit=self.unit,
+                   image_shape=self.image_shape, mean=self.mean, stddev=self.stddev,
+                   output_dtype=self.output_dtype, num_classes=self.num_classes,
+                   corrupt_prob=self.corrupt_prob, device=self.device)
+        return cfg
+
+
+def for_data_config(config, split, image_shape=None, stats=None):
+    """The layer reproducing the image randomization of ``rethinkgen_tf.data``.
+
+    Mirrors ``rethinkgen_tf.data.randomize.randomize_images``: same kind, seed
+    stream (``derive_seed(seed, "test")`` for randomized test images except
+    shuffled pixels, which share the training permutation), unit, and for
+    Gaussians the per-channel (mean, std) of the training images (``stats``,
+    see ``data.randomize.channel_stats``) in the 0..255 scale, float32.
+    Returns None where the host path leaves the images unchanged (no pixel
+    randomization, or original test images).
+    """
+    r = config.randomize
+    if r in ("none", "labels"):
+        return None
+    test = split == "test"
+    if test and (config.test_images == "original" or
+                 (config.test_images == "auto" and r == "random_pixels")):
+        return None
+    seed = ops.derive_seed(config.seed, "test") if test and r != "shuffled_pixels" \
+        else config.seed
+    if r in _PIXEL_MODE:
+        return RandomizeOnDevice(r, seed, unit=config.pixel_unit)
+    if stats is None or image_shape is None:
+        raise ValueError("gaussian needs image_shape and stats=(mean, std) of the training images")
+    mean, std = stats
+    return RandomizeOnDevice("gaussian", seed, image_shape=image_shape, mean=mean, stddev=std)
+
+
+def randomized_train_step(model, layer, loss_fn, optimizer):
+    """A tf.function train step that randomizes on the device, for custom loops.
+
+    ``step(inputs, labels)``: ``inputs`` is what `layer` takes (indices, or
+    (images, indices)).  The randomization runs inside the same function as
+    the forward/backward pass, on the model's device.
+    """
+    @tf.function
+    def step(inputs, labels):
+        x = layer(inputs)
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = loss_fn(labels, logits)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+    return step

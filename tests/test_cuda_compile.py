@@ -1,0 +1,100 @@
+"""CI checks for the CUDA kernels on machines without a GPU.
+
+1. The GPU harness script works: ``tests/gpu/run_harness.sh --cpu --quick``
+   builds the harness with g++ (the kernels' per-element code, including the
+   parallel Fisher-Yates walk) and checks it against the NumPy reference.
+2. nvcc compiles every CUDA kernel (TF-free part: randomize_gpu.cuh through
+   the harness source), compile-only, so a broken kernel cannot land.
+3. The nvcc flags never allow fast math / FMA contraction; setup's GPU build
+   is skipped with one clear line where TensorFlow has no CUDA.
+4. Opt-in (RETHINKGEN_TEST_TF_GPU_COMPILE=1, slow: TF headers through nvcc):
+   the TF GPU OpKernels (randomize_ops_gpu.cu.cc) compile with nvcc.
+
+Env: RETHINKGEN_CI_CUDA_ARCH (default 80) for the compile-only check.
+"""
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _build_cuda():
+    spec = importlib.util.spec_from_file_location(
+        "rethinkgen_build_cuda", os.path.join(ROOT, "csrc", "build_cuda.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _have_pybind11():
+    return subprocess.run([sys.executable, "-m", "pybind11", "--includes"],
+                          capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
+def test_harness_cpu_mode_script(tmp_path):
+    if not _have_pybind11():
+        pytest.skip("needs pybind11")
+    env = dict(os.environ, RG_HARNESS_OUT=str(tmp_path), PYTHON=sys.executable)
+    p = subprocess.run(["bash", os.path.join(ROOT, "tests", "gpu", "run_harness.sh"),
+                        "--cpu", "--quick"], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=1800)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out[-4000:]
+    assert "0 failure(s)" in out and "PASSED" in out
+    assert "FAIL" not in out.replace("FAILED", "")
+
+
+def test_nvcc_flags_are_exact():
+    bc = _build_cuda()
+    flags = " ".join(bc.NVCC_FLAGS)
+    assert "--fmad=false" in flags and "-ffp-contract=off" in flags
+    for bad in ("--use_fast_math", "-use_fast_math", "-ftz=true", "--fmad=true"):
+        assert bad not in flags
+    assert bc.arch_flags("80;90") == [
+        "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90",
+        "-gencode", "arch=compute_90,code=compute_90"]
+    assert bc.arch_flags("native") == ["-arch=native"]
+    with pytest.raises(ValueError):
+        bc.arch_flags("sm_ninety")
+
+
+def test_build_gpu_objects_skips_with_one_line(tmp_path, monkeypatch):
+    bc = _build_cuda()
+    monkeypatch.setenv("RETHINKGEN_NO_CUDA", "1")
+    objs, reason = bc.build_gpu_objects([], str(tmp_path))
+    assert objs is None and reason.startswith("GPU kernels skipped") and "\n" not in reason
+    monkeypatch.delenv("RETHINKGEN_NO_CUDA")
+    monkeypatch.setattr(bc, "find_nvcc", lambda: None)
+    objs, reason = bc.build_gpu_objects([], str(tmp_path))
+    assert objs is None and "nvcc not found" in reason
+
+
+@pytest.mark.skipif(_build_cuda().find_nvcc() is None, reason="needs nvcc")
+def test_nvcc_compiles_every_kernel(tmp_path):
+    """Compile-only: randomize_gpu.cuh (all kernels and launchers, every
+    template instantiation the TF kernels use) via the harness source."""
+    arch = os.environ.get("RETHINKGEN_CI_CUDA_ARCH", "80")
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "gpu", "build_harness.py"),
+                        "--backend", "cuda", "--compile-only", "--arch", arch,
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=1800)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+    assert os.path.getsize(os.path.join(tmp_path, "cuda", "harness_kernels_cuda.o")) > 0
+
+
+@pytest.mark.skipif(os.environ.get("RETHINKGEN_TEST_TF_GPU_COMPILE") != "1",
+                    reason="slow; set RETHINKGEN_TEST_TF_GPU_COMPILE=1")
+def test_nvcc_compiles_tf_gpu_opkernels(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    bc = _build_cuda()
+    if bc.find_nvcc() is None:
+        pytest.skip("needs nvcc")
+    objs, reason = bc.build_gpu_objects(tf.sysconfig.get_compile_flags(), str(tmp_path),
+                                        check_tf=False,
+                                        archs=os.environ.get("RETHINKGEN_CI_CUDA_ARCH", "80"))
+    assert objs and all(os.path.getsize(o) > 0 for o in objs), reason
