@@ -122,63 +122,86 @@ def permute_pixels(images, indices, seed, mode="per_example", unit="position"):
 
 
 # ---- Gaussian (float32 operation for operation as randomize.h) ----------
+# Every rounded float operation goes through _op, which puts a Snapshot after
+# it: grappler's constant folding would otherwise rewrite chains such as
+# (u - w) + 1 into (u + 1) - w inside tf.function, changing the last bit.
 F32 = tf.float32
+
+
+def _op(x):
+    return tf.raw_ops.Snapshot(input=x)
+
+
+def _c(v):
+    return tf.constant(v, F32)
+
+
+def _mul(a, b):
+    return _op(a * b)
+
+
+def _add(a, b):
+    return _op(a + b)
+
+
+def _sub(a, b):
+    return _op(a - b)
 
 
 def _log_f32(x):
     bits = tf.bitcast(x, tf.uint32)
-    e = tf.cast(tf.bitwise.right_shift(bits, tf.constant(23, tf.uint32)), tf.int32) - 127
-    m = tf.bitcast(tf.bitwise.bitwise_or(tf.bitwise.bitwise_and(bits, tf.constant(0x007FFFFF, tf.uint32)),
-                                         tf.constant(0x3F800000, tf.uint32)), F32)
-    big = m > 1.41421356
-    m = tf.where(big, m * 0.5, m)
-    e = tf.where(big, e + 1, e)
-    f = m - 1.0
-    z = f * f
-    y = tf.fill(tf.shape(f), tf.constant(ref._LOG_COEF[0], F32))
+    mb = tf.bitwise.bitwise_or(tf.bitwise.bitwise_and(bits, tf.constant(0x007FFFFF, tf.uint32)),
+                               tf.constant(0x3F800000, tf.uint32))
+    big = tf.cast(tf.bitcast(mb, F32) > 1.41421356, tf.uint32)  # halve mantissas above sqrt 2
+    m = tf.bitcast(mb - tf.bitwise.left_shift(big, tf.constant(23, tf.uint32)), F32)
+    e = tf.cast(tf.bitwise.right_shift(bits, tf.constant(23, tf.uint32)), tf.int32) - 127 \
+        + tf.cast(big, tf.int32)
+    f = _sub(m, _c(1.0))
+    z = _mul(f, f)
+    y = tf.fill(tf.shape(f), _c(ref._LOG_COEF[0]))
     for coef in ref._LOG_COEF[1:]:
-        y = y * f + coef
-    y = (y * f) * z
+        y = _add(_mul(y, f), _c(coef))
+    y = _mul(_mul(y, f), z)
     fe = tf.cast(e, F32)
-    y = y + tf.constant(-2.12194440E-4, F32) * fe
-    y = y - 0.5 * z
-    r = f + y
-    return r + tf.constant(0.693359375, F32) * fe
+    y = _add(y, _mul(_c(-2.12194440E-4), fe))
+    y = _sub(y, _mul(_c(0.5), z))
+    r = _add(f, y)
+    return _add(r, _mul(_c(0.693359375), fe))
 
 
 def _sincos_quarter(a):
-    z = a * a
-    t = tf.constant(-1.9515295891E-4, F32) * z
-    t = t + 8.3321608736E-3
-    t = t * z
-    t = t - 1.6666654611E-1
-    t = (t * z) * a
-    s = t + a
-    u = tf.constant(2.443315711809948E-5, F32) * z
-    u = u - 1.388731625493765E-3
-    u = u * z
-    u = u + 4.166664568298827E-2
-    u = (u * z) * z
-    u = u - 0.5 * z
-    return s, u + 1.0
+    z = _mul(a, a)
+    t = _mul(_c(-1.9515295891E-4), z)
+    t = _add(t, _c(8.3321608736E-3))
+    t = _mul(t, z)
+    t = _sub(t, _c(1.6666654611E-1))
+    t = _mul(_mul(t, z), a)
+    s = _add(t, a)
+    u = _mul(_c(2.443315711809948E-5), z)
+    u = _sub(u, _c(1.388731625493765E-3))
+    u = _mul(u, z)
+    u = _add(u, _c(4.166664568298827E-2))
+    u = _mul(_mul(u, z), z)
+    u = _sub(u, _mul(_c(0.5), z))
+    return s, _add(u, _c(1.0))
 
 
 def _gaussian_pair(x1, x2):
-    u1 = tf.cast(tf.cast(x1, tf.uint32), F32) * tf.constant(2.3283064365386963e-10, F32) \
-        + tf.constant(1.16415321826934814453125e-10, F32)
-    r = tf.sqrt(-2.0 * _log_f32(u1))
+    u1 = _add(_mul(tf.cast(tf.cast(x1, tf.uint32), F32), _c(2.3283064365386963e-10)),
+              _c(1.16415321826934814453125e-10))
+    r = _op(tf.sqrt(_mul(_c(-2.0), _log_f32(u1))))
     octant = tf.bitwise.right_shift(x2, _u(29))
     k = tf.bitwise.bitwise_and(x2, _u(0x1FFFFFFF))
     odd = tf.equal(tf.bitwise.bitwise_and(octant, _u(1)), _u(1))
     kk = tf.where(odd, _u(0x20000000) - k, k)
-    a = (tf.cast(tf.cast(kk, tf.uint32), F32) * tf.constant(1.862645149230957e-09, F32)) \
-        * tf.constant(0.785398163397448309616, F32)
+    a = _mul(_mul(tf.cast(tf.cast(kk, tf.uint32), F32), _c(1.862645149230957e-09)),
+             _c(0.785398163397448309616))
     s, c = _sincos_quarter(a)
     sb, cb = tf.where(odd, c, s), tf.where(odd, s, c)
     q = tf.bitwise.right_shift(octant, _u(1))
     sin_t = tf.where(q == 0, sb, tf.where(q == 1, cb, tf.where(q == 2, -sb, -cb)))
     cos_t = tf.where(q == 0, cb, tf.where(q == 1, -sb, tf.where(q == 2, -cb, sb)))
-    return r * cos_t, r * sin_t
+    return _mul(r, cos_t), _mul(r, sin_t)
 
 
 def gaussian_images(indices, seed, shape, mean, stddev, dtype=tf.float32):
@@ -193,6 +216,6 @@ def gaussian_images(indices, seed, shape, mean, stddev, dtype=tf.float32):
     chan = tf.range(n) % shape[-1]
     mean = tf.gather(tf.cast(mean, F32), chan)
     stddev = tf.gather(tf.cast(stddev, F32), chan)
-    out = mean + stddev * z
+    out = _add(mean, _mul(stddev, z))
     out = tf.cast(out, dtype)
     return tf.reshape(out, tf.concat([tf.shape(indices, out_type=tf.int64), shape], 0))

@@ -28,14 +28,20 @@ PIXEL_MODES = ("shared", "per_example")
 PIXEL_UNITS = ("position", "value")
 
 
+def _build_info():
+    try:
+        with open(BUILD_INFO_PATH) as f:
+            return json.load(f)
+    except OSError:
+        return {}
+
+
 def _load():
     """Returns (module or None, build description)."""
     if os.environ.get("RETHINKGEN_FORCE_FALLBACK") == "1":
         return None, "pure TensorFlow (RETHINKGEN_FORCE_FALLBACK=1)"
-    try:
-        with open(BUILD_INFO_PATH) as f:
-            info = json.load(f)
-    except OSError:
+    info = _build_info()
+    if not info:
         return None, f"pure TensorFlow (no compiled op at {LIBRARY_PATH}; run `make setup`)"
     if info.get("tensorflow_version") != tf.__version__:
         return None, (f"pure TensorFlow (op built for TensorFlow {info.get('tensorflow_version')}, "
@@ -50,6 +56,7 @@ def _load():
 
 _lib, BUILD = _load()
 NATIVE = _lib is not None
+GPU_KERNELS = NATIVE and bool(_build_info().get("gpu_kernels"))
 if not NATIVE:
     warnings.warn(f"rethinkgen_tf: using the {BUILD}; outputs are identical but slower.",
                   RuntimeWarning, stacklevel=2)

@@ -119,6 +119,16 @@ def test_gaussian_bit_exact(dtype, shape):
     np.testing.assert_array_equal(fb.view(np.uint8), want.view(np.uint8))
 
 
+def test_fallback_gaussian_exact_inside_tf_function():
+    """Graph optimizations (grappler) must not change the fallback's rounding."""
+    idx = np.arange(40)
+    f = tf.function(lambda i: _tf_impl.gaussian_images(
+        i, tf.constant(9, tf.int64), tf.constant([28, 28, 3], tf.int64),
+        tf.constant([0.1, 0.2, 0.3]), tf.constant([1.0, 2.0, 3.0])))
+    want = ref.gaussian_images(idx, 9, (28, 28, 3), [0.1, 0.2, 0.3], [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(f(tf.constant(idx)).numpy(), want)
+
+
 def test_gaussian_matches_exact_math_within_few_ulp():
     """The float32 Box-Muller is within a few ulp of the same formula in float64."""
     w = ref.blocks(4, ref.PURPOSE["gaussian"], 0, np.arange(20000))
