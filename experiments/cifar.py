@@ -1,0 +1,19 @@
+"""The randomization test on CIFAR-10 (Zhang et al. 2017, Table 1 and Figure 1).
+
+    python -m experiments.cifar --model=inception --corrupt=0.5
+    python -m experiments.cifar --model=mlp_1x512 --randomize=labels --data_dir=~/cifar10
+
+Writes one run directory under --output_dir (see docs/training.md).
+"""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep errors one line
+
+from absl import app, flags as absl_flags  # noqa: E402
+
+from rethinkgen_tf import flags  # noqa: E402
+
+if __name__ == "__main__":
+    flags.define(datasets=("cifar10",), model="inception")
+    absl_flags.adopt_module_key_flags(flags)  # list them in --help
+    app.run(flags.main)

@@ -1,0 +1,151 @@
+"""absl flags shared by the experiment entry points (experiments/cifar.py, mnist.py).
+
+    flags.define(datasets=("cifar10",), model="inception")
+    app.run(flags.main)
+
+Every TrainConfig / DataConfig field the paper varies is a flag; defaults
+mirror the paper (see docs/training.md).  Invalid values and conflicting flags
+end the program with a one-line error.
+"""
+
+import sys
+from pathlib import Path
+
+from absl import flags, logging
+
+from rethinkgen_tf import train
+from rethinkgen_tf.data import AUGMENTATIONS, RANDOMIZATIONS, DataConfig
+
+FLAGS = flags.FLAGS
+
+
+def define(datasets, model):
+    f = flags
+    f.DEFINE_enum("dataset", datasets[0], datasets, "Dataset.")
+    f.DEFINE_string("data_dir", None, "Local copy of the dataset (CIFAR-10 python/binary "
+                    "batches or <dir>/{train,test}/<class>/ image folders; MNIST IDX files). "
+                    "Default: tensorflow-datasets.")
+    f.DEFINE_string("model", model, "Model: inception, inception_nobn, alexnet, mlp_NxW "
+                    "(e.g. mlp_1x512), wrn_D_K (e.g. wrn_28_10), inception_v3.")
+    # randomization test
+    f.DEFINE_enum("randomize", "none", RANDOMIZATIONS,
+                  "Randomization: none (true labels), labels (all random), shuffled_pixels, "
+                  "random_pixels, gaussian.")
+    f.DEFINE_float("corrupt", 0.0, "Label corruption probability p in [0, 1]: each training "
+                   "label is replaced by a uniform random class with probability p.",
+                   lower_bound=0.0, upper_bound=1.0)
+    f.DEFINE_enum("label_mode", "uniform", ["uniform", "permute"],
+                  "Label corruption: uniform redraws (paper) or a permutation of the labels.")
+    f.DEFINE_enum("pixel_unit", "position", ["position", "value"],
+                  "What pixel shuffling permutes: spatial positions (channels move together) "
+                  "or single values.")
+    f.DEFINE_integer("seed", 0, "Seed of weight init and, unless overridden, of the data.")
+    f.DEFINE_integer("data_seed", None, "Randomization seed (default: --seed).")
+    f.DEFINE_integer("shuffle_seed", None, "Per-epoch shuffling seed (default: --seed).")
+    f.DEFINE_integer("train_size", None, "Use the first n training examples.", lower_bound=1)
+    f.DEFINE_bool("balanced", False, "With --train_size: the first n/K examples of each class.")
+    f.DEFINE_integer("test_size", None, "Use the first n test examples.", lower_bound=1)
+    f.DEFINE_integer("crop", None, "Center crop size (default: 28 for CIFAR-10, none for "
+                     "MNIST).", lower_bound=1)
+    f.DEFINE_bool("standardize", True, "Per-image standardization (paper).")
+    f.DEFINE_enum("augment", "none", AUGMENTATIONS,
+                  "Augmentation: none (paper's randomization runs), crop (random crop), "
+                  "crop_flip, imagenet.")
+    # optimization
+    f.DEFINE_integer("epochs", None, "Epochs (default: per model, enough to fit random "
+                     "labels at full scale).", lower_bound=0)
+    f.DEFINE_integer("batch_size", 128, "Global batch size (split across replicas).",
+                     lower_bound=1)
+    f.DEFINE_float("learning_rate", None, "Initial SGD learning rate (default: 0.1 for "
+                   "Inception/WRN, 0.01 for AlexNet/MLP).", lower_bound=0.0)
+    f.DEFINE_float("lr_decay", 0.95, "Learning rate factor per epoch (Table 4 with "
+                   "augmentation: 0.999).", lower_bound=0.0, upper_bound=1.0)
+    f.DEFINE_float("momentum", 0.9, "SGD momentum.", lower_bound=0.0, upper_bound=1.0)
+    f.DEFINE_float("weight_decay", 0.0, "L2 coefficient on kernels: penalty wd/2*||w||^2 "
+                   "(reproductions use 5e-4).", lower_bound=0.0)
+    f.DEFINE_float("dropout", 0.0, "Dropout rate before the classifier.",
+                   lower_bound=0.0, upper_bound=0.99)
+    f.DEFINE_bool("batchnorm", None, "Batch norm on/off (default: on for Inception/WRN, "
+                  "off for AlexNet/MLP).")
+    f.DEFINE_float("overfit_threshold", 1.0, "Train accuracy that counts as overfit "
+                   "(time to overfit).", lower_bound=0.0, upper_bound=1.0)
+    f.DEFINE_bool("stop_on_overfit", False, "Stop once the threshold is reached.")
+    # execution
+    f.DEFINE_enum("strategy", "default", list(train.STRATEGIES),
+                  "tf.distribute strategy; the batch is global, the learning rate unchanged. "
+                  "multi_worker reads the cluster from TF_CONFIG.")
+    f.DEFINE_bool("jit_compile", None, "XLA (default: on for GPU/TPU, off on CPU).")
+    f.DEFINE_bool("mixed_precision", False, "mixed_float16 on GPU (bfloat16 on TPU).")
+    f.DEFINE_integer("steps_per_execution", 1, "Training steps per tf.function call.",
+                     lower_bound=1)
+    f.DEFINE_string("output_dir", "runs", "Parent directory of run directories.")
+    f.DEFINE_string("run_name", None, "Run directory name (default: from the settings).")
+    f.DEFINE_bool("overwrite", False, "Redo a finished run.")
+
+
+def configs():
+    """(TrainConfig, DataConfig, run_dir) from the parsed flags; ValueError if invalid."""
+    F = FLAGS
+    crop = F.crop if F.crop is not None else (28 if F.dataset == "cifar10" else None)
+    data = DataConfig(
+        dataset=F.dataset, data_dir=F.data_dir, randomize=F.randomize, corrupt=F.corrupt,
+        label_mode=F.label_mode, pixel_unit=F.pixel_unit,
+        seed=F.seed if F.data_seed is None else F.data_seed,
+        shuffle_seed=F.seed if F.shuffle_seed is None else F.shuffle_seed,
+        train_size=F.train_size, balanced=F.balanced, test_size=F.test_size,
+        crop=crop, standardize=F.standardize, augment=F.augment, batch_size=F.batch_size)
+    cfg = train.TrainConfig(
+        model=F.model, epochs=F.epochs, learning_rate=F.learning_rate, lr_decay=F.lr_decay,
+        momentum=F.momentum, weight_decay=F.weight_decay, dropout=F.dropout,
+        batchnorm=F.batchnorm, seed=F.seed, strategy=F.strategy, jit_compile=F.jit_compile,
+        mixed_precision=F.mixed_precision, steps_per_execution=F.steps_per_execution,
+        overfit_threshold=F.overfit_threshold, stop_on_overfit=F.stop_on_overfit,
+        overwrite=F.overwrite)
+    cfg.validate()
+    return cfg, data, Path(F.output_dir) / (F.run_name or run_name(cfg, data))
+
+
+def run_name(cfg, data):
+    """e.g. cifar10_mlp_1x512_labels_s0, cifar10_inception_corrupt0.5_wd0.0005_s0."""
+    parts = [data.dataset, cfg.model]
+    if data.randomize != "none":
+        parts.append(data.randomize)
+    if data.corrupt:
+        parts.append(f"corrupt{data.corrupt:g}")
+    if cfg.batchnorm is False:
+        parts.append("nobn")
+    if cfg.weight_decay:
+        parts.append(f"wd{cfg.weight_decay:g}")
+    if cfg.dropout:
+        parts.append(f"dropout{cfg.dropout:g}")
+    if data.augment != "none":
+        parts.append(data.augment)
+    if data.train_size:
+        parts.append(f"n{data.train_size}")
+    return "_".join(parts + [f"s{cfg.seed}"])
+
+
+def main(argv):
+    """Parses, loads the data, trains (or resumes), prints the result summary."""
+    if len(argv) > 1:
+        sys.exit(f"error: unexpected arguments {argv[1:]}")
+    logging.set_verbosity(logging.INFO)
+    from rethinkgen_tf import results
+    from rethinkgen_tf.data import DataError, load
+    try:
+        cfg, data_config, run_dir = configs()
+        if not cfg.overwrite and results.load_result(run_dir):
+            data = None  # finished: run() only reads result.json
+        else:
+            train.make_strategy(cfg.strategy)  # before any TF op (multi_worker)
+            data = load(data_config)
+    except (ValueError, DataError, OSError) as e:
+        sys.exit(f"error: {e}")
+    r = train.run(cfg, data_config, run_dir, data=data)
+    f = r["final"] or {}
+    print(f"{run_dir}: {r['epochs']} epochs, {r['steps']} steps | train acc "
+          f"{f.get('train_eval_acc', float('nan')):.4f} (original labels "
+          f"{f.get('train_eval_acc_orig', float('nan')):.4f}) | test acc "
+          f"{f.get('test_acc', float('nan')):.4f} | overfit at epoch {r['overfit_epoch']} "
+          f"(step {r['overfit_step']}) | {r['wall_time']:.0f}s")
+

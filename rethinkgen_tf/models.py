@@ -1,0 +1,242 @@
+"""Model registry: the paper's CIFAR-10 architectures (SPEC section 3) and friends.
+
+    model = build("inception", input_shape=(28, 28, 3), num_classes=10,
+                  batchnorm=True, dropout=0.0, weight_decay=0.0)
+
+Every model maps preprocessed float images to float32 logits (no softmax).
+
+Names: ``inception``, ``inception_nobn``, ``alexnet``, ``mlp_NxW`` (any depth N
+and width W, e.g. ``mlp_1x512``), ``wrn_D_K`` (wide ResNet of depth D = 6n + 4
+and widening factor K, e.g. ``wrn_28_10``) and ``inception_v3`` (ImageNet,
+from ``keras.applications``, no pretrained weights, input at least 75x75).
+
+Options shared by all models:
+  batchnorm     batch norm after every conv / hidden dense layer (default: on
+                for Inception and WRN, off for AlexNet and MLPs).
+  dropout       dropout rate in front of the final classifier (default 0).
+  weight_decay  L2 penalty ``weight_decay / 2 * sum(w**2)`` on every kernel
+                (conv and dense, not biases or BN shifts), i.e. a gradient of
+                ``weight_decay * w``, as in ``tf.nn.l2_loss`` and PyTorch SGD.
+
+Batch norm follows TF-slim, the paper's framework: a learned shift (center)
+but no learned scale, and convolutions/dense layers followed by batch norm have
+no bias.  ``bn_scale=True`` adds the scale.  So every conv channel has exactly
+one bias-or-shift, which is the counting convention of the paper's Table 1
+(see :func:`paper_param_count`).
+"""
+
+import re
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+MODELS = {}  # name or regex pattern -> builder(input_shape, num_classes, **opts)
+PAPER_PARAMS = {  # Table 1 of the paper
+    "inception": 1_649_402,
+    "inception_nobn": 1_649_402,
+    "alexnet": 1_387_786,
+    "mlp_3x512": 1_735_178,
+    "mlp_1x512": 1_209_866,
+}
+DEFAULT_LEARNING_RATE = {"inception": 0.1, "wrn": 0.1, "alexnet": 0.01, "mlp": 0.01}
+
+
+def register(pattern):
+    """Registers a builder under a name, or a regex whose groups are int args."""
+
+    def wrap(fn):
+        MODELS[pattern] = fn
+        return fn
+
+    return wrap
+
+
+NAMES = "inception, inception_nobn, alexnet, mlp_NxW, wrn_D_K, inception_v3"
+
+
+def known(name):
+    return any(re.fullmatch(p, name) for p in MODELS)
+
+
+def family(name):
+    """'inception' | 'inception_v3' | 'alexnet' | 'mlp' | 'wrn' (for defaults)."""
+    if name == "inception_v3":
+        return "inception_v3"
+    return re.match(r"[a-z]+", name).group(0)
+
+
+def build(name, input_shape=(28, 28, 3), num_classes=10, weight_decay=0.0, **opts):
+    """Builds model ``name``; raises ValueError for unknown names/options."""
+    for pattern, fn in MODELS.items():
+        m = re.fullmatch(pattern, name)
+        if m:
+            args = [int(g) for g in m.groups()]
+            model = fn(*args, input_shape=tuple(input_shape),
+                       num_classes=num_classes, **opts)
+            break
+    else:
+        raise ValueError(f"unknown model {name!r}; known: {NAMES}")
+    if weight_decay:
+        reg = keras.regularizers.L2(weight_decay / 2)
+        for layer in model._flatten_layers():
+            if getattr(layer, "kernel", None) is not None:
+                layer.kernel.regularizer = reg
+    return model
+
+
+def paper_param_count(model):
+    """Parameters as the paper counts them: trainable weights minus BN scales.
+
+    Table 1 lists 1,649,402 for Inception with and without batch norm: each
+    conv channel has one bias (no BN) or one BN shift (with BN), and the BN
+    scale is not a parameter (TF-slim's default).  Moving statistics are state,
+    not parameters.
+    """
+    return sum(int(tf.size(v)) for v in model.trainable_weights
+               if not v.path.endswith("gamma"))
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _act(x, batchnorm, bn_scale):
+    if batchnorm:
+        x = layers.BatchNormalization(scale=bn_scale, momentum=0.997, epsilon=1e-3)(x)
+    return layers.ReLU()(x)
+
+
+def _conv(x, filters, kernel, strides=1, padding="same", batchnorm=True,
+          bn_scale=False):
+    """Conv module: conv -> [batch norm] -> ReLU."""
+    x = layers.Conv2D(filters, kernel, strides, padding, use_bias=not batchnorm)(x)
+    return _act(x, batchnorm, bn_scale)
+
+
+def _dense(x, units, batchnorm=False, bn_scale=False):
+    x = layers.Dense(units, use_bias=not batchnorm)(x)
+    return _act(x, batchnorm, bn_scale)
+
+
+def _head(x, num_classes, dropout):
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    return layers.Dense(num_classes, dtype="float32")(x)  # fp32 logits
+
+
+def _check(opts, **defaults):
+    unknown = set(opts) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown model option(s): {sorted(unknown)}")
+    return {**defaults, **{k: v for k, v in opts.items() if v is not None}}
+
+
+# ---------------------------------------------------------------- models
+
+
+@register("inception")
+def inception(input_shape, num_classes, **opts):
+    """Small Inception (SPEC 3): 1,649,402 parameters on 28x28x3, 10 classes."""
+    o = _check(opts, batchnorm=True, dropout=0.0, bn_scale=False)
+    conv = lambda x, c, k, s=1, p="same": _conv(x, c, k, s, p, o["batchnorm"], o["bn_scale"])
+    inc = lambda x, c1, c3: layers.Concatenate()([conv(x, c1, 1), conv(x, c3, 3)])
+    down = lambda x, c3: layers.Concatenate()(
+        [conv(x, c3, 3, 2, "valid"), layers.MaxPooling2D(3, 2, "valid")(x)])
+
+    inputs = keras.Input(input_shape)
+    x = conv(inputs, 96, 3)
+    x = inc(x, 32, 32)
+    x = inc(x, 32, 48)
+    x = down(x, 80)
+    for c1, c3 in [(112, 48), (96, 64), (80, 80), (48, 96)]:
+        x = inc(x, c1, c3)
+    x = down(x, 96)
+    x = inc(x, 176, 160)
+    x = inc(x, 176, 160)
+    x = layers.GlobalAveragePooling2D()(x)
+    name = "inception" if o["batchnorm"] else "inception_nobn"
+    return keras.Model(inputs, _head(x, num_classes, o["dropout"]), name=name)
+
+
+@register("inception_nobn")
+def inception_nobn(input_shape, num_classes, **opts):
+    return inception(input_shape, num_classes, **{**opts, "batchnorm": False})
+
+
+class LocalResponseNormalization(layers.Layer):
+    """tf.nn.local_response_normalization over channels (AlexNet, TF tutorial)."""
+
+    def __init__(self, depth_radius=4, bias=1.0, alpha=0.001 / 9.0, beta=0.75, **kw):
+        super().__init__(**kw)
+        self.args = dict(depth_radius=depth_radius, bias=bias, alpha=alpha, beta=beta)
+
+    def call(self, x):
+        return tf.nn.local_response_normalization(x, **self.args)
+
+    def get_config(self):
+        return {**super().get_config(), **self.args}
+
+
+@register("alexnet")
+def alexnet(input_shape, num_classes, **opts):
+    """Small AlexNet (SPEC 3): 2 x (conv5x5(64) -> maxpool 3x3/2 -> LRN), 384, 192."""
+    o = _check(opts, batchnorm=False, dropout=0.0, bn_scale=False)
+    inputs = keras.Input(input_shape)
+    x = inputs
+    for _ in range(2):
+        x = _conv(x, 64, 5, batchnorm=o["batchnorm"], bn_scale=o["bn_scale"])
+        x = layers.MaxPooling2D(3, 2, "same")(x)
+        x = LocalResponseNormalization()(x)
+    x = layers.Flatten()(x)
+    x = _dense(x, 384, o["batchnorm"], o["bn_scale"])
+    x = _dense(x, 192, o["batchnorm"], o["bn_scale"])
+    return keras.Model(inputs, _head(x, num_classes, o["dropout"]), name="alexnet")
+
+
+@register(r"mlp_(\d+)x(\d+)")
+def mlp(depth, width, input_shape, num_classes, **opts):
+    """MLP with `depth` hidden ReLU layers of `width` units."""
+    o = _check(opts, batchnorm=False, dropout=0.0, bn_scale=False)
+    inputs = keras.Input(input_shape)
+    x = layers.Flatten()(inputs)
+    for _ in range(depth):
+        x = _dense(x, width, o["batchnorm"], o["bn_scale"])
+    return keras.Model(inputs, _head(x, num_classes, o["dropout"]),
+                       name=f"mlp_{depth}x{width}")
+
+
+@register(r"wrn_(\d+)_(\d+)")
+def wide_resnet(depth, k, input_shape, num_classes, **opts):
+    """Wide ResNet WRN-depth-k (Zagoruyko & Komodakis 2016), pre-activation."""
+    o = _check(opts, batchnorm=True, dropout=0.0, bn_scale=False)
+    if (depth - 4) % 6:
+        raise ValueError(f"WRN depth must be 6n + 4, got {depth}")
+    bn_relu = lambda x: _act(x, o["batchnorm"], o["bn_scale"])
+    conv = lambda x, c, s=1: layers.Conv2D(c, 3, s, "same", use_bias=not o["batchnorm"])(x)
+
+    inputs = keras.Input(input_shape)
+    x = conv(inputs, 16)
+    for group, width in enumerate([16 * k, 32 * k, 64 * k]):
+        for block in range((depth - 4) // 6):
+            stride = 2 if group > 0 and block == 0 else 1
+            y = bn_relu(x)
+            shortcut = x
+            if stride != 1 or x.shape[-1] != width:
+                shortcut = layers.Conv2D(width, 1, stride, use_bias=False)(y)
+            y = conv(bn_relu(conv(y, width, stride)), width)
+            x = layers.Add()([shortcut, y])
+    x = layers.GlobalAveragePooling2D()(bn_relu(x))
+    return keras.Model(inputs, _head(x, num_classes, o["dropout"]),
+                       name=f"wrn_{depth}_{k}")
+
+
+@register("inception_v3")
+def inception_v3(input_shape, num_classes, **opts):
+    """Inception V3 (keras.applications, random init); dropout before the top."""
+    o = _check(opts, batchnorm=True, dropout=0.0)
+    if not o["batchnorm"]:
+        raise ValueError("inception_v3 always uses batch norm")
+    base = keras.applications.InceptionV3(
+        include_top=False, weights=None, input_shape=input_shape, pooling="avg")
+    return keras.Model(base.input, _head(base.output, num_classes, o["dropout"]),
+                       name="inception_v3")

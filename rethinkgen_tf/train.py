@@ -1,0 +1,407 @@
+"""Training loop: one run of the randomization test, resumable, in one directory.
+
+    from rethinkgen_tf.data import DataConfig
+    from rethinkgen_tf.train import TrainConfig, run
+    result = run(TrainConfig(model="mlp_1x512"), DataConfig(corrupt=0.5), "runs/x")
+
+`run` is the only entry point: it trains with `keras.Model.fit` (SGD, momentum
+0.9, learning rate x `lr_decay` per epoch), re-evaluates the whole training set
+and the test set after every epoch, and writes the run directory described in
+`rethinkgen_tf.results`.  A finished run (result.json present) is returned
+without training unless `overwrite=True`; an unfinished one resumes from its
+last epoch checkpoint with the same data order, so a run killed at any point
+finishes with the same result as an uninterrupted one.
+"""
+
+import dataclasses
+import functools
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import keras
+import tensorflow as tf
+from absl import logging
+from tensorflow.core.framework import summary_pb2
+
+from rethinkgen_tf import models, results
+
+# Per-model epochs that fit random labels at full scale with the default
+# schedule (lr x 0.95 per epoch: after 100 epochs it is 0.6% of the start).
+DEFAULT_EPOCHS = {"inception": 100, "wrn": 100, "alexnet": 100, "mlp": 100,
+                  "inception_v3": 100}
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
+# benchmarks/train.py on a 2-core CPU: XLA is within noise for the MLPs and 2x
+# slower for AlexNet and Inception (docs/training.md), so off on CPU.
+JIT_DEFAULT_CPU = False
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    model: str = "inception"
+    epochs: Optional[int] = None           # None: DEFAULT_EPOCHS of the model family
+    learning_rate: Optional[float] = None  # None: 0.1 Inception/WRN, 0.01 AlexNet/MLP
+    lr_decay: float = 0.95                 # multiplied in once per epoch (staircase)
+    momentum: float = 0.9
+    weight_decay: float = 0.0              # L2: weight_decay / 2 * sum(kernel**2)
+    dropout: float = 0.0                   # before the classifier
+    batchnorm: Optional[bool] = None       # None: model default
+    seed: int = 0                          # weight init, dropout
+    strategy: str = "default"              # default | one_device | mirrored | multi_worker | tpu
+    jit_compile: Optional[bool] = None     # XLA; None: on for GPU/TPU, JIT_DEFAULT_CPU on CPU
+    mixed_precision: bool = False          # mixed_float16 (GPU) / mixed_bfloat16 (TPU)
+    steps_per_execution: int = 1
+    overfit_threshold: float = 1.0         # "time to overfit": train_eval_acc >= this
+    stop_on_overfit: bool = False          # stop once overfit (Figure 1b needs only the time)
+    verbose: Optional[int] = None          # Keras progress bar; None: on if stdout is a tty
+    overwrite: bool = False                # redo a finished run
+
+    def resolved(self):
+        """A copy with the per-model defaults filled in (as written to config.json)."""
+        fam = models.family(self.model)
+        lr = self.learning_rate
+        if lr is None:
+            lr = models.DEFAULT_LEARNING_RATE.get(fam, 0.1)
+        epochs = DEFAULT_EPOCHS.get(fam, 100) if self.epochs is None else self.epochs
+        return dataclasses.replace(self, learning_rate=lr, epochs=epochs)
+
+    def validate(self):
+        if self.epochs is not None and self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+        if self.learning_rate is not None and self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; choose from {STRATEGIES}")
+        if self.steps_per_execution < 1:
+            raise ValueError("steps_per_execution must be >= 1")
+        if not models.known(self.model):
+            raise ValueError(f"unknown model {self.model!r}; known: {models.NAMES}")
+
+
+# ---------------------------------------------------------------- strategies
+
+_STRATEGY_CACHE = {}  # a process can create some strategies only once
+
+
+def make_strategy(name):
+    if name not in _STRATEGY_CACHE:
+        gpus = tf.config.list_physical_devices("GPU")  # does not start the runtime
+        if name == "default":
+            s = tf.distribute.get_strategy()
+        elif name == "one_device":
+            s = tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+        elif name == "mirrored":  # all GPUs, else all (logical) CPUs
+            s = tf.distribute.MirroredStrategy(
+                None if gpus else [d.name for d in tf.config.list_logical_devices("CPU")])
+        elif name == "multi_worker":  # cluster from TF_CONFIG
+            s = tf.distribute.MultiWorkerMirroredStrategy()
+            _patch_keras_multi_worker()
+        elif name == "tpu":
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+            s = tf.distribute.TPUStrategy(resolver)
+        else:
+            raise ValueError(f"unknown strategy {name!r}")
+        _STRATEGY_CACHE[name] = s
+    return _STRATEGY_CACHE[name]
+
+
+def _patch_keras_multi_worker():
+    """Keras 3.15's fit reduces each step's (scalar) logs across workers with
+    strategy.reduce("MEAN", v, axis=0), which fails for scalars; reduce them
+    with axis=None (the mean over all replicas) instead."""
+    from keras.src.backend.tensorflow import trainer as kt
+
+    original = kt.reduce_per_replica
+    if getattr(original, "patched", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and kt._collective_all_reduce_multi_worker(strategy):
+            return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica.patched = True
+    kt.reduce_per_replica = reduce_per_replica
+
+
+def _worker(strategy):
+    """(is_chief, task_id) for multi-worker strategies, else (True, 0)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True, 0
+    task_type, task_id = resolver.task_type, resolver.task_id or 0
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type == "chief" or (not has_chief and task_id == 0), task_id
+
+
+# ---------------------------------------------------------------- pieces
+
+
+class Backup(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore made safe against kill -9 at any instant.
+
+    Each epoch's weights (model + optimizer state, incl. the step counter that
+    drives the learning-rate schedule) go to a new file, and only then does an
+    atomic rename of training_metadata.json point to it; so the metadata always
+    names a complete checkpoint of the epoch it records.
+    """
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        name = f"epoch{self._current_epoch}.weights.h5"
+        self.model.save_weights(os.path.join(self.backup_dir, name), overwrite=True)
+        results.write_json(self._training_metadata_path,
+                           {"epoch": self._current_epoch, "weights": name})
+        for f in os.listdir(self.backup_dir):
+            if f.endswith(".weights.h5") and f != name:
+                os.remove(os.path.join(self.backup_dir, f))
+
+    def _load_model(self):
+        meta = self.restored_metadata(self.backup_dir)
+        if meta:
+            if self.model.optimizer is not None and not self.model.optimizer.built:
+                self.model.optimizer.build(self.model.trainable_variables)
+            self.model.load_weights(os.path.join(self.backup_dir, meta["weights"]))
+            self.model._initial_epoch = meta["epoch"]
+
+    @staticmethod
+    def restored_metadata(backup_dir):
+        path = Path(backup_dir) / "training_metadata.json"
+        return results.read_json(path) if path.exists() else None
+
+
+def make_evaluate(model, jit_compile):
+    """Compiled whole-dataset evaluation in inference mode.
+
+    evaluate(ds) -> {"loss": [...], "acc": [...]} with one entry per label
+    column of ds's elements (images, labels_1, labels_2, ...).  The batch loop
+    runs inside one tf.function, so there is no Python overhead per batch.
+    """
+    predict = tf.function(lambda x: tf.cast(model(x, training=False), tf.float32),
+                          jit_compile=jit_compile)
+
+    @tf.function
+    def evaluate(ds):
+        k = len(ds.element_spec) - 1
+        zeros = tf.zeros([k], tf.float64)
+        loss, correct, count = zeros, zeros, tf.constant(0.0, tf.float64)
+        for batch in ds:
+            logits = predict(batch[0])
+            pred = tf.argmax(logits, -1, output_type=tf.int32)
+            ys = [tf.cast(y, tf.int32) for y in batch[1:]]
+            loss += tf.stack([tf.reduce_sum(tf.cast(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits), tf.float64))
+                for y in ys])
+            correct += tf.stack([tf.reduce_sum(tf.cast(pred == y, tf.float64)) for y in ys])
+            count += tf.cast(tf.shape(pred)[0], tf.float64)
+        return {"loss": loss / count, "acc": correct / count}
+
+    return evaluate
+
+
+_SCALAR = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+
+
+class EpochMetrics(keras.callbacks.Callback):
+    """After each epoch: evaluate, append a metrics.csv row, TensorBoard, log line."""
+
+    def __init__(self, run_dir, data, evaluate, lr_at, steps, rows, threshold, stop):
+        super().__init__()
+        self.run_dir, self.data, self.evaluate = run_dir, data, evaluate
+        self.lr_at, self.steps, self.rows = lr_at, steps, rows
+        self.threshold, self.stop = threshold, stop
+        self.writer = tf.summary.create_file_writer(str(Path(run_dir) / "tb"))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        t1 = time.perf_counter()
+        tr = self.evaluate(self.data.train_eval)
+        te = self.evaluate(self.data.test)
+        t2 = time.perf_counter()
+        step = int(self.model.optimizer.iterations.numpy())
+        row = dict(
+            epoch=epoch + 1, step=step, lr=float(self.lr_at(step - self.steps)),
+            train_loss=float(logs["loss"]), train_acc=float(logs["accuracy"]),
+            train_eval_loss=float(tr["loss"][0]), train_eval_acc=float(tr["acc"][0]),
+            train_eval_acc_orig=float(tr["acc"][1]),
+            test_loss=float(te["loss"][0]), test_acc=float(te["acc"][0]),
+            epoch_time=t1 - self.t0, images_per_sec=self.data.num_train / (t1 - self.t0),
+            eval_time=t2 - t1,
+            wall_time=(self.rows[-1]["wall_time"] if self.rows else 0.0) + t2 - self.t0)
+        self.rows.append(row)
+        results.write_metrics(self.run_dir, self.rows)
+        with self.writer.as_default(step=step):
+            for k, v in row.items():
+                if k not in ("epoch", "step"):  # = tf.summary.scalar, minus tensorboard
+                    tf.summary.write(k, tf.constant(v, tf.float32), metadata=_SCALAR)
+        self.writer.flush()
+        logging.info(
+            "epoch %d step %d lr %.5f | train loss %.4f acc %.4f | train(eval) acc "
+            "%.4f orig %.4f | test loss %.4f acc %.4f | %.0f img/s, %.1fs + eval %.1fs",
+            row["epoch"], step, row["lr"], row["train_loss"], row["train_acc"],
+            row["train_eval_acc"], row["train_eval_acc_orig"], row["test_loss"],
+            row["test_acc"], row["images_per_sec"], row["epoch_time"], row["eval_time"])
+        if self.stop and row["train_eval_acc"] >= self.threshold:
+            self.model.stop_training = True
+
+
+def _patch_symbolic_build(model, strategy):
+    """Keras 3.15's fit builds its metrics from the first batch averaged over all
+    replicas with strategy.reduce, which MultiWorkerMirroredStrategy rejects
+    for input batches; one local replica's batch has the same structure."""
+
+    def build(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda v: strategy.experimental_local_results(v)[0], next(it))
+                break
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    model._maybe_symbolic_build = build
+
+
+def _train_stream(data, start, epochs):
+    """Epochs start..epochs-1 of training batches, each epoch's order a function
+    of (shuffle_seed, epoch) only, so a resumed run sees the same batches."""
+    if data.train_epoch is None:  # streamed data: replay the reshuffles
+        steps = int(data.train.cardinality())
+        return data.train.repeat().skip(start * steps).take((epochs - start) * steps)
+    return functools.reduce(tf.data.Dataset.concatenate,
+                            [data.train_epoch(e) for e in range(start, epochs)])
+
+
+def _differs(old, new):
+    drop = lambda c: {**c, "train": {k: v for k, v in c["train"].items()
+                                     if k not in ("overwrite", "verbose")}}
+    return drop(old) != drop(new)
+
+
+def _clear(run_dir):
+    for name in ("result.json", "metrics.csv", "config.json", "model.weights.h5"):
+        (run_dir / name).unlink(missing_ok=True)
+    for name in ("backup", "tb"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- run
+
+
+def run(train_config: TrainConfig, data_config, run_dir, data=None, callbacks=()):
+    """Trains (or resumes, or skips) one run; returns the result dict.
+
+    data: an already loaded `rethinkgen_tf.data.Data` for `data_config`
+    (optional; loaded from data_config otherwise).  callbacks: extra Keras
+    callbacks for `fit`.
+    """
+    train_config.validate()
+    cfg = train_config.resolved()
+    run_dir = Path(run_dir)
+    if cfg.overwrite:
+        _clear(run_dir)
+    done = results.load_result(run_dir)
+    if done is not None:
+        logging.info("%s: finished already (overwrite=True to redo)", run_dir)
+        return done
+
+    strategy = make_strategy(cfg.strategy)
+    is_chief, task_id = _worker(strategy)
+    if not is_chief:  # every worker computes everything; only the chief's files count
+        run_dir = run_dir / f"worker{task_id}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = json.loads(json.dumps(
+        {"train": dataclasses.asdict(cfg), "data": dataclasses.asdict(data_config)}))
+    if (run_dir / "config.json").exists() and _differs(
+            results.read_json(run_dir / "config.json"), config):
+        raise ValueError(f"{run_dir} holds an unfinished run with a different "
+                         "config; pass overwrite=True (--overwrite) to replace it")
+    results.write_json(run_dir / "config.json", config)
+
+    if data is None:
+        from rethinkgen_tf.data import load
+        data = load(data_config)
+    steps = -(-data.num_train // data_config.batch_size)
+    on_accel = bool(tf.config.list_logical_devices("GPU") or cfg.strategy == "tpu")
+    jit = cfg.jit_compile if cfg.jit_compile is not None else (on_accel or JIT_DEFAULT_CPU)
+
+    policy = keras.config.dtype_policy()
+    if cfg.mixed_precision:
+        keras.config.set_dtype_policy("mixed_bfloat16" if cfg.strategy == "tpu"
+                                      else "mixed_float16")
+    try:
+        keras.utils.set_random_seed(cfg.seed)
+        with strategy.scope():
+            model = models.build(cfg.model, data.input_shape, data.num_classes,
+                                 batchnorm=cfg.batchnorm, dropout=cfg.dropout,
+                                 weight_decay=cfg.weight_decay)
+            lr_at = keras.optimizers.schedules.ExponentialDecay(
+                cfg.learning_rate, steps, cfg.lr_decay, staircase=True)
+            model.compile(
+                optimizer=keras.optimizers.SGD(lr_at, momentum=cfg.momentum),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"], jit_compile=jit,
+                steps_per_execution=cfg.steps_per_execution)
+    finally:
+        keras.config.set_dtype_policy(policy)
+
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        _patch_symbolic_build(model, strategy)
+    backup = Backup(str(run_dir / "backup"))
+    meta = Backup.restored_metadata(backup.backup_dir)
+    start = meta["epoch"] if meta else 0
+    rows = [r for r in results.read_metrics(run_dir) if r["epoch"] <= start]
+    if start:
+        logging.info("%s: resuming after epoch %d", run_dir, start)
+    verbose = cfg.verbose if cfg.verbose is not None else int(sys.stdout.isatty())
+    t0 = time.time()
+    if start < cfg.epochs and not (cfg.stop_on_overfit and rows and
+                                   rows[-1]["train_eval_acc"] >= cfg.overfit_threshold):
+        metrics = EpochMetrics(run_dir, data, make_evaluate(model, jit), lr_at, steps,
+                               rows, cfg.overfit_threshold, cfg.stop_on_overfit)
+        model.fit(_train_stream(data, start, cfg.epochs), epochs=cfg.epochs,
+                  initial_epoch=start, steps_per_epoch=steps, verbose=verbose, shuffle=False,
+                  callbacks=[metrics, backup, *callbacks])  # backup restores in on_train_begin
+    elif meta:  # trained, but killed before result.json
+        backup.set_model(model)
+        backup._load_model()
+    model.save_weights(str(run_dir / "model.weights.h5"))
+
+    epoch, step = results.time_to_overfit(rows, cfg.overfit_threshold)
+    best = max(rows, key=lambda r: r["test_acc"]) if rows else None
+    result = {
+        "status": "finished",
+        "model": cfg.model, "dataset": data_config.dataset,
+        "randomize": data_config.randomize, "corrupt": data_config.label_prob,
+        "seed": cfg.seed, "data_seed": data_config.seed,
+        "epochs": len(rows), "steps": rows[-1]["step"] if rows else 0,
+        "final": rows[-1] if rows else None,
+        "overfit_epoch": epoch, "overfit_step": step,
+        "best_test_acc": best["test_acc"] if best else None,
+        "best_test_epoch": best["epoch"] if best else None,
+        "params": models.paper_param_count(model),
+        "num_train": data.num_train, "num_test": data.num_test,
+        "strategy": cfg.strategy, "num_replicas": strategy.num_replicas_in_sync,
+        "jit_compile": jit, "devices": [d.name for d in tf.config.list_logical_devices()],
+        "wall_time": rows[-1]["wall_time"] if rows else 0.0,
+        "session_time": time.time() - t0,
+        "versions": results.versions(), "op": results.op_build(),
+        "config": config,
+    }
+    results.write_json(run_dir / "result.json", result)
+    return result
