@@ -27,6 +27,8 @@ METRIC_COLUMNS = [
     "train_eval_acc_orig",  # whole training set, inference mode, original labels
     "test_loss",
     "test_acc",             # true test labels
+    "train_eval_top5",      # top-5 accuracy of the re-evaluated training set
+    "test_top5",            # top-5 test accuracy
     "epoch_time",           # seconds of training in this epoch
     "images_per_sec",       # training images per second in this epoch
     "eval_time",            # seconds for the two evaluations
@@ -80,7 +82,7 @@ def read_metrics(run_dir):
 def write_metrics(run_dir, rows):
     """Rewrites metrics.csv atomically with `rows`."""
     lines = [",".join(METRIC_COLUMNS)]
-    lines += [",".join(repr(r[c]) for c in METRIC_COLUMNS) for r in rows]
+    lines += [",".join(repr(r.get(c, float("nan"))) for c in METRIC_COLUMNS) for r in rows]
     atomic_write(Path(run_dir) / "metrics.csv", "\n".join(lines) + "\n")
 
 

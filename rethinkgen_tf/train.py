@@ -45,8 +45,12 @@ class TrainConfig:
     model: str = "inception"
     epochs: Optional[int] = None           # None: DEFAULT_EPOCHS of the model family
     learning_rate: Optional[float] = None  # None: 0.1 Inception/WRN, 0.01 AlexNet/MLP
-    lr_decay: float = 0.95                 # multiplied in once per epoch (staircase)
-    momentum: float = 0.9
+    lr_decay: float = 0.95                 # multiplied in once per lr_decay_epochs (staircase)
+    lr_decay_epochs: float = 1.0           # epochs between decays (ImageNet: 2)
+    optimizer: str = "sgd"                 # sgd (CIFAR-10) | rmsprop (ImageNet)
+    momentum: float = 0.9                  # SGD or RMSProp momentum
+    rmsprop_decay: float = 0.9             # RMSProp rho
+    rmsprop_epsilon: float = 1.0           # RMSProp epsilon (the Inception package's 1.0)
     weight_decay: float = 0.0              # L2: weight_decay / 2 * sum(kernel**2)
     dropout: float = 0.0                   # before the classifier
     batchnorm: Optional[bool] = None       # None: model default
@@ -59,6 +63,8 @@ class TrainConfig:
     stop_on_overfit: bool = False          # stop once overfit (Figure 1b needs only the time)
     verbose: Optional[int] = None          # Keras progress bar; None: on if stdout is a tty
     overwrite: bool = False                # redo a finished run
+    max_steps: Optional[int] = None        # stop after this many steps (within an epoch)
+    train_eval_size: Optional[int] = None  # re-evaluate only the first n training examples
 
     def resolved(self):
         """A copy with the per-model defaults filled in (as written to config.json)."""
@@ -82,6 +88,12 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose from {STRATEGIES}")
+        if self.optimizer not in ("sgd", "rmsprop"):
+            raise ValueError(f"optimizer must be sgd or rmsprop, got {self.optimizer!r}")
+        if self.lr_decay_epochs <= 0:
+            raise ValueError(f"lr_decay_epochs must be > 0, got {self.lr_decay_epochs}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.steps_per_execution < 1:
             raise ValueError("steps_per_execution must be >= 1")
         if not models.known(self.model):
@@ -182,6 +194,25 @@ class Backup(keras.callbacks.BackupAndRestore):
         return results.read_json(path) if path.exists() else None
 
 
+def make_optimizer(cfg, lr):
+    if cfg.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(lr, rho=cfg.rmsprop_decay, momentum=cfg.momentum,
+                                        epsilon=cfg.rmsprop_epsilon)
+    return keras.optimizers.SGD(lr, momentum=cfg.momentum)
+
+
+class MaxSteps(keras.callbacks.Callback):
+    """Stops training once the optimizer has taken `max_steps` steps."""
+
+    def __init__(self, max_steps):
+        super().__init__()
+        self.max_steps = max_steps
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) >= self.max_steps:
+            self.model.stop_training = True
+
+
 def make_evaluate(model, jit_compile):
     """Compiled whole-dataset evaluation in inference mode.
 
@@ -196,7 +227,7 @@ def make_evaluate(model, jit_compile):
     def evaluate(ds):
         k = len(ds.element_spec) - 1
         zeros = tf.zeros([k], tf.float64)
-        loss, correct, count = zeros, zeros, tf.constant(0.0, tf.float64)
+        loss, correct, top5, count = zeros, zeros, zeros, tf.constant(0.0, tf.float64)
         for batch in ds:
             logits = predict(batch[0])
             pred = tf.argmax(logits, -1, output_type=tf.int32)
@@ -205,8 +236,11 @@ def make_evaluate(model, jit_compile):
                 tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits), tf.float64))
                 for y in ys])
             correct += tf.stack([tf.reduce_sum(tf.cast(pred == y, tf.float64)) for y in ys])
+            k5 = tf.minimum(5, tf.shape(logits)[-1])
+            top5 += tf.stack([tf.reduce_sum(tf.cast(tf.math.in_top_k(y, logits, k5), tf.float64))
+                              for y in ys])
             count += tf.cast(tf.shape(pred)[0], tf.float64)
-        return {"loss": loss / count, "acc": correct / count}
+        return {"loss": loss / count, "acc": correct / count, "top5": top5 / count}
 
     return evaluate
 
@@ -218,8 +252,11 @@ _SCALAR = summary_pb2.SummaryMetadata(
 class EpochMetrics(keras.callbacks.Callback):
     """After each epoch: evaluate, append a metrics.csv row, TensorBoard, log line."""
 
-    def __init__(self, run_dir, data, evaluate, lr_at, steps, rows, threshold, stop):
+    def __init__(self, run_dir, data, evaluate, lr_at, steps, rows, threshold, stop,
+                 train_eval_size=None):
         super().__init__()
+        self.train_eval = data.train_eval if train_eval_size is None else \
+            data.train_eval.take(-(-train_eval_size // data.config.batch_size))
         self.run_dir, self.data, self.evaluate = run_dir, data, evaluate
         self.lr_at, self.steps, self.rows = lr_at, steps, rows
         self.threshold, self.stop = threshold, stop
@@ -230,7 +267,7 @@ class EpochMetrics(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         t1 = time.perf_counter()
-        tr = self.evaluate(self.data.train_eval)
+        tr = self.evaluate(self.train_eval)
         te = self.evaluate(self.data.test)
         t2 = time.perf_counter()
         step = int(self.model.optimizer.iterations.numpy())
@@ -240,6 +277,7 @@ class EpochMetrics(keras.callbacks.Callback):
             train_eval_loss=float(tr["loss"][0]), train_eval_acc=float(tr["acc"][0]),
             train_eval_acc_orig=float(tr["acc"][1]),
             test_loss=float(te["loss"][0]), test_acc=float(te["acc"][0]),
+            train_eval_top5=float(tr["top5"][0]), test_top5=float(te["top5"][0]),
             epoch_time=t1 - self.t0, images_per_sec=self.data.num_train / (t1 - self.t0),
             eval_time=t2 - t1,
             wall_time=(self.rows[-1]["wall_time"] if self.rows else 0.0) + t2 - self.t0)
@@ -351,9 +389,10 @@ def run(train_config: TrainConfig, data_config, run_dir, data=None, callbacks=()
                                  batchnorm=cfg.batchnorm, dropout=cfg.dropout,
                                  weight_decay=cfg.weight_decay)
             lr_at = keras.optimizers.schedules.ExponentialDecay(
-                cfg.learning_rate, steps, cfg.lr_decay, staircase=True)
+                cfg.learning_rate, max(1, round(steps * cfg.lr_decay_epochs)), cfg.lr_decay,
+                staircase=True)
             model.compile(
-                optimizer=keras.optimizers.SGD(lr_at, momentum=cfg.momentum),
+                optimizer=make_optimizer(cfg, lr_at),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy"], jit_compile=jit,
                 steps_per_execution=cfg.steps_per_execution)
@@ -373,7 +412,10 @@ def run(train_config: TrainConfig, data_config, run_dir, data=None, callbacks=()
     if start < cfg.epochs and not (cfg.stop_on_overfit and rows and
                                    rows[-1]["train_eval_acc"] >= cfg.overfit_threshold):
         metrics = EpochMetrics(run_dir, data, make_evaluate(model, jit), lr_at, steps,
-                               rows, cfg.overfit_threshold, cfg.stop_on_overfit)
+                               rows, cfg.overfit_threshold, cfg.stop_on_overfit,
+                               cfg.train_eval_size)
+        if cfg.max_steps:
+            callbacks = (*callbacks, MaxSteps(cfg.max_steps))
         model.fit(_train_stream(data, start, cfg.epochs), epochs=cfg.epochs,
                   initial_epoch=start, steps_per_epoch=steps, verbose=verbose, shuffle=False,
                   callbacks=[metrics, backup, *callbacks])  # backup restores in on_train_begin

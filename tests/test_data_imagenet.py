@@ -1,11 +1,10 @@
 """Streamed ImageNet on a handful of generated TFRecord shards in the Inception package's format."""
-import io
 import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
+from imagenet_shards import write_shards
 
 from rethinkgen_tf import reference as R
 from rethinkgen_tf.data import DataConfig, DataError, load
@@ -22,23 +21,7 @@ def _cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def shards(tmp_path):
-    rng = np.random.default_rng(0)
-    records = {}
-    for name, n in SHARDS.items():
-        with tf.io.TFRecordWriter(str(tmp_path / name)) as w:
-            for pos in range(n):
-                h, wd = rng.integers(20, 40, 2)
-                img = rng.integers(0, 256, (h, wd, 3), dtype=np.uint8)
-                buf = io.BytesIO()
-                Image.fromarray(img).save(buf, "JPEG")
-                label = int(rng.integers(1, K + 1))  # Inception labels start at 1
-                feat = {"image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[buf.getvalue()])),
-                        "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-                        "image/height": tf.train.Feature(int64_list=tf.train.Int64List(value=[h]))}
-                w.write(tf.train.Example(features=tf.train.Features(feature=feat)).SerializeToString())
-                shard = int(name.split("-")[1])
-                records.setdefault(name.split("-")[0], []).append((shard * SHARD_STRIDE + pos, buf.getvalue(), label - 1))
-    return str(tmp_path), records
+    return str(tmp_path), write_shards(tmp_path, SHARDS, K)
 
 
 def resized(encoded):

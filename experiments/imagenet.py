@@ -1,0 +1,103 @@
+"""Inception V3 on ImageNet with true or random labels (Table 2, Figure 2a).
+
+    python -m experiments.imagenet --data_dir=/data/imagenet-tfrecords --train_dir=runs/imagenet
+    python -m experiments.imagenet --randomize=labels --noaugment --dropout=0 --weight_decay=0
+
+Flags are named and defaulted like the TensorFlow Inception package's
+training script where it has one (batch 32 per replica, RMSProp with decay
+0.9, momentum 0.9, epsilon 1.0, learning rate 0.045 x0.94 every 2 epochs, as
+in SPEC section 4); the Table 2 switches are --randomize, --augment,
+--dropout and --weight_decay.  Data: the package's TFRecord shards
+(train-*-of-*, validation-*-of-*) or a tfds imagenet2012 manual directory.
+Metrics per epoch: top-1 and top-5 on the training set (re-evaluated on its
+first --train_eval_size examples) and on the validation set.
+"""
+import math
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data_dir", None, "ImageNet TFRecord shards (Inception package format) or "
+                    "a tfds imagenet2012 manual directory.", required=True)
+flags.DEFINE_string("train_dir", "runs/imagenet", "Directory of this run (checkpoints, "
+                    "metrics.csv, TensorBoard, result.json).")
+flags.DEFINE_integer("batch_size", 32, "Batch size per replica (the package's default).", lower_bound=1)
+flags.DEFINE_integer("max_steps", None, "Stop after this many steps (default: --num_epochs).",
+                     lower_bound=1)
+flags.DEFINE_integer("num_epochs", 100, "Epochs when --max_steps is not given.", lower_bound=1)
+flags.DEFINE_float("initial_learning_rate", 0.045, "Initial learning rate.", lower_bound=0.0)
+flags.DEFINE_float("num_epochs_per_decay", 2.0, "Epochs between learning-rate decays.",
+                   lower_bound=0.0)
+flags.DEFINE_float("learning_rate_decay_factor", 0.94, "Learning-rate decay factor.",
+                   lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_float("rmsprop_decay", 0.9, "RMSProp decay (rho).")
+flags.DEFINE_float("rmsprop_momentum", 0.9, "RMSProp momentum.")
+flags.DEFINE_float("rmsprop_epsilon", 1.0, "RMSProp epsilon.")
+flags.DEFINE_integer("image_size", 299, "Input size.", lower_bound=32)
+flags.DEFINE_enum("randomize", "none", ["none", "labels", "shuffled_pixels", "random_pixels",
+                                        "gaussian"], "Randomization of the training set.")
+flags.DEFINE_float("corrupt", 0.0, "Label corruption probability.", lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_bool("augment", True, "Inception distortions (random crop, flip, color).")
+flags.DEFINE_float("dropout", 0.2, "Dropout before the classifier (the package keeps 0.8).",
+                   lower_bound=0.0, upper_bound=0.99)
+flags.DEFINE_float("weight_decay", 4e-5, "L2 coefficient on kernels (the package's 0.00004).",
+                   lower_bound=0.0)
+flags.DEFINE_integer("train_size", None, "Use the first n training records.", lower_bound=1)
+flags.DEFINE_integer("test_size", None, "Use the first n validation records.", lower_bound=1)
+flags.DEFINE_integer("train_eval_size", 50_000, "Training examples re-evaluated per epoch for "
+                     "the training accuracy (0: all; the full set costs as much as an epoch).",
+                     lower_bound=0)
+flags.DEFINE_integer("num_classes", 1000, "Classes.", lower_bound=2)
+flags.DEFINE_enum("strategy", "default", ["default", "one_device", "mirrored", "multi_worker",
+                                          "tpu"], "tf.distribute strategy.")
+flags.DEFINE_bool("mixed_precision", False, "Mixed precision (GPU/TPU).")
+flags.DEFINE_bool("jit_compile", None, "XLA (default: on for GPU/TPU).")
+flags.DEFINE_integer("seed", 0, "Randomization and initialization seed.")
+flags.DEFINE_bool("overwrite", False, "Redo a finished run.")
+
+
+def main(argv):
+    import sys
+
+    from rethinkgen_tf import train
+    from rethinkgen_tf.data import DataConfig, DataError, load
+    del argv
+    logging.set_verbosity(logging.INFO)
+    try:
+        strategy = train.make_strategy(FLAGS.strategy)
+        replicas = strategy.num_replicas_in_sync
+        data_cfg = DataConfig(
+            dataset="imagenet", data_dir=FLAGS.data_dir, randomize=FLAGS.randomize,
+            corrupt=FLAGS.corrupt, seed=FLAGS.seed, shuffle_seed=FLAGS.seed,
+            train_size=FLAGS.train_size, test_size=FLAGS.test_size, crop=None,
+            augment="imagenet" if FLAGS.augment else "none",
+            batch_size=FLAGS.batch_size * replicas, image_size=FLAGS.image_size,
+            num_classes=FLAGS.num_classes)
+        data = load(data_cfg)
+        steps_per_epoch = math.ceil(data.num_train / data_cfg.batch_size)
+        epochs = FLAGS.num_epochs if FLAGS.max_steps is None \
+            else math.ceil(FLAGS.max_steps / steps_per_epoch)
+        cfg = train.TrainConfig(
+            model="inception_v3", epochs=epochs, learning_rate=FLAGS.initial_learning_rate,
+            lr_decay=FLAGS.learning_rate_decay_factor, lr_decay_epochs=FLAGS.num_epochs_per_decay,
+            optimizer="rmsprop", momentum=FLAGS.rmsprop_momentum, rmsprop_decay=FLAGS.rmsprop_decay,
+            rmsprop_epsilon=FLAGS.rmsprop_epsilon, weight_decay=FLAGS.weight_decay,
+            dropout=FLAGS.dropout, seed=FLAGS.seed, strategy=FLAGS.strategy,
+            jit_compile=FLAGS.jit_compile, mixed_precision=FLAGS.mixed_precision,
+            max_steps=FLAGS.max_steps, train_eval_size=FLAGS.train_eval_size or None,
+            overwrite=FLAGS.overwrite)
+        cfg.validate()
+    except (ValueError, DataError, OSError) as e:
+        sys.exit(f"error: {e}")
+    r = train.run(cfg, data_cfg, FLAGS.train_dir, data=data)
+    f = r["final"] or {}
+    print(f"{FLAGS.train_dir}: {r['steps']} steps | train top-1 {f.get('train_eval_acc', float('nan')):.4f} "
+          f"| test top-1 {f.get('test_acc', float('nan')):.4f} top-5 "
+          f"{f.get('test_top5', float('nan')):.4f} | best test top-1 {r['best_test_acc']}")
+
+
+if __name__ == "__main__":
+    app.run(main)
