@@ -140,6 +140,10 @@ def test_subsets(arrays):
     np.testing.assert_array_equal(collect(d.train_eval)[2], y[want])
     with pytest.raises(DataError, match="needs 3 examples of class"):
         load(cfg(train_size=30, balanced=True), (arrays[0], np.minimum(y, 8), arrays[2], arrays[3]))
+    # A class-sorted test set (as class folders list it): balanced test subsets hold every class.
+    yt_sorted = np.repeat(np.arange(K), NT // K)
+    d = load(cfg(train_size=20, test_size=K, balanced=True), (arrays[0], y, arrays[2], yt_sorted))
+    assert sorted(collect(d.test)[1]) == list(range(K))
 
 
 @pytest.mark.parametrize("augment", ["crop", "crop_flip", "imagenet"])

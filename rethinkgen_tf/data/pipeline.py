@@ -18,12 +18,12 @@ from .sources import load_arrays
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def select_subset(y, n, balanced, num_classes):
+def select_subset(y, n, balanced, num_classes, what="train_size"):
     """Indices of the first n examples in index order, or the first n/K of each class (balanced)."""
     if n is None:
         return np.arange(len(y))
     if n < 1 or n > len(y):
-        raise DataError(f"train_size={n} must be between 1 and the {len(y)} training examples")
+        raise DataError(f"{what}={n} must be between 1 and the {len(y)} examples of the split")
     if not balanced:
         return np.arange(n)
     per, extra = divmod(n, num_classes)
@@ -32,7 +32,7 @@ def select_subset(y, n, balanced, num_classes):
         want = per + (k < extra)
         idx = np.flatnonzero(y == k)[:want]
         if len(idx) < want:
-            raise DataError(f"balanced train_size={n} needs {want} examples of class {k}, only {len(idx)} exist")
+            raise DataError(f"balanced {what}={n} needs {want} examples of class {k}, only {len(idx)} exist")
         picks.append(idx)
     return np.sort(np.concatenate(picks))
 
@@ -81,12 +81,15 @@ def load_small(config: DataConfig, arrays=None) -> Data:
         raise DataError(f"augment={config.augment!r} takes a random crop: set crop (paper: 28)")
     idx = select_subset(y_tr, config.train_size, config.balanced, num_classes)
     x_tr, y_tr = x_tr[idx], y_tr[idx]
-    if config.test_size is not None:
-        x_te, y_te = x_te[:config.test_size], y_te[:config.test_size]
+    # The test subset is balanced like the training subset: class-folder
+    # sources list the test set class by class, so "the first n" alone
+    # would hold one or two classes.
+    idx_te = select_subset(y_te, config.test_size, config.balanced, num_classes, "test_size")
+    x_te, y_te = x_te[idx_te], y_te[idx_te]
     stats = channel_stats(x_tr) if config.randomize == "gaussian" else None
     y_rand = randomize_labels(y_tr, idx, config, num_classes)
     x_tr = randomize_images(x_tr, idx, config, "train", stats)
-    x_te = randomize_images(x_te, np.arange(len(x_te)), config, "test", stats)
+    x_te = randomize_images(x_te, idx_te, config, "test", stats)
 
     images, labels, true = tf.constant(x_tr), tf.constant(y_rand), tf.constant(y_tr.astype(np.int32))
     test_images, test_labels = tf.constant(x_te), tf.constant(y_te.astype(np.int32))
