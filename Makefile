@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEPS := $(VENV)/.deps-installed
 OP := rethinkgen_tf/_build_info.json
-SOURCES := setup.py $(wildcard csrc/*.cc csrc/*.py csrc/rethinkgen/*)
+SOURCES := setup.py $(wildcard csrc/*.cc csrc/*.h csrc/*.py csrc/rethinkgen/*)
 # What `make run` runs; override, e.g. make run ARGS="--model=inception --corrupt=0.5"
 ARGS ?= --model=mlp_1x512 --corrupt=0.5
 

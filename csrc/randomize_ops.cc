@@ -4,6 +4,7 @@
 #include <cmath>
 #include <string>
 
+#include "randomize_op_args.h"
 #include "rethinkgen/randomize_cpu.h"
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
@@ -102,17 +103,6 @@ struct TfParallelFor {
   }
 };
 
-template <typename T>
-T ScalarInput(OpKernelContext* ctx, int i, const char* name, Status* st) {
-  const Tensor& t = ctx->input(i);
-  if (!TensorShapeUtils::IsScalar(t.shape())) {
-    *st = errors::InvalidArgument(name, " must be a scalar, got shape ",
-                                  t.shape().DebugString());
-    return T();
-  }
-  return t.scalar<T>()();
-}
-
 template <typename Idx>
 Status CheckIndices(const Tensor& indices) {
   auto flat = indices.flat<Idx>();
@@ -135,24 +125,10 @@ class CorruptLabelsOp : public OpKernel {
   void Compute(OpKernelContext* ctx) override {
     const Tensor& labels = ctx->input(0);
     const Tensor& indices = ctx->input(1);
-    Status st;
-    const double p = ScalarInput<double>(ctx, 2, "corrupt_prob", &st);
-    OP_REQUIRES_OK(ctx, st);
-    const int64_t k = ScalarInput<int64_t>(ctx, 3, "num_classes", &st);
-    OP_REQUIRES_OK(ctx, st);
-    const int64_t seed = ScalarInput<int64_t>(ctx, 4, "seed", &st);
-    OP_REQUIRES_OK(ctx, st);
-    OP_REQUIRES(ctx, labels.shape() == indices.shape(),
-                errors::InvalidArgument(
-                    "labels and indices must have the same shape, got ",
-                    labels.shape().DebugString(), " and ",
-                    indices.shape().DebugString()));
-    OP_REQUIRES(ctx, p >= 0.0 && p <= 1.0,
-                errors::InvalidArgument("corrupt_prob must be in [0, 1], got ",
-                                        p));
-    OP_REQUIRES(ctx, k >= 1 && k <= (int64_t{1} << 32),
-                errors::InvalidArgument(
-                    "num_classes must be in [1, 2^32], got ", k));
+    rethinkgen_args::LabelArgs args;
+    OP_REQUIRES_OK(ctx, rethinkgen_args::ReadLabelArgs(ctx, &args));
+    const double p = args.p;
+    const int64_t k = args.num_classes, seed = args.seed;
     OP_REQUIRES_OK(ctx, CheckIndices<Idx>(indices));
     auto lab = labels.flat<T>();
     const int64_t n = lab.size();
@@ -210,42 +186,18 @@ class PermutePixelsOp : public OpKernel {
   void Compute(OpKernelContext* ctx) override {
     const Tensor& images = ctx->input(0);
     const Tensor& indices = ctx->input(1);
-    Status st;
-    const int64_t seed = ScalarInput<int64_t>(ctx, 2, "seed", &st);
-    OP_REQUIRES_OK(ctx, st);
-    const int rank = images.dims();
-    OP_REQUIRES(ctx, rank >= 3,
-                errors::InvalidArgument(
-                    "images must have shape [..., H, W, C], got ",
-                    images.shape().DebugString()));
-    TensorShape batch_shape;
-    for (int d = 0; d < rank - 3; ++d)
-      OP_REQUIRES_OK(ctx, batch_shape.AddDimWithStatus(images.dim_size(d)));
-    OP_REQUIRES(ctx, indices.shape() == batch_shape,
-                errors::InvalidArgument(
-                    "indices must have shape images.shape[:-3] = ",
-                    batch_shape.DebugString(), ", got ",
-                    indices.shape().DebugString()));
+    rethinkgen_args::PixelArgs args;
+    OP_REQUIRES_OK(ctx, rethinkgen_args::ReadPixelArgs(ctx, per_value_, &args));
     OP_REQUIRES_OK(ctx, CheckIndices<Idx>(indices));
-    const int64_t h = images.dim_size(rank - 3), w = images.dim_size(rank - 2);
-    int64_t c = images.dim_size(rank - 1);
-    int64_t units = h * w;
-    if (per_value_) {
-      units *= c;
-      c = 1;
-    }
-    OP_REQUIRES(ctx, units < (int64_t{1} << 32),
-                errors::InvalidArgument("images have more than 2^32 pixels"));
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, images.shape(), &out));
-    const int64_t batch = batch_shape.num_elements();
     if (images.NumElements() == 0) return;
     using E = typename Bits<T>::type;
     const E* in = reinterpret_cast<const E*>(images.flat<T>().data());
     E* o = reinterpret_cast<E*>(out->flat<T>().data());
-    rethinkgen::PermutePixels(in, indices.flat<Idx>().data(), batch,
-                              static_cast<uint32_t>(units), c, seed,
-                              per_example_, o, TfParallelFor{ctx});
+    rethinkgen::PermutePixels(in, indices.flat<Idx>().data(), args.batch,
+                              static_cast<uint32_t>(args.units), args.channels,
+                              args.seed, per_example_, o, TfParallelFor{ctx});
   }
 
  private:
@@ -262,48 +214,6 @@ struct StoreFor<Eigen::half> { using type = rethinkgen::StoreHalf; };
 template <>
 struct StoreFor<bfloat16> { using type = rethinkgen::StoreBfloat16; };
 
-// Shared by the CPU and GPU kernels: validates the Gaussian op's inputs and
-// returns the image shape.
-Status GaussianArgs(OpKernelContext* ctx, TensorShape* image_shape,
-                    int64_t* seed) {
-  const Tensor& seed_t = ctx->input(1);
-  const Tensor& shape_t = ctx->input(2);
-  const Tensor& mean_t = ctx->input(3);
-  const Tensor& std_t = ctx->input(4);
-  if (!TensorShapeUtils::IsScalar(seed_t.shape()))
-    return errors::InvalidArgument("seed must be a scalar");
-  *seed = seed_t.scalar<int64_t>()();
-  if (!TensorShapeUtils::IsVector(shape_t.shape()) || shape_t.NumElements() < 1)
-    return errors::InvalidArgument(
-        "shape must be a non-empty vector like [H, W, C], got shape ",
-        shape_t.shape().DebugString());
-  auto s = shape_t.vec<int64_t>();
-  for (int i = 0; i < s.size(); ++i) {
-    if (s(i) < 1)
-      return errors::InvalidArgument("shape entries must be >= 1, got shape[",
-                                     i, "] = ", s(i));
-    TF_RETURN_IF_ERROR(image_shape->AddDimWithStatus(s(i)));
-  }
-  const int64_t c = s(s.size() - 1);
-  if (!TensorShapeUtils::IsVector(mean_t.shape()) ||
-      mean_t.NumElements() != c || !TensorShapeUtils::IsVector(std_t.shape()) ||
-      std_t.NumElements() != c)
-    return errors::InvalidArgument(
-        "mean and stddev must be vectors of length C = shape[-1] = ", c,
-        ", got shapes ", mean_t.shape().DebugString(), " and ",
-        std_t.shape().DebugString());
-  auto m = mean_t.vec<float>();
-  auto sd = std_t.vec<float>();
-  for (int64_t i = 0; i < c; ++i) {
-    if (!std::isfinite(m(i)))
-      return errors::InvalidArgument("mean[", i, "] is not finite");
-    if (!std::isfinite(sd(i)) || sd(i) < 0)
-      return errors::InvalidArgument("stddev[", i,
-                                     "] must be finite and >= 0, got ", sd(i));
-  }
-  return absl::OkStatus();
-}
-
 template <typename T, typename Idx>
 class GaussianImagesOp : public OpKernel {
  public:
@@ -311,21 +221,18 @@ class GaussianImagesOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& indices = ctx->input(0);
-    TensorShape image_shape;
-    int64_t seed = 0;
-    OP_REQUIRES_OK(ctx, GaussianArgs(ctx, &image_shape, &seed));
+    rethinkgen_args::GaussianArgs args;
+    OP_REQUIRES_OK(ctx, rethinkgen_args::ReadGaussianArgs(ctx, &args));
     OP_REQUIRES_OK(ctx, CheckIndices<Idx>(indices));
     TensorShape out_shape = indices.shape();
-    OP_REQUIRES_OK(ctx, out_shape.AppendShapeWithStatus(image_shape));
+    OP_REQUIRES_OK(ctx, out_shape.AppendShapeWithStatus(args.image_shape));
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &out));
     if (out->NumElements() == 0) return;
     using Store = typename StoreFor<T>::type;
-    const int64_t c = image_shape.dim_size(image_shape.dims() - 1);
     rethinkgen::GaussianImages<Store>(
-        indices.flat<Idx>().data(), indices.NumElements(),
-        image_shape.num_elements(), c, ctx->input(3).flat<float>().data(),
-        ctx->input(4).flat<float>().data(), seed,
+        indices.flat<Idx>().data(), indices.NumElements(), args.values,
+        args.channels, args.mean, args.stddev, args.seed,
         reinterpret_cast<typename Store::Bits*>(out->flat<T>().data()),
         TfParallelFor{ctx});
   }

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "randomize_op_args.h"
 #include "rethinkgen/randomize_gpu.cuh"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -65,16 +66,6 @@ absl::Status CudaStatus(cudaError_t e, const char* what, const TempScratch& s) {
   return absl::InternalError(absl::StrCat(what, ": ", cudaGetErrorString(e)));
 }
 
-template <typename T>
-absl::Status HostScalar(OpKernelContext* ctx, int i, const char* name, T* v) {
-  const Tensor& t = ctx->input(i);
-  if (!TensorShapeUtils::IsScalar(t.shape()))
-    return absl::InvalidArgumentError(absl::StrCat(name, " must be a scalar, got shape ",
-                                   t.shape().DebugString()));
-  *v = t.scalar<T>()();
-  return absl::OkStatus();
-}
-
 cudaStream_t StreamOf(OpKernelContext* ctx) {
   return ctx->eigen_device<GPUDevice>().stream();
 }
@@ -112,22 +103,10 @@ class GpuCorruptLabelsOp : public OpKernel {
   void Compute(OpKernelContext* ctx) override {
     const Tensor& labels = ctx->input(0);
     const Tensor& indices = ctx->input(1);
-    double p = 0;
-    int64_t k = 0, seed = 0;
-    OP_REQUIRES_OK(ctx, HostScalar<double>(ctx, 2, "corrupt_prob", &p));
-    OP_REQUIRES_OK(ctx, HostScalar<int64_t>(ctx, 3, "num_classes", &k));
-    OP_REQUIRES_OK(ctx, HostScalar<int64_t>(ctx, 4, "seed", &seed));
-    OP_REQUIRES(ctx, labels.shape() == indices.shape(),
-                absl::InvalidArgumentError(absl::StrCat(
-                    "labels and indices must have the same shape, got ",
-                    labels.shape().DebugString(), " and ",
-                    indices.shape().DebugString())));
-    OP_REQUIRES(ctx, p >= 0.0 && p <= 1.0,
-                absl::InvalidArgumentError(absl::StrCat("corrupt_prob must be in [0, 1], got ",
-                                        p)));
-    OP_REQUIRES(ctx, k >= 1 && k <= (int64_t{1} << 32),
-                absl::InvalidArgumentError(absl::StrCat(
-                    "num_classes must be in [1, 2^32], got ", k)));
+    rethinkgen_args::LabelArgs args;
+    OP_REQUIRES_OK(ctx, rethinkgen_args::ReadLabelArgs(ctx, &args));
+    const double p = args.p;
+    const int64_t k = args.num_classes, seed = args.seed;
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, labels.shape(), &out));
     const int64_t n = labels.NumElements();
@@ -181,33 +160,12 @@ class GpuPermutePixelsOp : public OpKernel {
   void Compute(OpKernelContext* ctx) override {
     const Tensor& images = ctx->input(0);
     const Tensor& indices = ctx->input(1);
-    int64_t seed = 0;
-    OP_REQUIRES_OK(ctx, HostScalar<int64_t>(ctx, 2, "seed", &seed));
-    const int rank = images.dims();
-    OP_REQUIRES(ctx, rank >= 3,
-                absl::InvalidArgumentError(absl::StrCat(
-                    "images must have shape [..., H, W, C], got ",
-                    images.shape().DebugString())));
-    TensorShape batch_shape;
-    for (int d = 0; d < rank - 3; ++d)
-      OP_REQUIRES_OK(ctx, batch_shape.AddDimWithStatus(images.dim_size(d)));
-    OP_REQUIRES(ctx, indices.shape() == batch_shape,
-                absl::InvalidArgumentError(absl::StrCat(
-                    "indices must have shape images.shape[:-3] = ",
-                    batch_shape.DebugString(), ", got ",
-                    indices.shape().DebugString())));
-    const int64_t h = images.dim_size(rank - 3), w = images.dim_size(rank - 2);
-    int64_t c = images.dim_size(rank - 1);
-    int64_t units = h * w;
-    if (per_value_) {
-      units *= c;
-      c = 1;
-    }
-    OP_REQUIRES(ctx, units < (int64_t{1} << 32) && c < (int64_t{1} << 32),
-                absl::InvalidArgumentError(absl::StrCat("images have more than 2^32 pixels")));
+    rethinkgen_args::PixelArgs args;
+    OP_REQUIRES_OK(ctx, rethinkgen_args::ReadPixelArgs(ctx, per_value_, &args));
+    const int64_t batch = args.batch, units = args.units, c = args.channels;
+    const int64_t seed = args.seed;
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, images.shape(), &out));
-    const int64_t batch = batch_shape.num_elements();
     TempScratch scratch(ctx);
     const Idx* idx = indices.flat<Idx>().data();
     if (batch > 0)
@@ -244,49 +202,12 @@ class GpuGaussianImagesOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& indices = ctx->input(0);
-    int64_t seed = 0;
-    OP_REQUIRES_OK(ctx, HostScalar<int64_t>(ctx, 1, "seed", &seed));
-    const Tensor& shape_t = ctx->input(2);
-    const Tensor& mean_t = ctx->input(3);
-    const Tensor& std_t = ctx->input(4);
-    OP_REQUIRES(ctx,
-                TensorShapeUtils::IsVector(shape_t.shape()) &&
-                    shape_t.NumElements() >= 1,
-                absl::InvalidArgumentError(absl::StrCat(
-                    "shape must be a non-empty vector like [H, W, C], got "
-                    "shape ", shape_t.shape().DebugString())));
-    TensorShape image_shape;
-    auto s = shape_t.vec<int64_t>();
-    for (int i = 0; i < s.size(); ++i) {
-      OP_REQUIRES(ctx, s(i) >= 1,
-                  absl::InvalidArgumentError(absl::StrCat(
-                      "shape entries must be >= 1, got shape[", i, "] = ",
-                      s(i))));
-      OP_REQUIRES_OK(ctx, image_shape.AddDimWithStatus(s(i)));
-    }
-    const int64_t c = s(s.size() - 1);
-    OP_REQUIRES(ctx,
-                TensorShapeUtils::IsVector(mean_t.shape()) &&
-                    mean_t.NumElements() == c &&
-                    TensorShapeUtils::IsVector(std_t.shape()) &&
-                    std_t.NumElements() == c,
-                absl::InvalidArgumentError(absl::StrCat(
-                    "mean and stddev must be vectors of length C = shape[-1] "
-                    "= ", c, ", got shapes ", mean_t.shape().DebugString(),
-                    " and ", std_t.shape().DebugString())));
-    const float* mean = mean_t.flat<float>().data();
-    const float* sd = std_t.flat<float>().data();
-    for (int64_t i = 0; i < c; ++i) {
-      OP_REQUIRES(ctx, std::isfinite(mean[i]),
-                  absl::InvalidArgumentError(absl::StrCat("mean[", i, "] is not finite")));
-      OP_REQUIRES(ctx, std::isfinite(sd[i]) && sd[i] >= 0,
-                  absl::InvalidArgumentError(absl::StrCat("stddev[", i,
-                                          "] must be finite and >= 0, got ",
-                                          sd[i])));
-    }
-    const int64_t N = image_shape.num_elements();
-    OP_REQUIRES(ctx, (N + 3) / 4 < (int64_t{1} << 32),
-                absl::InvalidArgumentError(absl::StrCat("images have more than 2^34 values")));
+    rethinkgen_args::GaussianArgs args;
+    OP_REQUIRES_OK(ctx, rethinkgen_args::ReadGaussianArgs(ctx, &args));
+    const TensorShape& image_shape = args.image_shape;
+    const int64_t N = args.values, c = args.channels, seed = args.seed;
+    const float* mean = args.mean;
+    const float* sd = args.stddev;
     TensorShape out_shape = indices.shape();
     OP_REQUIRES_OK(ctx, out_shape.AppendShapeWithStatus(image_shape));
     Tensor* out = nullptr;
