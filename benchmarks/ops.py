@@ -26,11 +26,15 @@ def best_time(fn, repeats):
     return min(times)
 
 
+def _rate(rate, unit):
+    return f"{rate / 1e6:9.1f} M{unit}/s" if rate >= 1e6 else f"{rate / 1e3:9.1f} k{unit}/s"
+
+
 def line(name, amount, unit, ours, base=None, base_name=""):
-    rate = amount / ours
-    s = f"{name:<44s} {rate / 1e6:10.1f} M{unit}/s  ({ours * 1e3:8.1f} ms)"
+    s = f"{name:<44s} {_rate(amount / ours, unit)}  ({ours * 1e3:8.1f} ms)"
     if base is not None:
-        s += f" | {base_name}: {amount / base / 1e6:9.1f} M{unit}/s ({base * 1e3:8.1f} ms)  ratio {base / ours:6.1f}x"
+        s += (f" | {base_name}: {_rate(amount / base, unit)} ({base * 1e3:8.1f} ms)"
+              f"  ratio {base / ours:6.1f}x")
     print(s, flush=True)
 
 

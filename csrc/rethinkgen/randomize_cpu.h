@@ -18,6 +18,10 @@
 
 #include "rethinkgen/randomize.h"
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__)
+#include <immintrin.h>
+#endif
+
 namespace rethinkgen {
 
 using RangeFn = std::function<void(int64_t, int64_t)>;
@@ -40,7 +44,7 @@ struct Lanes {
 };
 
 // Philox4x32-10 on every lane, in place (counter in, random words out).
-inline void PhiloxLanes(Lanes* x, Key key) {
+inline void PhiloxLanesGeneric(Lanes* x, Key key) {
   uint32_t k0 = key.k0, k1 = key.k1;
 #pragma GCC unroll 1
   for (int r = 0; r < 10; ++r) {
@@ -58,6 +62,57 @@ inline void PhiloxLanes(Lanes* x, Key key) {
     k1 += kPhiloxW1;
   }
 }
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__)
+// The same with AVX2 intrinsics, 8 lanes per register: the 32x32->64-bit
+// products of even and odd lanes are split into high and low words with
+// blends (compilers do not find this on their own).
+__attribute__((target("avx2"))) inline void PhiloxLanesAvx2(Lanes* x, Key key) {
+  const __m256i m0 = _mm256_set1_epi64x(kPhiloxM0);
+  const __m256i m1 = _mm256_set1_epi64x(kPhiloxM1);
+  for (int l = 0; l < kLanes; l += 8) {
+    __m256i c0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x->c0 + l));
+    __m256i c1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x->c1 + l));
+    __m256i c2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x->c2 + l));
+    __m256i c3 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x->c3 + l));
+    uint32_t k0 = key.k0, k1 = key.k1;
+    for (int r = 0; r < 10; ++r) {
+      const __m256i p0e = _mm256_mul_epu32(c0, m0);
+      const __m256i p0o = _mm256_mul_epu32(_mm256_srli_epi64(c0, 32), m0);
+      const __m256i p1e = _mm256_mul_epu32(c2, m1);
+      const __m256i p1o = _mm256_mul_epu32(_mm256_srli_epi64(c2, 32), m1);
+      const __m256i hi0 = _mm256_blend_epi32(_mm256_srli_epi64(p0e, 32), p0o, 0xAA);
+      const __m256i lo0 = _mm256_blend_epi32(p0e, _mm256_slli_epi64(p0o, 32), 0xAA);
+      const __m256i hi1 = _mm256_blend_epi32(_mm256_srli_epi64(p1e, 32), p1o, 0xAA);
+      const __m256i lo1 = _mm256_blend_epi32(p1e, _mm256_slli_epi64(p1o, 32), 0xAA);
+      const __m256i n0 = _mm256_xor_si256(
+          _mm256_xor_si256(hi1, c1), _mm256_set1_epi32(static_cast<int>(k0)));
+      const __m256i n2 = _mm256_xor_si256(
+          _mm256_xor_si256(hi0, c3), _mm256_set1_epi32(static_cast<int>(k1)));
+      c1 = lo1;
+      c3 = lo0;
+      c0 = n0;
+      c2 = n2;
+      k0 += kPhiloxW0;
+      k1 += kPhiloxW1;
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(x->c0 + l), c0);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(x->c1 + l), c1);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(x->c2 + l), c2);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(x->c3 + l), c3);
+  }
+}
+
+inline void PhiloxLanes(Lanes* x, Key key) {
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2)
+    PhiloxLanesAvx2(x, key);
+  else
+    PhiloxLanesGeneric(x, key);
+}
+#else
+inline void PhiloxLanes(Lanes* x, Key key) { PhiloxLanesGeneric(x, key); }
+#endif
 
 // Blocks b0 .. b0+kLanes-1 of one (purpose, index) stream.
 inline void StreamLanes(Lanes* x, Key key, uint32_t purpose, int64_t index,
