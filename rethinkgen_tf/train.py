@@ -326,9 +326,24 @@ def _train_stream(data, start, epochs):
 
 
 def _differs(old, new):
-    drop = lambda c: {**c, "train": {k: v for k, v in c["train"].items()
-                                     if k not in ("overwrite", "verbose")}}
-    return drop(old) != drop(new)
+    """Whether a run directory's config.json describes a different run.
+
+    Settings a newer version added (absent from the old file) count as equal
+    when they hold their defaults, so upgrading does not orphan a run."""
+    from rethinkgen_tf.data import DataConfig
+    defaults = {part: {f.name: f.default for f in dataclasses.fields(cls)}
+                for part, cls in (("train", TrainConfig), ("data", DataConfig))}
+    for part in ("train", "data"):
+        o, n = old.get(part, {}), new.get(part, {})
+        for k in set(o) | set(n):
+            if part == "train" and k in ("overwrite", "verbose"):
+                continue
+            if k not in o:
+                if k not in defaults[part] or n[k] != defaults[part][k]:
+                    return True
+            elif k not in n or o[k] != n[k]:
+                return True
+    return False
 
 
 def _clear(run_dir):

@@ -207,3 +207,18 @@ def test_cifar_random_labels_memorized_true_labels_generalize(tmp_path):
     assert out["labels"]["test_acc"] < 0.16  # chance 0.10, 500 test images
     assert out["none"]["train_eval_acc"] == 1.0
     assert out["none"]["test_acc"] > 0.25
+
+
+def test_config_from_an_older_version_still_resumes():
+    """A run directory written before a setting existed is the same run if the
+    new setting holds its default; any real change is a different run."""
+    from rethinkgen_tf.train import _differs
+    old = {"train": {"model": "mlp_1x512", "lr_decay": 0.95, "overwrite": False},
+           "data": {"seed": 0}}
+    new = {"train": {"model": "mlp_1x512", "lr_decay": 0.95, "optimizer": "sgd",
+                     "max_steps": None, "overwrite": True},
+           "data": {"seed": 0, "test_images": "auto"}}
+    assert not _differs(old, new)
+    assert _differs(old, {**new, "train": {**new["train"], "optimizer": "rmsprop"}})
+    assert _differs(old, {**new, "data": {"seed": 1, "test_images": "auto"}})
+    assert _differs(new, old)  # a setting the old file has and the new lacks
