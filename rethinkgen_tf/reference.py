@@ -246,15 +246,8 @@ def gaussian_images(indices, seed, shape, mean, stddev, dtype=np.float32):
     for b, i in enumerate(indices.reshape(-1)):
         z = standard_normals(seed, int(i), n)
         out[b] = mean[chan] + stddev[chan] * z
-    return _round_to(out, dtype).reshape(indices.shape + shape)
-
-
-def _round_to(x, dtype):
-    if np.dtype(dtype) == np.float32:
-        return x
-    if str(np.dtype(dtype)) == "bfloat16":
-        return x.astype(dtype)  # ml_dtypes: round to nearest even
-    return x.astype(dtype)
+    # float16 / bfloat16 (ml_dtypes): NumPy's casts round to nearest even.
+    return out.astype(dtype).reshape(indices.shape + shape)
 
 
 def derive_seed(seed, stream):
