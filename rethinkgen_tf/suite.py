@@ -42,11 +42,19 @@ def point(train_config, data_config, **tags):
 
 
 def config_key(p):
-    """Hash of the resolved configuration (what determines the result)."""
+    """Hash of the resolved configuration (what determines the result).
+
+    Only settings that differ from their defaults enter the hash, so a newer
+    version that adds a setting (with a default) keeps finding finished runs."""
     cfg = dataclasses.replace(p.train.resolved(), verbose=None, overwrite=False)
-    blob = json.dumps({"train": dataclasses.asdict(cfg), "data": dataclasses.asdict(p.data)},
+    blob = json.dumps({"train": _non_default(cfg), "data": _non_default(p.data)},
                       sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+def _non_default(obj):
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)
+            if getattr(obj, f.name) != f.default}
 
 
 def run_dir(p, output_dir):

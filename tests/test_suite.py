@@ -1,5 +1,6 @@
 """The experiment suite: grids, resumption/skipping, sharding and merging,
 figures and tables drawn from saved results (on a tiny generated CIFAR-10)."""
+import dataclasses
 import os
 import subprocess
 import sys
@@ -50,6 +51,13 @@ def test_grid_points_and_keys(tiny_scale):
     assert all(p.data.train_size is None for p in t1)
     with pytest.raises(ValueError, match="shard"):
         suite.parse_shard("3/2")
+    # Only non-default settings enter the key: a new setting left at its
+    # default does not move finished runs.
+    p = bc[0]
+    assert suite.config_key(p) == suite.config_key(
+        suite.Point(p.tags, dataclasses.replace(p.train, verbose=1, overwrite=True), p.data))
+    assert suite.config_key(p) != suite.config_key(
+        suite.Point(p.tags, dataclasses.replace(p.train, max_steps=5), p.data))
 
 
 def test_shards_merge_skip_and_plot(tiny_cifar, tiny_scale, tmp_path, capsys):
