@@ -66,12 +66,9 @@ def features(x):
 
 
 def subset(x, y, n):
-    """n random examples (seed --seed), kept in index order.  Not the first n: class-folder
-    datasets (CIFAR-10 JPEG) are sorted by class, so the first n would hold one or two classes."""
-    if n is None or n >= x.shape[0]:
-        return x, y
-    idx = np.sort(np.random.default_rng(FLAGS.seed + 1).choice(x.shape[0], n, replace=False))
-    return x[idx], y[idx]
+    """n random examples (seed --seed + 1), kept in index order."""
+    from rethinkgen_tf.data.sources import random_subset
+    return random_subset(x, y, n, FLAGS.seed + 1)
 
 
 def main(argv):

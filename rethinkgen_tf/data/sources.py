@@ -48,6 +48,17 @@ class DataError(ValueError):
     """A dataset could not be read; the message says which file and what to do."""
 
 
+def random_subset(x, y, n, seed):
+    """n examples drawn without replacement (seeded), kept in index order; all if n is None.
+
+    Not the first n: class-folder datasets (CIFAR-10 JPEG) list each split
+    class by class, so the first n would hold one or two classes."""
+    if n is None or n >= x.shape[0]:
+        return x, y
+    idx = np.sort(np.random.default_rng(seed).choice(x.shape[0], n, replace=False))
+    return x[idx], y[idx]
+
+
 def load_arrays(dataset, data_dir=None, split="train"):
     """Decoded images, labels and class names of a small dataset, in index order.
 
