@@ -10,10 +10,10 @@ random convolutional features (--features=random_conv).  Solves for the true lab
 random labels together (one kernel matrix, 20 right-hand sides), then with a ridge term
 (--ridge, true labels; 0 skips it).  Reports training error (0 when interpolating), test error,
 the RKHS norm sqrt(trace(alpha^T K alpha)), residuals, iterations, time and peak memory.
-Solver: --method=direct (float64 Cholesky, n <= ~20,000) or pcg (packed float32 K, Nystrom-
-preconditioned CG; needs 2 n^2 bytes: 7.2 GB at n = 60,000); auto picks direct up to 12,000.
+Solver: --method=direct (float64 Cholesky, n <= ~20,000) or mixed (float32 Cholesky of K as the
+preconditioner of conjugate gradients on the exact K; 2 n^2 bytes resident: 7.2 GB at n = 60,000);
+auto picks direct up to 12,000.
 """
-import json
 import os
 import resource
 import time
@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from rethinkgen_tf import kernels  # noqa: E402
+from rethinkgen_tf import kernels, results  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "fashion_mnist", ["fashion_mnist", "mnist", "cifar10"], "Dataset.")
@@ -39,14 +39,15 @@ flags.DEFINE_float("bandwidth_factor", None, "sigma = factor x median pairwise d
                    "unset.  Default: 0.25 for raw MNIST / Fashion-MNIST pixels (better conditioned, same test "
                    "error), 1 otherwise (CIFAR-10, random conv features: in thousands of dimensions a small "
                    "sigma makes K nearly the identity; raw CIFAR-10 at 0.25 had 82% test error).")
-flags.DEFINE_enum("method", "auto", ["auto", "direct", "pcg"], "Solver.")
-flags.DEFINE_integer("rank", 3000, "PCG: rank of the Nystrom preconditioner.")
-flags.DEFINE_float("tol", 1e-4, "PCG: stop at ||K alpha - Y|| <= tol ||Y|| per column ...")
+flags.DEFINE_enum("method", "auto", ["auto", "direct", "mixed"],
+                  "Solver: direct (float64 Cholesky), mixed (float32 Cholesky + CG on the exact K), "
+                  "auto (direct up to n = 12,000).")
+flags.DEFINE_float("tol", 1e-4, "mixed: stop at ||K alpha - Y|| <= tol ||Y|| per column ...")
 flags.DEFINE_float("max_abs_tol", 1e-3, "... and max |K alpha - Y| <= this.")
-flags.DEFINE_integer("maxiter", 500, "PCG: iteration limit.")
+flags.DEFINE_integer("maxiter", 100, "mixed: conjugate-gradient iteration limit.", lower_bound=1)
 flags.DEFINE_float("ridge", 1e-3, "Also solve (K + ridge I) alpha = Y for the true labels (0: skip).")
 flags.DEFINE_bool("random_labels", True, "Also solve for uniform random labels.")
-flags.DEFINE_integer("seed", 0, "Seed of the random labels, conv filters and Nystrom columns.")
+flags.DEFINE_integer("seed", 0, "Seed of the subsets, random labels and conv filters.")
 flags.DEFINE_string("out", None, "Write the JSON summary here.")
 
 
@@ -98,22 +99,24 @@ def main(argv):
                    dim=int(f.shape[1]), median_distance=med, sigma=sigma, method=FLAGS.method, results={})
     if FLAGS.features == "random_conv":
         summary.update(conv_filters=FLAGS.conv_filters, conv_kernel=FLAGS.conv_kernel, conv_pool=FLAGS.conv_pool)
-    solve_kw = dict(method=FLAGS.method, rank=FLAGS.rank, tol=FLAGS.tol, max_abs_tol=FLAGS.max_abs_tol,
-                    maxiter=FLAGS.maxiter, seed=FLAGS.seed, progress=log)
+    solve_kw = dict(method=FLAGS.method, tol=FLAGS.tol, max_abs_tol=FLAGS.max_abs_tol,
+                    maxiter=FLAGS.maxiter, progress=log)
     t = time.time()
     kmat, sol = kernels.interpolate(f, targets, sigma, **solve_kw)
-    summary["solve_seconds"] = time.time() - t
+    summary.update(solve_seconds=time.time() - t, iterations=sol.iterations, max_abs_residual=sol.residual_max,
+                   relative_residual=sol.residual_rel, jitter=getattr(kmat, "jitter", 0.0),
+                   interpolation_seconds=time.time() - t_all)
     log(f"solved K alpha = Y for {list(ys)} labels: {sol.iterations} iterations, max |K alpha - Y| "
         f"{sol.residual_max:.2e}, relative {sol.residual_rel:.2e}, {time.time() - t:.0f} s, peak {peak_gib():.2f} GiB")
     t = time.time()
     pred_test = kernels.predict(f, sol.alpha, ft, sigma)
-    fitted = kmat.matvec(sol.alpha)
+    fitted = sol.fitted
     for j, (name, labels) in enumerate(ys.items()):
         cols = slice(j * k, (j + 1) * k)
         a = sol.alpha[:, cols]
         r = dict(train_error=float(np.mean(np.argmax(fitted[:, cols], 1) != labels)),
                  test_error=float(np.mean(np.argmax(pred_test[:, cols], 1) != yt)),
-                 rkhs_norm=kernels.rkhs_norm(kmat, a),
+                 rkhs_norm=kernels.rkhs_norm(a, fitted[:, cols]),
                  max_abs_residual=float(np.abs(fitted[:, cols] - targets[:, cols]).max()))
         summary["results"][name] = r
         log(f"{name} labels: train error {r['train_error']:.4f}, test error {r['test_error']:.4f} "
@@ -122,18 +125,18 @@ def main(argv):
     if FLAGS.ridge:
         t = time.time()
         _, sr = kernels.interpolate(f, targets[:, :k], sigma, ridge=FLAGS.ridge, kmat=kmat, **solve_kw)
-        fit_r = kmat.matvec(sr.alpha)
+        fit_r = sr.fitted
         r = dict(ridge=FLAGS.ridge, train_error=float(np.mean(np.argmax(fit_r, 1) != y)),
                  test_error=float(np.mean(np.argmax(kernels.predict(f, sr.alpha, ft, sigma), 1) != yt)),
-                 rkhs_norm=kernels.rkhs_norm(kmat, sr.alpha), iterations=sr.iterations, seconds=time.time() - t)
+                 rkhs_norm=kernels.rkhs_norm(sr.alpha, fit_r), iterations=sr.iterations,
+                 max_abs_residual=sr.residual_max, seconds=time.time() - t)
         summary["results"]["true_ridge"] = r
         log(f"ridge {FLAGS.ridge}: train error {r['train_error']:.4f}, test error {r['test_error']:.4f}, "
             f"RKHS norm {r['rkhs_norm']:.4g} ({r['seconds']:.0f} s)")
     summary.update(total_seconds=time.time() - t_all, peak_rss_gib=peak_gib())
     log(f"total {summary['total_seconds']:.0f} s, peak memory (max RSS) {summary['peak_rss_gib']:.2f} GiB")
     if FLAGS.out:
-        with open(FLAGS.out, "w") as fh:
-            json.dump(summary, fh, indent=1)
+        results.write_json(FLAGS.out, summary)  # atomic: no half-written file on interruption
         log(f"wrote {FLAGS.out}")
 
 

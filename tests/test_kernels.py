@@ -1,4 +1,4 @@
-"""Kernel interpolation: kernel matrices, the direct and PCG solvers, random conv features."""
+"""Kernel interpolation: kernel matrices, the direct and mixed-precision solvers, random conv features."""
 import os
 
 import numpy as np
@@ -25,48 +25,74 @@ def test_rbf_and_median():
     assert kernels.median_distance(x, sample=50) == pytest.approx(np.median(d[np.triu_indices(50, 1)]), rel=1e-6)
 
 
-def test_packed_matvec_matches_dense():
+def test_operator_matvec_matches_dense():
     x, _, _ = _data(333)
     dense = kernels.DenseKernel(x, 2.0)
-    packed = kernels.PackedKernel(x, 2.0, block=64, progress=None)
-    assert packed.nbytes == 4 * sum((min(i + 64, 333) - i) * min(i + 64, 333) for i in range(0, 333, 64))
+    op = kernels.KernelOperator(x, 2.0, block=64)
     v = np.random.default_rng(1).standard_normal((333, 3))
-    np.testing.assert_allclose(packed.matvec(v), dense.matvec(v), atol=1e-4)
+    np.testing.assert_allclose(op.matvec(v), dense.matvec(v), atol=1e-5)
+
+
+@pytest.mark.parametrize("n, block", [(300, 64), (256, 64), (50, 128)])
+def test_float32_cholesky_in_place(n, block):
+    x, _, _ = _data(n)
+    dense = kernels.DenseKernel(x, 2.0)
+    f = kernels.Float32Cholesky(x, 2.0, jitter=1e-3, block=block, progress=None)
+    lower = np.tril(f.a).astype(np.float64)
+    np.testing.assert_allclose(lower @ lower.T, dense.k + 1e-3 * np.eye(n), atol=1e-5)
+    r = np.random.default_rng(2).standard_normal((n, 2))
+    np.testing.assert_allclose(f.solve(r), np.linalg.solve(dense.k + 1e-3 * np.eye(n), r),
+                               rtol=1e-2, atol=1e-3 * np.abs(np.linalg.solve(dense.k, r)).max())
+
+
+def test_float32_cholesky_not_positive_definite():
+    x, _, _ = _data(40)
+    x = np.vstack([x, x[:1]])  # a duplicate point: K is singular
+    with pytest.raises(np.linalg.LinAlgError, match="positive definite"):
+        kernels.Float32Cholesky(x, 50.0, block=16, progress=None)
 
 
 def test_direct_interpolates():
     x, labels, y = _data()
     kmat, sol = kernels.interpolate(x, y, 2.0, method="direct", progress=None)
     assert sol.residual_max < 1e-8
-    assert np.all(np.argmax(kmat.matvec(sol.alpha), 1) == labels)
-    norm = kernels.rkhs_norm(kmat, sol.alpha)
+    assert np.all(np.argmax(sol.fitted, 1) == labels)
+    np.testing.assert_allclose(sol.fitted, kmat.matvec(sol.alpha))
+    norm = kernels.rkhs_norm(sol.alpha, sol.fitted)
     assert norm == pytest.approx(np.sqrt(np.sum(sol.alpha * y)), rel=1e-6)
     # prediction at the training points is the fit
     np.testing.assert_allclose(kernels.predict(x, sol.alpha, x, 2.0), y, atol=1e-3)
 
 
 @pytest.mark.parametrize("ridge", [0.0, 1e-2])
-def test_pcg_matches_direct(ridge):
+def test_mixed_matches_direct(ridge):
     x, _, y = _data(600)
     _, ref = kernels.interpolate(x, y, 2.0, ridge=ridge, method="direct", progress=None)
-    kmat, sol = kernels.interpolate(x, y, 2.0, ridge=ridge, method="pcg", rank=100, tol=1e-6, max_abs_tol=1e-5,
+    kmat, sol = kernels.interpolate(x, y, 2.0, ridge=ridge, method="mixed", tol=1e-9, max_abs_tol=1e-8,
                                     progress=None)
-    assert isinstance(kmat, kernels.PackedKernel)
-    assert sol.residual_rel < 1e-4 and sol.iterations < 200
-    np.testing.assert_allclose(sol.alpha, ref.alpha, atol=1e-2 * np.abs(ref.alpha).max())
+    assert isinstance(kmat, kernels.LargeKernel)
+    # float64 accuracy from a float32 factor, in a few refinement iterations
+    assert sol.residual_max < 1e-8 and sol.iterations < 15
+    # the same alpha as a float64 solve with the operator's own K, to float64 accuracy ...
+    k_op = kmat.op.matvec(np.eye(600))
+    exact = np.linalg.solve(k_op + ridge * np.eye(600), y)
+    np.testing.assert_allclose(sol.alpha, exact, atol=1e-7 * np.abs(exact).max())
+    # ... and as the direct solver, up to the operator's float32 cross term |x_i|^2 + |x_j|^2 - 2 x_i.x_j
+    np.testing.assert_allclose(sol.alpha, ref.alpha, atol=1e-4 * np.abs(ref.alpha).max())
+    # the factor is reused for another right-hand side or ridge
+    _, again = kernels.interpolate(x, y[:, :1], 2.0, ridge=ridge, method="mixed", kmat=kmat, progress=None)
+    assert again.residual_max < 1e-3
 
 
-def test_nystrom_preconditioner():
-    x, _, _ = _data(300)
-    kmat = kernels.DenseKernel(x, 3.0)
-    pre = kernels.nystrom(kmat, 60)
-    np.testing.assert_allclose(pre.u.T @ pre.u, np.eye(pre.u.shape[1]), atol=1e-6)
-    assert np.all(np.diff(pre.lam) <= 1e-9)
-    # P^-1 K has a smaller condition number than K
-    pk = pre.precondition(kmat.k)
-    ev = np.sort(np.abs(np.linalg.eigvals(pk)))
-    ek = np.linalg.eigvalsh(kmat.k)
-    assert ev[-1] / ev[0] < ek[-1] / ek[0] / 10
+def test_mixed_adds_jitter_when_float32_needs_it():
+    x, labels, y = _data(200)
+    # a near-duplicate (|x_i - x_j|^2 / 2 sigma^2 = 1.25e-10): K is positive definite in float64, its
+    # float32 copy is singular
+    x = np.vstack([x, x[:1] + np.float32(1e-5)])
+    y = np.vstack([y, y[:1]])
+    kmat, sol = kernels.interpolate(x, y, 2.0, method="mixed", tol=1e-6, max_abs_tol=1e-4, progress=None)
+    assert kmat.jitter > 0
+    assert sol.residual_max < 1e-4
 
 
 def test_bad_input():
@@ -101,12 +127,12 @@ def test_fashion_mnist_subset():
     sigma = 0.25 * kernels.median_distance(x)
     yr = np.random.default_rng(0).integers(0, 10, 1500)
     kmat, sol = kernels.interpolate(x, np.hstack([np.eye(10)[y[:1500]], np.eye(10)[yr]]), sigma, progress=None)
-    fit = kmat.matvec(sol.alpha)
+    fit = sol.fitted
     assert np.all(np.argmax(fit[:, :10], 1) == y[:1500]) and np.all(np.argmax(fit[:, 10:], 1) == yr)
     pred = kernels.predict(x, sol.alpha, xt, sigma)
     assert np.mean(np.argmax(pred[:, :10], 1) != yt[:500]) < 0.3      # true labels generalize
     assert np.mean(np.argmax(pred[:, 10:], 1) != yt[:500]) > 0.75     # random labels: chance
-    assert kernels.rkhs_norm(kmat, sol.alpha[:, 10:]) > kernels.rkhs_norm(kmat, sol.alpha[:, :10])
+    assert kernels.rkhs_norm(sol.alpha[:, 10:], fit[:, 10:]) > kernels.rkhs_norm(sol.alpha[:, :10], fit[:, :10])
 
 
 def test_kernel_experiment_smoke(tmp_path):
@@ -118,7 +144,7 @@ def test_kernel_experiment_smoke(tmp_path):
     out = tmp_path / "k.json"
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     subprocess.run([sys.executable, "-m", "experiments.kernel", f"--data_dir={FASHION}", "--n=500",
-                    "--test_n=300", "--method=pcg", "--rank=100", f"--out={out}"],
+                    "--test_n=300", "--method=mixed", f"--out={out}"],
                    check=True, cwd=repo, capture_output=True)
     r = json.loads(out.read_text())["results"]
     assert r["true"]["train_error"] == 0 and r["random"]["train_error"] == 0
