@@ -49,6 +49,11 @@ def test_grid_points_and_keys(tiny_scale):
     t1 = figures.table1_points("paper", None, models=("mlp_1x512",))
     assert len(t1) == 3 and {p.train.weight_decay for p in t1} == {0.0, 5e-4}
     assert all(p.data.train_size is None for p in t1)
+    # Table 1 at the cpu scale stops once fit, with an epoch cap per model family.
+    t1c = figures.table1_points("cpu", "/data", models=("mlp_1x512", "alexnet"))
+    assert len(t1c) == 8 and all(p.train.stop_on_overfit for p in t1c)
+    assert {p.train.model: p.train.epochs for p in t1c} == {
+        "mlp_1x512": figures.CPU_TABLE_EPOCHS["mlp"], "alexnet": figures.CPU_TABLE_EPOCHS["alexnet"]}
     with pytest.raises(ValueError, match="shard"):
         suite.parse_shard("3/2")
     # Only non-default settings enter the key: a new setting left at its
