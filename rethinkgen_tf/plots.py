@@ -50,6 +50,10 @@ def figure1(pairs, out_dir):
         numbers["a"][t["randomize"]] = {"final_train_loss": rows[-1]["train_loss"] if rows else None,
                                         "overfit_step": res.get("overfit_step")}
     axes[0].set(xlabel="thousand steps", ylabel="average loss", title=f"(a) {_a_model(pairs)}")
+    # Runs of (a) go on long after the loss is ~0: show up to twice the slowest time to overfit.
+    fit = [v["overfit_step"] for v in numbers["a"].values() if v["overfit_step"]]
+    if fit and len(fit) == len(numbers["a"]):
+        axes[0].set_xlim(0, 2 * max(fit) / 1000)
     by_model = {}
     for p, res in pairs:
         t = p.tag
