@@ -211,3 +211,15 @@ def test_bad_config_and_arrays(arrays):
         load(cfg(train_size=1000), arrays)
     with pytest.raises(ValueError, match="larger than"):
         load(cfg(crop=40), arrays)
+
+
+def test_unbalanced_subset_of_class_sorted_source_warns(caplog):
+    import logging
+    from rethinkgen_tf.data.pipeline import select_subset
+    with caplog.at_level(logging.WARNING):
+        select_subset(np.repeat(np.arange(10), 5), 10, False, 10)   # class folders: 0,0,0,0,0,1,...
+    assert "hold only 2 of the 10 classes" in caplog.text and "--balanced" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        select_subset(np.tile(np.arange(10), 5), 10, False, 10)     # interleaved: every class
+    assert "classes" not in caplog.text

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from . import Data, DataConfig, DataError
 from .preprocess import preprocess
@@ -25,6 +26,12 @@ def select_subset(y, n, balanced, num_classes, what="train_size"):
     if n < 1 or n > len(y):
         raise DataError(f"{what}={n} must be between 1 and the {len(y)} examples of the split")
     if not balanced:
+        present = len(np.unique(y[:n]))
+        if present < min(num_classes, n):
+            # class-ordered sources (one folder per class) put whole classes first
+            logging.warning("%s=%d: the first %d examples hold only %d of the %d classes "
+                            "(the source is ordered by class); pass --balanced for the first "
+                            "n/K of each class", what, n, n, present, num_classes)
         return np.arange(n)
     per, extra = divmod(n, num_classes)
     picks = []
