@@ -36,21 +36,20 @@ def _features(x) -> np.ndarray:
     return x.reshape(x.shape[0], -1)
 
 
-def sq_dists(a, b, dtype=np.float32) -> np.ndarray:
-    """|a_i - b_j|^2 [len(a), len(b)], float64; the cross term in `dtype` BLAS."""
+def sq_dists(a, b, dtype=np.float32, scale=1.0) -> np.ndarray:
+    """scale * |a_i - b_j|^2 [len(a), len(b)], float64; the cross term in `dtype` BLAS."""
     a, b = _features(a), _features(b)
-    na = np.einsum("ij,ij->i", a, a, dtype=np.float64)
-    nb = np.einsum("ij,ij->i", b, b, dtype=np.float64)
+    na = np.einsum("ij,ij->i", a, a, dtype=np.float64) * scale
+    nb = np.einsum("ij,ij->i", b, b, dtype=np.float64) * scale
     g = a.astype(dtype, copy=False) @ b.astype(dtype, copy=False).T
-    d = np.multiply(g, -2.0, dtype=np.float64)  # in place from here: these blocks are large
+    d = np.multiply(g, -2.0 * scale, dtype=np.float64)  # in place from here: these blocks are large
     d += na[:, None]
     d += nb[None, :]
-    return np.maximum(d, 0.0, out=d)
+    return np.maximum(d, 0.0, out=d) if scale > 0 else np.minimum(d, 0.0, out=d)
 
 
 def rbf(a, b, sigma, dtype=np.float32) -> np.ndarray:
-    d = sq_dists(a, b, dtype)
-    d *= -1.0 / (2.0 * sigma * sigma)
+    d = sq_dists(a, b, dtype, scale=-0.5 / (sigma * sigma))
     return np.exp(d, out=d)
 
 
@@ -276,7 +275,9 @@ def pcg(matvec: Callable, y, precond: Optional[Callable] = None, ridge=0.0, tol=
 def interpolate(x, y, sigma, ridge=0.0, method="auto", tol=1e-4, max_abs_tol=1e-3, maxiter=100,
                 kmat=None, progress=_log):
     """Fit alpha for features x [n, ...] and targets y [n, C].  Returns (kmat, Solution); pass kmat
-    back in to solve other targets or ridges without recomputing K (or its factor)."""
+    back in to solve other targets without recomputing K (or its factor).  For another ridge, a
+    `mixed` kmat still works, but CG converges slowly if the ridge differs much from the one it
+    was factored with (kmat.jitter): build a new one."""
     x = _features(x)
     y = np.asarray(y, np.float64)
     if y.ndim != 2 or y.shape[0] != x.shape[0]:
@@ -288,7 +289,9 @@ def interpolate(x, y, sigma, ridge=0.0, method="auto", tol=1e-4, max_abs_tol=1e-
     if method not in ("direct", "mixed"):
         raise ValueError(f"method must be auto, direct or mixed, not {method!r}")
     if kmat is None:
-        kmat = DenseKernel(x, sigma) if method == "direct" else LargeKernel(x, sigma, progress=progress)
+        # mixed: factor K + ridge I, the matrix of the system itself (a factor of K alone is a
+        # poor preconditioner for it when the ridge exceeds K's small eigenvalues)
+        kmat = DenseKernel(x, sigma) if method == "direct" else LargeKernel(x, sigma, ridge, progress=progress)
     if method == "direct":
         return kmat, solve_direct(kmat, y, ridge)
     # CG on the exact K, preconditioned by the float32 factor of K + jitter I: mixed-precision
