@@ -14,7 +14,6 @@ finishes with the same result as an uninterrupted one.
 """
 
 import dataclasses
-import functools
 import json
 import os
 import shutil
@@ -318,11 +317,10 @@ def _patch_symbolic_build(model, strategy):
 def _train_stream(data, start, epochs):
     """Epochs start..epochs-1 of training batches, each epoch's order a function
     of (shuffle_seed, epoch) only, so a resumed run sees the same batches."""
-    if data.train_epoch is None:  # streamed data: replay the reshuffles
+    if data.train_epochs is None:  # streamed data: replay the reshuffles
         steps = int(data.train.cardinality())
         return data.train.repeat().skip(start * steps).take((epochs - start) * steps)
-    return functools.reduce(tf.data.Dataset.concatenate,
-                            [data.train_epoch(e) for e in range(start, epochs)])
+    return data.train_epochs(start, epochs)
 
 
 def _differs(old, new):

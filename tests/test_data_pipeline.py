@@ -123,8 +123,11 @@ def test_randomization_fixed_across_epochs_and_runs(arrays):
         orders.append(y)
     d2 = load(c, arrays)
     np.testing.assert_array_equal(collect(d2.train)[1], orders[0])  # same order in a new run
-    np.testing.assert_array_equal(collect(d.train_epoch(4))[0], collect(d2.train_epoch(4))[0])
-    assert not np.array_equal(collect(d.train_epoch(0))[0], collect(d.train_epoch(1))[0])
+    np.testing.assert_array_equal(collect(d.train_epochs(4, 5))[0], collect(d2.train_epochs(4, 5))[0])
+    assert not np.array_equal(collect(d.train_epochs(0, 1))[0], collect(d.train_epochs(1, 2))[0])
+    # epochs 2..4 in one dataset are epochs 2, 3 and 4 one after the other
+    np.testing.assert_array_equal(collect(d.train_epochs(2, 5))[0], np.concatenate(
+        [collect(d.train_epochs(e, e + 1))[0] for e in (2, 3, 4)]))
 
 
 def test_subsets(arrays):

@@ -23,6 +23,7 @@ not available for a streamed dataset.
 """
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import json
@@ -32,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import Data, DataConfig, DataError
+from .pipeline import shuffle_seed_for_epoch
 from .preprocess import distort_color
 from .sources import _cache_dir
 
@@ -198,8 +200,11 @@ def load_imagenet(config: DataConfig) -> Data:
             num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
         return ds.batch(config.batch_size).prefetch(AUTOTUNE).with_options(opts)
 
-    def train_epoch(epoch):
-        return make_train(int(np.random.SeedSequence([config.shuffle_seed, epoch]).generate_state(1)[0]), False)
+    def train_epochs(start, stop):
+        if not 0 <= start < stop:
+            raise ValueError(f"need 0 <= start < stop, got epochs {start}..{stop}")
+        return functools.reduce(tf.data.Dataset.concatenate, [
+            make_train(shuffle_seed_for_epoch(config.shuffle_seed, e), False) for e in range(start, stop)])
 
     train_eval = train_rec.map(lambda i, e, y: train_map(i, e, y, False), num_parallel_calls=AUTOTUNE,
                                deterministic=True)
@@ -209,7 +214,7 @@ def load_imagenet(config: DataConfig) -> Data:
                 train_eval.batch(config.batch_size).prefetch(AUTOTUNE).with_options(opts),
                 test.batch(config.batch_size).prefetch(AUTOTUNE).with_options(opts),
                 num_train, num_test, k, (size, size, 3), _class_names(config.data_dir, k), config,
-                train_epoch=train_epoch, stats=stats)
+                train_epochs=train_epochs, stats=stats)
 
 
 def _stats(train_rec, size, config):

@@ -7,6 +7,8 @@ vectorized map, which is far cheaper than per-example maps.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -107,19 +109,27 @@ def load_small(config: DataConfig, arrays=None) -> Data:
     def prep(x, seed=None, augment="none"):
         return preprocess(x, config.crop, config.standardize, augment, seed)
 
-    def train_from(order, seeds):
-        ds = tf.data.Dataset.zip(order.batch(bs), seeds)
-        ds = ds.map(lambda i, s: (prep(tf.gather(images, i), s, config.augment), tf.gather(labels, i)),
-                    num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
+    def gather(batches):
+        """(index batch, augmentation seed) -> (images, labels): the one map that captures the
+        image tensor.  A map per epoch would put a copy of it into the dataset graph per epoch
+        (150 MB each for CIFAR-10: a 150-epoch run ran out of memory)."""
+        ds = batches.map(lambda i, s: (prep(tf.gather(images, i), s, config.augment), tf.gather(labels, i)),
+                         num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
         return ds.prefetch(AUTOTUNE).with_options(opts)
 
-    def train_epoch(epoch):
-        s = shuffle_seed_for_epoch(config.shuffle_seed, epoch)
-        order = tf.data.Dataset.range(n).shuffle(n, seed=s, reshuffle_each_iteration=False)
-        return train_from(order, tf.data.Dataset.random(seed=s).batch(2))
+    def train_epochs(start, stop):
+        if not 0 <= start < stop:
+            raise ValueError(f"need 0 <= start < stop, got epochs {start}..{stop}")
+        parts = []
+        for e in range(start, stop):
+            s = shuffle_seed_for_epoch(config.shuffle_seed, e)
+            order = tf.data.Dataset.range(n).shuffle(n, seed=s, reshuffle_each_iteration=False)
+            parts.append(tf.data.Dataset.zip(order.batch(bs), tf.data.Dataset.random(seed=s).batch(2)))
+        return gather(functools.reduce(tf.data.Dataset.concatenate, parts))
 
     order = tf.data.Dataset.range(n).shuffle(n, seed=config.shuffle_seed, reshuffle_each_iteration=True)
-    train = train_from(order, tf.data.Dataset.random(seed=config.shuffle_seed, rerandomize_each_iteration=True).batch(2))
+    train = gather(tf.data.Dataset.zip(
+        order.batch(bs), tf.data.Dataset.random(seed=config.shuffle_seed, rerandomize_each_iteration=True).batch(2)))
 
     train_eval = tf.data.Dataset.range(n).batch(bs).map(
         lambda i: (prep(tf.gather(images, i)), tf.gather(labels, i), tf.gather(true, i)),
@@ -130,4 +140,4 @@ def load_small(config: DataConfig, arrays=None) -> Data:
     h, w, c = x_tr.shape[1:]
     shape = (config.crop, config.crop, c) if config.crop else (h, w, c)
     return Data(train, train_eval, test, n, len(y_te), num_classes, shape, list(names), config,
-                train_epoch=train_epoch, train_indices=idx, stats=stats)
+                train_epochs=train_epochs, train_indices=idx, stats=stats)
