@@ -50,17 +50,36 @@ std::vector<int64_t> Shape(const py::array& a) {
   return std::vector<int64_t>(a.shape(), a.shape() + a.ndim());
 }
 
-py::array_t<int64_t> AsIndices(const py::array& indices) {
+py::array_t<int64_t> AsInt64(const py::array& indices) {
   Require(py::isinstance<py::array_t<int32_t>>(indices) ||
               py::isinstance<py::array_t<int64_t>>(indices) ||
               indices.dtype().kind() == 'i' || indices.dtype().kind() == 'u',
           "indices must be an integer array");
-  auto idx = py::array_t<int64_t, py::array::c_style | py::array::forcecast>(
+  return py::array_t<int64_t, py::array::c_style | py::array::forcecast>(
       indices);
-  const int64_t bad = FirstNegative(idx.data(), idx.size());
+}
+
+void RequireNonNegative(const int64_t* idx, int64_t n) {
+  const int64_t bad = FirstNegative(idx, n);
   Require(bad < 0, "indices must be >= 0, got indices[" + std::to_string(bad) +
-                       "] = " + std::to_string(bad >= 0 ? idx.data()[bad] : 0));
+                       "] = " + std::to_string(bad >= 0 ? idx[bad] : 0));
+}
+
+// AsInt64, checked >= 0.
+py::array_t<int64_t> AsIndices(const py::array& indices) {
+  auto idx = AsInt64(indices);
+  RequireNonNegative(idx.data(), idx.size());
   return idx;
+}
+
+// Names the first negative index or out-of-range label.
+template <typename T>
+void CheckLabelInputs(const T* labels, const int64_t* idx, int64_t n,
+                      int64_t k) {
+  RequireNonNegative(idx, n);
+  const int64_t bad = FirstOutsideRange(labels, n, k);
+  Require(bad < 0, "labels must be in [0, num_classes=" + std::to_string(k) +
+                       "), got labels[" + std::to_string(bad) + "]");
 }
 
 template <typename T>
@@ -69,21 +88,24 @@ py::array CorruptTyped(py::array labels_in, py::array_t<int64_t> idx, double p,
   auto labels =
       py::array_t<T, py::array::c_style | py::array::forcecast>(labels_in);
   const int64_t n = labels.size();
-  const int64_t bad = FirstOutsideRange(labels.data(), n, k);
-  Require(bad < 0, "labels must be in [0, num_classes=" + std::to_string(k) +
-                       "), got labels[" + std::to_string(bad) + "]");
   py::array_t<T> out(Shape(labels));
   ThreadParallelFor pf{Threads(threads)};
   const T* src = labels.data();
   const int64_t* ix = idx.data();
   T* dst = out.mutable_data();
+  if (permute) CheckLabelInputs(src, ix, n, k);
+  bool ok = true;
   {
     py::gil_scoped_release release;
     if (permute)
       CorruptLabelsPermute(src, ix, n, p, seed, dst, pf);
-    else
-      CorruptLabelsUniform(src, ix, n, p, static_cast<uint64_t>(k), seed, dst,
-                           pf);
+    else  // validates as it draws
+      ok = CorruptLabelsUniform(src, ix, n, p, static_cast<uint64_t>(k), seed,
+                                dst, pf);
+  }
+  if (!ok) {
+    CheckLabelInputs(src, ix, n, k);
+    Require(false, "corrupt_labels: the draw loop rejected inputs that the checks accept");
   }
   return out;
 }
@@ -98,7 +120,7 @@ py::array CorruptLabels(py::array labels, py::array indices, double p,
           "num_classes must be in [1, 2^32]");
   Require(mode == "uniform" || mode == "permute",
           "mode must be 'uniform' or 'permute'");
-  auto idx = AsIndices(indices);
+  auto idx = AsInt64(indices);
   const bool permute = mode == "permute";
   if (labels.dtype().is(py::dtype::of<int32_t>()))
     return CorruptTyped<int32_t>(labels, idx, p, num_classes, seed, permute,

@@ -129,32 +129,42 @@ class CorruptLabelsOp : public OpKernel {
     OP_REQUIRES_OK(ctx, rethinkgen_args::ReadLabelArgs(ctx, &args));
     const double p = args.p;
     const int64_t k = args.num_classes, seed = args.seed;
-    OP_REQUIRES_OK(ctx, CheckIndices<Idx>(indices));
-    auto lab = labels.flat<T>();
-    const int64_t n = lab.size();
-    const int64_t bad = rethinkgen::FirstOutsideRange(lab.data(), n, k);
-    OP_REQUIRES(ctx, bad < 0,
-                errors::InvalidArgument(
-                    "labels must be in [0, num_classes=", k, "), got labels[",
-                    bad, "] = ", static_cast<int64_t>(lab(bad < 0 ? 0 : bad))));
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, labels.shape(), &out));
+    const int64_t n = labels.NumElements();
     if (n == 0) return;
+    const T* lab = labels.flat<T>().data();
     const Idx* idx = indices.flat<Idx>().data();
     T* o = out->flat<T>().data();
     if (permute_) {
+      OP_REQUIRES_OK(ctx, CheckLabelInputs(labels, indices, k));
       OP_REQUIRES(ctx, n < (int64_t{1} << 32),
                   errors::InvalidArgument("permute mode takes < 2^32 labels"));
-      rethinkgen::CorruptLabelsPermute(lab.data(), idx, n, p, seed, o,
+      rethinkgen::CorruptLabelsPermute(lab, idx, n, p, seed, o,
                                        TfParallelFor{ctx});
-    } else {
-      rethinkgen::CorruptLabelsUniform(lab.data(), idx, n, p,
-                                       static_cast<uint64_t>(k), seed, o,
-                                       TfParallelFor{ctx});
+    } else if (!rethinkgen::CorruptLabelsUniform(lab, idx, n, p,
+                                                 static_cast<uint64_t>(k), seed,
+                                                 o, TfParallelFor{ctx})) {
+      // The draw loop validates as it goes; name the first bad entry.
+      OP_REQUIRES_OK(ctx, CheckLabelInputs(labels, indices, k));
+      ctx->CtxFailure(errors::Internal(
+          "corrupt_labels: the draw loop rejected inputs that the checks accept"));
     }
   }
 
  private:
+  static Status CheckLabelInputs(const Tensor& labels, const Tensor& indices,
+                                 int64_t k) {
+    TF_RETURN_IF_ERROR(CheckIndices<Idx>(indices));
+    auto lab = labels.flat<T>();
+    const int64_t bad = rethinkgen::FirstOutsideRange(lab.data(), lab.size(), k);
+    if (bad >= 0)
+      return errors::InvalidArgument(
+          "labels must be in [0, num_classes=", k, "), got labels[", bad,
+          "] = ", static_cast<int64_t>(lab(bad)));
+    return absl::OkStatus();
+  }
+
   bool permute_ = false;
 };
 
