@@ -13,6 +13,7 @@ Install without build isolation, so the build sees the TensorFlow you run:
     pip install --no-build-isolation -e .
 See BUILD.md.
 """
+import glob
 import json
 import os
 import platform
@@ -103,10 +104,12 @@ setup(
     package_data={"rethinkgen_tf": ["*.so", "_build_info.json"]},
     ext_modules=[Extension("rethinkgen_tf._rethinkgen_np",
                            [os.path.join("csrc", "pybind_module.cc")],
+                           # rebuilt when a header changes, not only the .cc
+                           depends=sorted(glob.glob(os.path.join("csrc", "rethinkgen", "*.h"))),
                            language="c++")],
     cmdclass={"build_ext": BuildExt},
     python_requires=">=3.10",
-    install_requires=["numpy", "absl-py", "keras>=3", "matplotlib", "pillow",
-                      "tensorflow-datasets", "pybind11"],
-    extras_require={"test": ["pytest", "hypothesis", "scipy"]},
+    install_requires=["numpy", "scipy", "absl-py", "keras>=3", "matplotlib", "pillow",
+                      "tensorflow-datasets", "importlib_resources", "pybind11"],
+    extras_require={"test": ["pytest", "hypothesis"]},
 )
