@@ -14,6 +14,7 @@ finishes with the same result as an uninterrupted one.
 """
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -219,26 +220,33 @@ def make_evaluate(model, jit_compile):
     column of ds's elements (images, labels_1, labels_2, ...).  The batch loop
     runs inside one tf.function, so there is no Python overhead per batch.
     """
-    predict = tf.function(lambda x: tf.cast(model(x, training=False), tf.float32),
-                          jit_compile=jit_compile)
+    def logits_of(x):
+        return tf.cast(model(x, training=False), tf.float32)
 
-    @tf.function
+    # autograph=False and Dataset.reduce instead of a Python for loop: autograph
+    # rereads the source file to convert a loop, and if the file was edited
+    # after the run started it falls back to plain Python, which unrolls the
+    # loop over the dataset forever.
+    predict = tf.function(logits_of, jit_compile=jit_compile, autograph=False)
+
+    def add_batch(state, batch):
+        loss, correct, top5, count = state
+        logits = predict(batch[0])
+        pred = tf.argmax(logits, -1, output_type=tf.int32)
+        ys = [tf.cast(y, tf.int32) for y in batch[1:]]
+        k5 = tf.minimum(5, tf.shape(logits)[-1])
+        loss += tf.stack([tf.reduce_sum(tf.cast(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits), tf.float64)) for y in ys])
+        correct += tf.stack([tf.reduce_sum(tf.cast(pred == y, tf.float64)) for y in ys])
+        top5 += tf.stack([tf.reduce_sum(tf.cast(tf.math.in_top_k(y, logits, k5), tf.float64))
+                          for y in ys])
+        return loss, correct, top5, count + tf.cast(tf.shape(pred)[0], tf.float64)
+
+    @functools.partial(tf.function, autograph=False)
     def evaluate(ds):
-        k = len(ds.element_spec) - 1
-        zeros = tf.zeros([k], tf.float64)
-        loss, correct, top5, count = zeros, zeros, zeros, tf.constant(0.0, tf.float64)
-        for batch in ds:
-            logits = predict(batch[0])
-            pred = tf.argmax(logits, -1, output_type=tf.int32)
-            ys = [tf.cast(y, tf.int32) for y in batch[1:]]
-            loss += tf.stack([tf.reduce_sum(tf.cast(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits), tf.float64))
-                for y in ys])
-            correct += tf.stack([tf.reduce_sum(tf.cast(pred == y, tf.float64)) for y in ys])
-            k5 = tf.minimum(5, tf.shape(logits)[-1])
-            top5 += tf.stack([tf.reduce_sum(tf.cast(tf.math.in_top_k(y, logits, k5), tf.float64))
-                              for y in ys])
-            count += tf.cast(tf.shape(pred)[0], tf.float64)
+        zeros = tf.zeros([len(ds.element_spec) - 1], tf.float64)
+        loss, correct, top5, count = ds.reduce((zeros, zeros, zeros, tf.constant(0.0, tf.float64)),
+                                               add_batch)
         return {"loss": loss / count, "acc": correct / count, "top5": top5 / count}
 
     return evaluate
