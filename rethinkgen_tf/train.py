@@ -30,9 +30,14 @@ from tensorflow.core.framework import summary_pb2
 
 from rethinkgen_tf import models, results
 
-# Per-model epochs that fit random labels at full scale with the default
-# schedule (lr x 0.95 per epoch: after 100 epochs it is 0.6% of the start).
-DEFAULT_EPOCHS = {"inception": 100, "wrn": 100, "alexnet": 100, "mlp": 100,
+# Per-model epochs and learning-rate decay per epoch that fit random labels
+# at full scale.  The paper's decay, x0.95 per epoch, leaves the rate at 0.6%
+# of the start after 100 epochs: enough for the convnets, but MLP 1x512 then
+# stalls at 98.4% on random labels (the paper reports 99.34%), so MLPs decay
+# by x0.98 (docs/training.md has both runs).
+PAPER_LR_DECAY = 0.95
+DEFAULT_LR_DECAY = {"mlp": 0.98}
+DEFAULT_EPOCHS = {"inception": 100, "wrn": 100, "alexnet": 100, "mlp": 150,
                   "inception_v3": 100}
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 # benchmarks/train.py on a 2-core CPU: XLA is within noise for the MLPs and 2x
@@ -45,7 +50,7 @@ class TrainConfig:
     model: str = "inception"
     epochs: Optional[int] = None           # None: DEFAULT_EPOCHS of the model family
     learning_rate: Optional[float] = None  # None: 0.1 Inception/WRN, 0.01 AlexNet/MLP
-    lr_decay: float = 0.95                 # multiplied in once per lr_decay_epochs (staircase)
+    lr_decay: Optional[float] = None       # per lr_decay_epochs (staircase); None: 0.95, MLPs 0.98
     lr_decay_epochs: float = 1.0           # epochs between decays (ImageNet: 2)
     optimizer: str = "sgd"                 # sgd (CIFAR-10) | rmsprop (ImageNet)
     momentum: float = 0.9                  # SGD or RMSProp momentum
@@ -73,14 +78,15 @@ class TrainConfig:
         if lr is None:
             lr = models.DEFAULT_LEARNING_RATE.get(fam, 0.1)
         epochs = DEFAULT_EPOCHS.get(fam, 100) if self.epochs is None else self.epochs
-        return dataclasses.replace(self, learning_rate=lr, epochs=epochs)
+        decay = DEFAULT_LR_DECAY.get(fam, PAPER_LR_DECAY) if self.lr_decay is None else self.lr_decay
+        return dataclasses.replace(self, learning_rate=lr, epochs=epochs, lr_decay=decay)
 
     def validate(self):
         if self.epochs is not None and self.epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if not 0 < self.lr_decay <= 1:
+        if self.lr_decay is not None and not 0 < self.lr_decay <= 1:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")

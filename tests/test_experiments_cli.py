@@ -41,7 +41,8 @@ def parse():
 def test_flags_to_configs(parse):
     cfg, data, run_dir = parse("--corrupt=0.5")
     assert (cfg.model, data.corrupt, data.crop, data.batch_size) == ("inception", 0.5, 28, 128)
-    assert (cfg.lr_decay, cfg.momentum, cfg.weight_decay, cfg.epochs) == (0.95, 0.9, 0.0, None)
+    assert (cfg.lr_decay, cfg.momentum, cfg.weight_decay, cfg.epochs) == (None, 0.9, 0.0, None)
+    assert cfg.resolved().lr_decay == 0.95
     assert cfg.resolved().learning_rate == 0.1
     assert run_dir == Path("runs/cifar10_inception_corrupt0.5_s0")
     cfg, data, run_dir = parse(
