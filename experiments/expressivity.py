@@ -13,7 +13,6 @@ the float64 Keras model (and the same model in float32), test accuracy, weight n
 optionally the depth-k variant and Rademacher estimates of the paper's models.
 Writes a JSON summary to --out if given.
 """
-import json
 import os
 import time
 
@@ -22,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from rethinkgen_tf import theory  # noqa: E402
+from rethinkgen_tf import results, theory  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "cifar10", ["cifar10", "mnist", "fashion_mnist"], "Dataset.")
@@ -124,27 +123,18 @@ def rademacher(x, summary):
     summary["rademacher"] = res
 
 
-def subset(x, y, n):
-    """n random examples (seed --seed + 1), kept in index order."""
-    from rethinkgen_tf.data.sources import random_subset
-    return random_subset(x, y, n, FLAGS.seed + 1)
-
-
 def main(argv):
     del argv
-    from rethinkgen_tf.data.sources import load_arrays
-    x, y, names = load_arrays(FLAGS.dataset, FLAGS.data_dir, "train")
-    xt, yt, _ = load_arrays(FLAGS.dataset, FLAGS.data_dir, "test")
-    x, y = subset(x, y, FLAGS.n)
-    xt, yt = subset(xt, yt, FLAGS.test_n)
+    from rethinkgen_tf.data.sources import load_subsets
+    # random subsets (seed --seed + 1), kept in index order
+    x, y, xt, yt, names = load_subsets(FLAGS.dataset, FLAGS.data_dir, FLAGS.n, FLAGS.test_n, FLAGS.seed + 1)
     log(f"{FLAGS.dataset}: {x.shape[0]} train, {xt.shape[0]} test images {x.shape[1:]}, raw pixels 0..255")
     summary = {"dataset": FLAGS.dataset, "seed": FLAGS.seed, "knot": FLAGS.knot}
     theorem1(x, y, xt, yt, len(names), summary)
     if FLAGS.rademacher_models:
         rademacher(x, summary)
     if FLAGS.out:
-        with open(FLAGS.out, "w") as f:
-            json.dump(summary, f, indent=1)
+        results.write_json(FLAGS.out, summary)  # atomic: no half-written file on interruption
         log(f"wrote {FLAGS.out}")
 
 

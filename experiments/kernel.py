@@ -67,20 +67,12 @@ def features(x):
                                         progress=log)
 
 
-def subset(x, y, n):
-    """n random examples (seed --seed + 1), kept in index order."""
-    from rethinkgen_tf.data.sources import random_subset
-    return random_subset(x, y, n, FLAGS.seed + 1)
-
-
 def main(argv):
     del argv
-    from rethinkgen_tf.data.sources import load_arrays
+    from rethinkgen_tf.data.sources import load_subsets
     t_all = time.time()
-    x, y, names = load_arrays(FLAGS.dataset, FLAGS.data_dir, "train")
-    xt, yt, _ = load_arrays(FLAGS.dataset, FLAGS.data_dir, "test")
-    x, y = subset(x, y, FLAGS.n)
-    xt, yt = subset(xt, yt, FLAGS.test_n)
+    # random subsets (seed --seed + 1), kept in index order
+    x, y, xt, yt, names = load_subsets(FLAGS.dataset, FLAGS.data_dir, FLAGS.n, FLAGS.test_n, FLAGS.seed + 1)
     k, n = len(names), x.shape[0]
     log(f"{FLAGS.dataset}: {n} train, {xt.shape[0]} test, features={FLAGS.features}")
     t = time.time()

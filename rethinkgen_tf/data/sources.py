@@ -59,6 +59,14 @@ def random_subset(x, y, n, seed):
     return x[idx], y[idx]
 
 
+def load_subsets(dataset, data_dir=None, n=None, test_n=None, seed=0):
+    """Training and test arrays of a small dataset, each a seeded random subset
+    (random_subset) of n / test_n examples, None for all: x, y, x_test, y_test, names."""
+    x, y, names = load_arrays(dataset, data_dir, "train")
+    xt, yt, _ = load_arrays(dataset, data_dir, "test")
+    return (*random_subset(x, y, n, seed), *random_subset(xt, yt, test_n, seed), names)
+
+
 def load_arrays(dataset, data_dir=None, split="train"):
     """Decoded images, labels and class names of a small dataset, in index order.
 
