@@ -90,96 +90,119 @@ RG_AVX2_INLINE __m256 Mul(__m256 a, __m256 b) { return _mm256_mul_ps(a, b); }
 RG_AVX2_INLINE __m256 Add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
 RG_AVX2_INLINE __m256 Sub(__m256 a, __m256 b) { return _mm256_sub_ps(a, b); }
 
+// The Box-Muller steps below work on N independent registers at once, one
+// step for all N before the next: the polynomial chains are long and
+// latency-bound, so N interleaved chains keep the FP pipes busy (N = 4
+// with GaussianValuesAvx2's two passes; N = 8 spills and runs slower).  Each lane still sees
+// exactly the scalar code's operations in the scalar code's order.
+#define RG_EACH(j, N) _Pragma("GCC unroll 8") for (int j = 0; j < N; ++j)
+
 // U32ToFloat.
-RG_AVX2_INLINE __m256 U32ToFloat(__m256i x) {
-  const __m256 hi = _mm256_cvtepi32_ps(_mm256_srli_epi32(x, 16));
-  const __m256 lo = _mm256_cvtepi32_ps(_mm256_and_si256(x, Set(0xFFFFu)));
-  return Add(Mul(hi, Set(65536.0f)), lo);
+template <int N>
+RG_AVX2_INLINE void U32ToFloat(const __m256i (&x)[N], __m256 (&f)[N]) {
+  RG_EACH(j, N) {
+    const __m256 hi = _mm256_cvtepi32_ps(_mm256_srli_epi32(x[j], 16));
+    const __m256 lo = _mm256_cvtepi32_ps(_mm256_and_si256(x[j], Set(0xFFFFu)));
+    f[j] = Add(Mul(hi, Set(65536.0f)), lo);
+  }
 }
 
 // LogF.
-RG_AVX2_INLINE __m256 LogF(__m256 x) {
-  const __m256i bits = _mm256_castps_si256(x);
-  const __m256i mb = _mm256_or_si256(_mm256_and_si256(bits, Set(0x007FFFFFu)),
-                                     Set(0x3F800000u));
-  // big: all ones where the mantissa is halved (exponent + 1).
-  const __m256i big = _mm256_castps_si256(
-      _mm256_cmp_ps(_mm256_castsi256_ps(mb), Set(1.41421356f), _CMP_GT_OQ));
-  const __m256 m = _mm256_castsi256_ps(
-      _mm256_sub_epi32(mb, _mm256_and_si256(big, Set(1u << 23))));
-  const __m256i e = _mm256_sub_epi32(
-      _mm256_sub_epi32(_mm256_srli_epi32(bits, 23), Set(127u)), big);
-  const __m256 f = Sub(m, Set(1.0f));
-  const __m256 z = Mul(f, f);
-  __m256 y = Set(7.0376836292E-2f);
-  y = Add(Mul(y, f), Set(-1.1514610310E-1f));
-  y = Add(Mul(y, f), Set(1.1676998740E-1f));
-  y = Add(Mul(y, f), Set(-1.2420140846E-1f));
-  y = Add(Mul(y, f), Set(1.4249322787E-1f));
-  y = Add(Mul(y, f), Set(-1.6668057665E-1f));
-  y = Add(Mul(y, f), Set(2.0000714765E-1f));
-  y = Add(Mul(y, f), Set(-2.4999993993E-1f));
-  y = Add(Mul(y, f), Set(3.3333331174E-1f));
-  y = Mul(Mul(y, f), z);
-  const __m256 fe = _mm256_cvtepi32_ps(e);
-  y = Add(y, Mul(Set(-2.12194440E-4f), fe));
-  y = Sub(y, Mul(Set(0.5f), z));
-  __m256 r = Add(f, y);
-  r = Add(r, Mul(Set(0.693359375f), fe));
-  return r;
+template <int N>
+RG_AVX2_INLINE void LogF(const __m256 (&x)[N], __m256 (&r)[N]) {
+  __m256 f[N], z[N], y[N], fe[N];
+  RG_EACH(j, N) {
+    const __m256i bits = _mm256_castps_si256(x[j]);
+    const __m256i mb = _mm256_or_si256(_mm256_and_si256(bits, Set(0x007FFFFFu)),
+                                       Set(0x3F800000u));
+    // big: all ones where the mantissa is halved (exponent + 1).
+    const __m256i big = _mm256_castps_si256(
+        _mm256_cmp_ps(_mm256_castsi256_ps(mb), Set(1.41421356f), _CMP_GT_OQ));
+    const __m256 m = _mm256_castsi256_ps(
+        _mm256_sub_epi32(mb, _mm256_and_si256(big, Set(1u << 23))));
+    const __m256i e = _mm256_sub_epi32(
+        _mm256_sub_epi32(_mm256_srli_epi32(bits, 23), Set(127u)), big);
+    f[j] = Sub(m, Set(1.0f));
+    fe[j] = _mm256_cvtepi32_ps(e);
+  }
+  RG_EACH(j, N) z[j] = Mul(f[j], f[j]);
+  RG_EACH(j, N) y[j] = Set(7.0376836292E-2f);
+  static constexpr float kP[] = {-1.1514610310E-1f, 1.1676998740E-1f,
+                                 -1.2420140846E-1f, 1.4249322787E-1f,
+                                 -1.6668057665E-1f, 2.0000714765E-1f,
+                                 -2.4999993993E-1f, 3.3333331174E-1f};
+#pragma GCC unroll 8
+  for (float p : kP) RG_EACH(j, N) y[j] = Add(Mul(y[j], f[j]), Set(p));
+  RG_EACH(j, N) y[j] = Mul(Mul(y[j], f[j]), z[j]);
+  RG_EACH(j, N) y[j] = Add(y[j], Mul(Set(-2.12194440E-4f), fe[j]));
+  RG_EACH(j, N) y[j] = Sub(y[j], Mul(Set(0.5f), z[j]));
+  RG_EACH(j, N) r[j] = Add(Add(f[j], y[j]), Mul(Set(0.693359375f), fe[j]));
 }
 
 // SinCosQuarter.
-RG_AVX2_INLINE void SinCosQuarter(__m256 a, __m256* s, __m256* c) {
-  const __m256 z = Mul(a, a);
-  __m256 t = Mul(Set(-1.9515295891E-4f), z);
-  t = Add(t, Set(8.3321608736E-3f));
-  t = Mul(t, z);
-  t = Sub(t, Set(1.6666654611E-1f));
-  t = Mul(Mul(t, z), a);
-  *s = Add(t, a);
-  __m256 u = Mul(Set(2.443315711809948E-5f), z);
-  u = Sub(u, Set(1.388731625493765E-3f));
-  u = Mul(u, z);
-  u = Add(u, Set(4.166664568298827E-2f));
-  u = Mul(Mul(u, z), z);
-  u = Sub(u, Mul(Set(0.5f), z));
-  *c = Add(u, Set(1.0f));
+template <int N>
+RG_AVX2_INLINE void SinCosQuarter(const __m256 (&a)[N], __m256 (&s)[N],
+                                  __m256 (&c)[N]) {
+  __m256 z[N], t[N], u[N];
+  RG_EACH(j, N) z[j] = Mul(a[j], a[j]);
+  RG_EACH(j, N) t[j] = Mul(Set(-1.9515295891E-4f), z[j]);
+  RG_EACH(j, N) u[j] = Mul(Set(2.443315711809948E-5f), z[j]);
+  RG_EACH(j, N) t[j] = Add(t[j], Set(8.3321608736E-3f));
+  RG_EACH(j, N) u[j] = Sub(u[j], Set(1.388731625493765E-3f));
+  RG_EACH(j, N) t[j] = Mul(t[j], z[j]);
+  RG_EACH(j, N) u[j] = Mul(u[j], z[j]);
+  RG_EACH(j, N) t[j] = Sub(t[j], Set(1.6666654611E-1f));
+  RG_EACH(j, N) u[j] = Add(u[j], Set(4.166664568298827E-2f));
+  RG_EACH(j, N) t[j] = Mul(Mul(t[j], z[j]), a[j]);
+  RG_EACH(j, N) u[j] = Mul(Mul(u[j], z[j]), z[j]);
+  RG_EACH(j, N) s[j] = Add(t[j], a[j]);
+  RG_EACH(j, N) u[j] = Sub(u[j], Mul(Set(0.5f), z[j]));
+  RG_EACH(j, N) c[j] = Add(u[j], Set(1.0f));
 }
 
-// GaussianPair.  The octant bits of x2 (31, 30, 29) drive the selects and
-// signs through sign-bit masks: _mm256_blendv_ps looks only at bit 31.
-RG_AVX2_INLINE void GaussianPair(__m256i x1, __m256i x2, __m256* z0,
-                                 __m256* z1) {
-  const __m256 u1 = Add(Mul(U32ToFloat(x1), Set(2.3283064365386963e-10f)),
-                        Set(1.16415321826934814453125e-10f));
-  const __m256 r = _mm256_sqrt_ps(Mul(Set(-2.0f), LogF(u1)));
-  // x2 shifted so that bit 31 holds bit 30 (b30) or bit 29 (b29) of x2.
-  const __m256i b30 = _mm256_slli_epi32(x2, 1);
-  const __m256i b29 = _mm256_slli_epi32(x2, 2);  // octant & 1
-  const __m256i k = _mm256_and_si256(x2, Set(0x1FFFFFFFu));
-  const __m256i kk = _mm256_castps_si256(_mm256_blendv_ps(
-      _mm256_castsi256_ps(k),
-      _mm256_castsi256_ps(_mm256_sub_epi32(Set(0x20000000u), k)),
-      _mm256_castsi256_ps(b29)));
-  // kk <= 2^29 converts exactly as U32ToFloat does (both round to nearest
-  // even once), with one instruction.
-  const __m256 a = Mul(Mul(_mm256_cvtepi32_ps(kk), Set(1.862645149230957e-09f)),
-                       Set(0.785398163397448309616f));
-  __m256 s, c;
-  SinCosQuarter(a, &s, &c);
-  // swap = (octant ^ q) & 1 = bit 29 ^ bit 30; sin < 0 iff bit 31 (q >> 1);
-  // cos < 0 iff bit 30 ^ bit 31 (q ^ (q >> 1)).
-  const __m256 swap = _mm256_castsi256_ps(_mm256_xor_si256(b30, b29));
-  const __m256i sign = Set(0x80000000u);
-  const __m256 sin_sign = _mm256_castsi256_ps(_mm256_and_si256(x2, sign));
-  const __m256 cos_sign =
-      _mm256_castsi256_ps(_mm256_and_si256(_mm256_xor_si256(x2, b30), sign));
-  const __m256 sin_t = _mm256_xor_ps(_mm256_blendv_ps(s, c, swap), sin_sign);
-  const __m256 cos_t = _mm256_xor_ps(_mm256_blendv_ps(c, s, swap), cos_sign);
-  *z0 = Mul(r, cos_t);
-  *z1 = Mul(r, sin_t);
+// GaussianPair on N register pairs.  The octant bits of x2 (31, 30, 29)
+// drive the selects and signs through sign-bit masks: _mm256_blendv_ps
+// looks only at bit 31.
+template <int N>
+RG_AVX2_INLINE void GaussianPairs(const __m256i (&x1)[N], const __m256i (&x2)[N],
+                                  __m256 (&z0)[N], __m256 (&z1)[N]) {
+  __m256 u1[N], lg[N], a[N], s[N], c[N];
+  U32ToFloat(x1, u1);
+  RG_EACH(j, N) u1[j] = Add(Mul(u1[j], Set(2.3283064365386963e-10f)),
+                            Set(1.16415321826934814453125e-10f));
+  RG_EACH(j, N) {
+    const __m256i k = _mm256_and_si256(x2[j], Set(0x1FFFFFFFu));
+    const __m256i b29 = _mm256_slli_epi32(x2[j], 2);  // octant & 1 in bit 31
+    const __m256i kk = _mm256_castps_si256(_mm256_blendv_ps(
+        _mm256_castsi256_ps(k),
+        _mm256_castsi256_ps(_mm256_sub_epi32(Set(0x20000000u), k)),
+        _mm256_castsi256_ps(b29)));
+    // kk <= 2^29 converts exactly as U32ToFloat does (both round to nearest
+    // even once), with one instruction.
+    a[j] = Mul(Mul(_mm256_cvtepi32_ps(kk), Set(1.862645149230957e-09f)),
+               Set(0.785398163397448309616f));
+  }
+  LogF(u1, lg);
+  SinCosQuarter(a, s, c);
+  RG_EACH(j, N) {
+    const __m256 r = _mm256_sqrt_ps(Mul(Set(-2.0f), lg[j]));
+    // x2 shifted so that bit 31 holds bit 30 (b30) or bit 29 (b29) of x2.
+    const __m256i b30 = _mm256_slli_epi32(x2[j], 1);
+    const __m256i b29 = _mm256_slli_epi32(x2[j], 2);
+    // swap = (octant ^ q) & 1 = bit 29 ^ bit 30; sin < 0 iff bit 31 (q >> 1);
+    // cos < 0 iff bit 30 ^ bit 31 (q ^ (q >> 1)).
+    const __m256 swap = _mm256_castsi256_ps(_mm256_xor_si256(b30, b29));
+    const __m256i sign = Set(0x80000000u);
+    const __m256 sin_sign = _mm256_castsi256_ps(_mm256_and_si256(x2[j], sign));
+    const __m256 cos_sign = _mm256_castsi256_ps(
+        _mm256_and_si256(_mm256_xor_si256(x2[j], b30), sign));
+    const __m256 sin_t = _mm256_xor_ps(_mm256_blendv_ps(s[j], c[j], swap), sin_sign);
+    const __m256 cos_t = _mm256_xor_ps(_mm256_blendv_ps(c[j], s[j], swap), cos_sign);
+    z0[j] = Mul(r, cos_t);
+    z1[j] = Mul(r, sin_t);
+  }
 }
+#undef RG_EACH
 
 RG_AVX2_INLINE __m256 UnpackLo64(__m256 a, __m256 b) {
   return _mm256_castpd_ps(

@@ -141,46 +141,74 @@ inline void GaussianRunGeneric(Key key, int64_t index, uint32_t b0, uint32_t n,
 
 #ifdef RG_HAVE_AVX2_PATH
 // Normals e < count of blocks b0, b0 + 1, ... of example `index` (the
-// generic path's element order), 8 blocks at a time (more registers in
-// flight spill; measured slower).  Writes
+// generic path's element order).  Writes
 //   out[e] = mean[e] + stddev[e] * z[e]   (Affine) when mean is given,
 //   out[e] = z[e]                         otherwise.
 RG_AVX2 inline void GaussianValuesAvx2(Key key, int64_t index, uint32_t b0,
                                        int64_t count, const float* mean,
                                        const float* stddev, float* out) {
+  // Two passes over up to kGroups groups of 8 blocks (32 values): Philox
+  // into an 8 KB buffer (L1), then Box-Muller on 2 * kStep register pairs
+  // interleaved.  The fused loop (Philox, then two pairs, per 8 blocks) was
+  // bound by its long dependency chains; this one runs about 1.35x faster
+  // (best of 5 on one thread: 575 vs 425 M values/s), bit for bit the same.
+  constexpr int kGroups = 64;
+  constexpr int kPhiloxStep = 2;  // groups per Philox step: 4 registers of 4 blocks
+  constexpr int kStep = 2;        // groups per Box-Muller step: 2 * kStep register pairs
+  static_assert(kGroups % kStep == 0 && kStep % kPhiloxStep == 0, "whole steps");
   const avx2::RoundKeys keys = avx2::MakeRoundKeys(key);
   const uint64_t i = static_cast<uint64_t>(index);
   // Blocks b + 0, 2, 4, 6 and b + 1, 3, 5, 7 in two registers.
   const __m256i even = _mm256_setr_epi64x(0, 2, 4, 6);
-  for (int64_t e = 0; e < count; e += 32) {
-    const uint32_t b = b0 + static_cast<uint32_t>(e / 4);
-    __m256i c[4][2];
-    for (int j = 0; j < 2; ++j) {
-      c[0][j] = _mm256_add_epi32(avx2::Set(b + j), even);
-      c[1][j] = avx2::Set(static_cast<uint32_t>(kGaussian));
-      c[2][j] = avx2::Set(static_cast<uint32_t>(i));
-      c[3][j] = avx2::Set(static_cast<uint32_t>(i >> 32));
+  __m256i w[kGroups][4];
+  for (int64_t e0 = 0; e0 < count; e0 += 32 * kGroups) {
+    const int64_t n = std::min<int64_t>(count - e0, 32 * kGroups);
+    const int groups = static_cast<int>((n + 32 * kStep - 1) / (32 * kStep)) * kStep;
+    for (int g = 0; g < groups; g += kPhiloxStep) {
+      __m256i c[4][2 * kPhiloxStep];
+      for (int q = 0; q < kPhiloxStep; ++q) {
+        const uint32_t b = b0 + static_cast<uint32_t>((e0 + 32 * (g + q)) / 4);
+        for (int j = 0; j < 2; ++j) {
+          c[0][2 * q + j] = _mm256_add_epi32(avx2::Set(b + j), even);
+          c[1][2 * q + j] = avx2::Set(static_cast<uint32_t>(kGaussian));
+          c[2][2 * q + j] = avx2::Set(static_cast<uint32_t>(i));
+          c[3][2 * q + j] = avx2::Set(static_cast<uint32_t>(i >> 32));
+        }
+      }
+      avx2::Philox(c, keys);
+      for (int q = 0; q < kPhiloxStep; ++q)
+        for (int k = 0; k < 4; ++k) w[g + q][k] = avx2::Join(c[k][2 * q], c[k][2 * q + 1]);
     }
-    avx2::Philox(c, keys);
-    __m256i w[4];
-    for (int k = 0; k < 4; ++k) w[k] = avx2::Join(c[k][0], c[k][1]);
-    __m256 z[4], v[4];
-    avx2::GaussianPair(w[0], w[1], &z[0], &z[1]);
-    avx2::GaussianPair(w[2], w[3], &z[2], &z[3]);
-    avx2::ToElementOrder(z, v);
-    for (int q = 0; q < 4; ++q) {
-      const int64_t at = e + 8 * q;
-      if (at >= count) break;
-      __m256 x = v[q];
-      if (mean)
-        x = _mm256_add_ps(_mm256_loadu_ps(mean + at),
-                          _mm256_mul_ps(_mm256_loadu_ps(stddev + at), x));
-      if (at + 8 <= count) {
-        _mm256_storeu_ps(out + at, x);
-      } else {
-        float tail[8];
-        _mm256_storeu_ps(tail, x);
-        std::memcpy(out + at, tail, sizeof(float) * (count - at));
+    for (int g = 0; g < groups; g += kStep) {
+      // Pairs (word 0, word 1) and (word 2, word 3) of each group.
+      __m256i x1[2 * kStep], x2[2 * kStep];
+      for (int q = 0; q < kStep; ++q) {
+        x1[2 * q] = w[g + q][0];
+        x2[2 * q] = w[g + q][1];
+        x1[2 * q + 1] = w[g + q][2];
+        x2[2 * q + 1] = w[g + q][3];
+      }
+      __m256 z0[2 * kStep], z1[2 * kStep];
+      avx2::GaussianPairs(x1, x2, z0, z1);
+      for (int q = 0; q < kStep; ++q) {
+        const __m256 z[4] = {z0[2 * q], z1[2 * q], z0[2 * q + 1], z1[2 * q + 1]};
+        __m256 v[4];
+        avx2::ToElementOrder(z, v);
+        for (int r = 0; r < 4; ++r) {
+          const int64_t at = e0 + 32 * (g + q) + 8 * r;
+          if (at >= count) break;
+          __m256 x = v[r];
+          if (mean)
+            x = _mm256_add_ps(_mm256_loadu_ps(mean + at),
+                              _mm256_mul_ps(_mm256_loadu_ps(stddev + at), x));
+          if (at + 8 <= count) {
+            _mm256_storeu_ps(out + at, x);
+          } else {
+            float tail[8];
+            _mm256_storeu_ps(tail, x);
+            std::memcpy(out + at, tail, sizeof(float) * (count - at));
+          }
+        }
       }
     }
   }
