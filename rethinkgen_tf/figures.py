@@ -27,12 +27,16 @@ CORRUPTIONS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 # --scale=cpu: subset sizes and epoch caps per model family.
 CPU_TRAIN_SIZE = {"mlp": 2000, "alexnet": 1000, "inception": 500, "wrn": 500}
 CPU_TEST_SIZE = 2000
+# Figure 1 b, c at --scale=cpu: the test set (4x Inception's training subset) every 10 epochs
+# and at the last; it does not change the trained model (nor the run's key).
+CPU_TEST_EVERY = 10
 CPU_MAX_EPOCHS = {"mlp": 300, "alexnet": 300, "inception": 300, "wrn": 300}
 # Table 1 at --scale=cpu: stop once the training set is fit (what the table's train column
 # reports), at the latest after these many epochs (runs with random crops or weight decay may
 # stay just below 100%): 300 epochs for each of 19 runs would take a day on 2 cores.
 CPU_TABLE_EPOCHS = {"mlp": 100, "alexnet": 60, "inception": 60, "wrn": 60}
 PAPER_DECAY = 0.95
+BN_FAMILIES = ("inception", "wrn")  # batch norm on by default
 
 # Table 1 of the paper: (model, random crop, weight decay, random labels) -> (train, test) %.
 TABLE1 = {
@@ -87,6 +91,9 @@ def configs(model, scale, data_dir, seed=0, **data_overrides):
         data = dataclasses.replace(data, train_size=n, balanced=True, test_size=CPU_TEST_SIZE)
         train = dataclasses.replace(train, epochs=CPU_MAX_EPOCHS.get(fam, 300),
                                     lr_decay=PAPER_DECAY ** (n / 50_000))
+        if fam in BN_FAMILIES and batchnorm is not False:
+            from rethinkgen_tf.models import BN_MOMENTUM
+            train = dataclasses.replace(train, bn_momentum=round(BN_MOMENTUM ** (50_000 / n), 4))
     elif scale != "paper":
         raise ValueError(f"unknown scale {scale!r}; choose paper or cpu")
     return train, dataclasses.replace(data, **data_overrides)
@@ -106,6 +113,8 @@ def figure1_points(scale, data_dir, models=FIG1_MODELS, loss_model="inception", 
                 t, d = configs(m, scale, data_dir, seed, corrupt=p)
                 # 1b needs the time to overfit, 1c the test error once fit: stop there.
                 t = dataclasses.replace(t, stop_on_overfit=True)
+                if scale == "cpu":  # 1c needs the test error only once fit (the last epoch)
+                    t = dataclasses.replace(t, test_every=CPU_TEST_EVERY)
                 pts.append(point(t, d, part="bc", model=m, corrupt=p))
     return pts
 

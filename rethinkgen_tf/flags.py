@@ -68,9 +68,16 @@ def define(datasets, model):
                    lower_bound=0.0, upper_bound=0.99)
     f.DEFINE_bool("batchnorm", None, "Batch norm on/off (default: on for Inception/WRN, "
                   "off for AlexNet/MLP).")
+    f.DEFINE_float("bn_momentum", None, "Decay of the batch norm moving averages used in "
+                   "inference mode (default 0.997; on small subsets with few steps per epoch a "
+                   "lower value keeps them current, see figure1 --scale=cpu).",
+                   lower_bound=0.0, upper_bound=0.9999)
     f.DEFINE_float("overfit_threshold", 1.0, "Train accuracy that counts as overfit "
                    "(time to overfit).", lower_bound=0.0, upper_bound=1.0)
     f.DEFINE_bool("stop_on_overfit", False, "Stop once the threshold is reached.")
+    f.DEFINE_integer("test_every", 1, "Evaluate the test set every n epochs (and always at the "
+                     "last epoch, or when stopping on overfit); other rows of metrics.csv hold "
+                     "NaN for the test columns.", lower_bound=1)
     # execution
     f.DEFINE_enum("strategy", "default", list(train.STRATEGIES),
                   "tf.distribute strategy; the batch is global, the learning rate unchanged. "
@@ -98,9 +105,11 @@ def configs():
     cfg = train.TrainConfig(
         model=F.model, epochs=F.epochs, learning_rate=F.learning_rate, lr_decay=F.lr_decay,
         momentum=F.momentum, weight_decay=F.weight_decay, dropout=F.dropout,
-        batchnorm=F.batchnorm, seed=F.seed, strategy=F.strategy, jit_compile=F.jit_compile,
+        batchnorm=F.batchnorm, bn_momentum=F.bn_momentum, seed=F.seed, strategy=F.strategy,
+        jit_compile=F.jit_compile,
         mixed_precision=F.mixed_precision, steps_per_execution=F.steps_per_execution,
         overfit_threshold=F.overfit_threshold, stop_on_overfit=F.stop_on_overfit,
+        test_every=F.test_every,
         overwrite=F.overwrite)
     cfg.validate()
     return cfg, data, Path(F.output_dir) / (F.run_name or run_name(cfg, data))

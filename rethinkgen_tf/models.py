@@ -14,6 +14,9 @@ Options shared by all models:
   batchnorm     batch norm after every conv / hidden dense layer (default: on
                 for Inception and WRN, off for AlexNet and MLPs).
   dropout       dropout rate in front of the final classifier (default 0).
+  bn_momentum   decay of the batch norm moving averages (default 0.997, TF-slim's
+                Inception); the inference-mode statistics average over about
+                1 / (1 - bn_momentum) steps.
   weight_decay  L2 penalty ``weight_decay / 2 * sum(w**2)`` on every kernel
                 (conv and dense, not biases or BN shifts), i.e. a gradient of
                 ``weight_decay * w``, as in ``tf.nn.l2_loss`` and PyTorch SGD.
@@ -100,22 +103,25 @@ def paper_param_count(model):
 # ---------------------------------------------------------------- helpers
 
 
-def _act(x, batchnorm, bn_scale):
+BN_MOMENTUM = 0.997  # moving-average decay of batch norm statistics (TF-slim's Inception)
+
+
+def _act(x, batchnorm, bn_scale, bn_momentum=BN_MOMENTUM):
     if batchnorm:
-        x = layers.BatchNormalization(scale=bn_scale, momentum=0.997, epsilon=1e-3)(x)
+        x = layers.BatchNormalization(scale=bn_scale, momentum=bn_momentum, epsilon=1e-3)(x)
     return layers.ReLU()(x)
 
 
 def _conv(x, filters, kernel, strides=1, padding="same", batchnorm=True,
-          bn_scale=False):
+          bn_scale=False, bn_momentum=BN_MOMENTUM):
     """Conv module: conv -> [batch norm] -> ReLU."""
     x = layers.Conv2D(filters, kernel, strides, padding, use_bias=not batchnorm)(x)
-    return _act(x, batchnorm, bn_scale)
+    return _act(x, batchnorm, bn_scale, bn_momentum)
 
 
-def _dense(x, units, batchnorm=False, bn_scale=False):
+def _dense(x, units, batchnorm=False, bn_scale=False, bn_momentum=BN_MOMENTUM):
     x = layers.Dense(units, use_bias=not batchnorm)(x)
-    return _act(x, batchnorm, bn_scale)
+    return _act(x, batchnorm, bn_scale, bn_momentum)
 
 
 def _head(x, num_classes, dropout):
@@ -137,8 +143,9 @@ def _check(opts, **defaults):
 @register("inception")
 def inception(input_shape, num_classes, **opts):
     """Small Inception (SPEC 3): 1,649,402 parameters on 28x28x3, 10 classes."""
-    o = _check(opts, batchnorm=True, dropout=0.0, bn_scale=False)
-    conv = lambda x, c, k, s=1, p="same": _conv(x, c, k, s, p, o["batchnorm"], o["bn_scale"])
+    o = _check(opts, batchnorm=True, dropout=0.0, bn_scale=False, bn_momentum=BN_MOMENTUM)
+    conv = lambda x, c, k, s=1, p="same": _conv(x, c, k, s, p, o["batchnorm"], o["bn_scale"],
+                                                  o["bn_momentum"])
     inc = lambda x, c1, c3: layers.Concatenate()([conv(x, c1, 1), conv(x, c3, 3)])
     down = lambda x, c3: layers.Concatenate()(
         [conv(x, c3, 3, 2, "valid"), layers.MaxPooling2D(3, 2, "valid")(x)])
@@ -180,27 +187,28 @@ class LocalResponseNormalization(layers.Layer):
 @register("alexnet")
 def alexnet(input_shape, num_classes, **opts):
     """Small AlexNet (SPEC 3): 2 x (conv5x5(64) -> maxpool 3x3/2 -> LRN), 384, 192."""
-    o = _check(opts, batchnorm=False, dropout=0.0, bn_scale=False)
+    o = _check(opts, batchnorm=False, dropout=0.0, bn_scale=False, bn_momentum=BN_MOMENTUM)
     inputs = keras.Input(input_shape)
     x = inputs
     for _ in range(2):
-        x = _conv(x, 64, 5, batchnorm=o["batchnorm"], bn_scale=o["bn_scale"])
+        x = _conv(x, 64, 5, batchnorm=o["batchnorm"], bn_scale=o["bn_scale"],
+                  bn_momentum=o["bn_momentum"])
         x = layers.MaxPooling2D(3, 2, "same")(x)
         x = LocalResponseNormalization()(x)
     x = layers.Flatten()(x)
-    x = _dense(x, 384, o["batchnorm"], o["bn_scale"])
-    x = _dense(x, 192, o["batchnorm"], o["bn_scale"])
+    x = _dense(x, 384, o["batchnorm"], o["bn_scale"], o["bn_momentum"])
+    x = _dense(x, 192, o["batchnorm"], o["bn_scale"], o["bn_momentum"])
     return keras.Model(inputs, _head(x, num_classes, o["dropout"]), name="alexnet")
 
 
 @register(r"mlp_(\d+)x(\d+)")
 def mlp(depth, width, input_shape, num_classes, **opts):
     """MLP with `depth` hidden ReLU layers of `width` units."""
-    o = _check(opts, batchnorm=False, dropout=0.0, bn_scale=False)
+    o = _check(opts, batchnorm=False, dropout=0.0, bn_scale=False, bn_momentum=BN_MOMENTUM)
     inputs = keras.Input(input_shape)
     x = layers.Flatten()(inputs)
     for _ in range(depth):
-        x = _dense(x, width, o["batchnorm"], o["bn_scale"])
+        x = _dense(x, width, o["batchnorm"], o["bn_scale"], o["bn_momentum"])
     return keras.Model(inputs, _head(x, num_classes, o["dropout"]),
                        name=f"mlp_{depth}x{width}")
 
@@ -208,10 +216,10 @@ def mlp(depth, width, input_shape, num_classes, **opts):
 @register(r"wrn_(\d+)_(\d+)")
 def wide_resnet(depth, k, input_shape, num_classes, **opts):
     """Wide ResNet WRN-depth-k (Zagoruyko & Komodakis 2016), pre-activation."""
-    o = _check(opts, batchnorm=True, dropout=0.0, bn_scale=False)
+    o = _check(opts, batchnorm=True, dropout=0.0, bn_scale=False, bn_momentum=BN_MOMENTUM)
     if (depth - 4) % 6:
         raise ValueError(f"WRN depth must be 6n + 4, got {depth}")
-    bn_relu = lambda x: _act(x, o["batchnorm"], o["bn_scale"])
+    bn_relu = lambda x: _act(x, o["batchnorm"], o["bn_scale"], o["bn_momentum"])
     conv = lambda x, c, s=1: layers.Conv2D(c, 3, s, "same", use_bias=not o["batchnorm"])(x)
 
     inputs = keras.Input(input_shape)

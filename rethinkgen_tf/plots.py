@@ -145,10 +145,12 @@ def implicit(pairs, out_dir):
     for ax, (p, res) in zip(axes[0], pairs):
         name = MODEL_NAMES.get(p.tag["model"], p.tag["model"])
         rows = _rows(res)
-        steps = [r["step"] / 1000 for r in rows]
-        test = [r["test_acc"] for r in rows]
+        tested = [r for r in rows if r["test_acc"] == r["test_acc"]]  # not NaN (test_every)
+        steps = [r["step"] / 1000 for r in tested]
+        test = [r["test_acc"] for r in tested]
         best = [max(test[:k + 1]) for k in range(len(test))]
-        ax.plot(steps, [r["train_eval_acc"] for r in rows], label="train")
+        ax.plot([r["step"] / 1000 for r in rows], [r["train_eval_acc"] for r in rows],
+                label="train")
         ax.plot(steps, test, label="test")
         ax.fill_between(steps, test, best, alpha=0.3, label="best test so far")
         ax.set(xlabel="thousand steps", ylabel="accuracy", title=name, ylim=(0, 1.02))

@@ -46,7 +46,8 @@ def config_key(p):
 
     Only settings that differ from their defaults enter the hash, so a newer
     version that adds a setting (with a default) keeps finding finished runs."""
-    cfg = dataclasses.replace(p.train.resolved(), verbose=None, overwrite=False)
+    # verbose, overwrite and test_every do not change the trained model.
+    cfg = dataclasses.replace(p.train.resolved(), verbose=None, overwrite=False, test_every=1)
     blob = json.dumps({"train": _non_default(cfg), "data": _non_default(p.data)},
                       sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]

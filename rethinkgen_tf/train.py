@@ -16,6 +16,7 @@ finishes with the same result as an uninterrupted one.
 import dataclasses
 import functools
 import json
+import math
 import os
 import shutil
 import sys
@@ -59,6 +60,7 @@ class TrainConfig:
     weight_decay: float = 0.0              # L2: weight_decay / 2 * sum(kernel**2)
     dropout: float = 0.0                   # before the classifier
     batchnorm: Optional[bool] = None       # None: model default
+    bn_momentum: Optional[float] = None    # BN moving-average decay; None: models.BN_MOMENTUM
     seed: int = 0                          # weight init, dropout
     strategy: str = "default"              # default | one_device | mirrored | multi_worker | tpu
     jit_compile: Optional[bool] = None     # XLA; None: on for GPU/TPU, JIT_DEFAULT_CPU on CPU
@@ -70,6 +72,7 @@ class TrainConfig:
     overwrite: bool = False                # redo a finished run
     max_steps: Optional[int] = None        # stop after this many steps (within an epoch)
     train_eval_size: Optional[int] = None  # re-evaluate only the first n training examples
+    test_every: int = 1                    # test set every n epochs, and always at the end
 
     def resolved(self):
         """A copy with the per-model defaults filled in (as written to config.json)."""
@@ -90,6 +93,8 @@ class TrainConfig:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.bn_momentum is not None and not 0 <= self.bn_momentum < 1:
+            raise ValueError(f"bn_momentum must be in [0, 1), got {self.bn_momentum}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.strategy not in STRATEGIES:
@@ -100,6 +105,8 @@ class TrainConfig:
             raise ValueError(f"lr_decay_epochs must be > 0, got {self.lr_decay_epochs}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.test_every < 1:
+            raise ValueError(f"test_every must be >= 1, got {self.test_every}")
         if self.steps_per_execution < 1:
             raise ValueError("steps_per_execution must be >= 1")
         if not models.known(self.model):
@@ -266,8 +273,9 @@ class EpochMetrics(keras.callbacks.Callback):
     """After each epoch: evaluate, append a metrics.csv row, TensorBoard, log line."""
 
     def __init__(self, run_dir, data, evaluate, lr_at, steps, rows, threshold, stop,
-                 train_eval_size=None):
+                 train_eval_size=None, test_every=1, epochs=None, max_steps=None):
         super().__init__()
+        self.test_every, self.epochs, self.max_steps = test_every, epochs, max_steps
         self.train_eval = data.train_eval if train_eval_size is None else \
             data.train_eval.take(-(-train_eval_size // data.config.batch_size))
         self.run_dir, self.data, self.evaluate = run_dir, data, evaluate
@@ -281,9 +289,15 @@ class EpochMetrics(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         t1 = time.perf_counter()
         tr = self.evaluate(self.train_eval)
-        te = self.evaluate(self.data.test)
-        t2 = time.perf_counter()
         step = int(self.model.optimizer.iterations.numpy())
+        stopping = self.stop and float(tr["acc"][0]) >= self.threshold
+        last = (stopping or epoch + 1 == self.epochs
+                or (self.max_steps is not None and step >= self.max_steps))
+        if last or (epoch + 1) % self.test_every == 0:
+            te = self.evaluate(self.data.test)
+        else:  # skipped (test_every): NaN in metrics.csv, a gap in plots
+            te = {k: [float("nan")] for k in ("loss", "acc", "top5")}
+        t2 = time.perf_counter()
         row = dict(
             epoch=epoch + 1, step=step, lr=float(self.lr_at(step - self.steps)),
             train_loss=float(logs["loss"]), train_acc=float(logs["accuracy"]),
@@ -307,7 +321,7 @@ class EpochMetrics(keras.callbacks.Callback):
             row["epoch"], step, row["lr"], row["train_loss"], row["train_acc"],
             row["train_eval_acc"], row["train_eval_acc_orig"], row["test_loss"],
             row["test_acc"], row["images_per_sec"], row["epoch_time"], row["eval_time"])
-        if self.stop and row["train_eval_acc"] >= self.threshold:
+        if stopping:
             self.model.stop_training = True
 
 
@@ -348,7 +362,7 @@ def _differs(old, new):
     for part in ("train", "data"):
         o, n = old.get(part, {}), new.get(part, {})
         for k in set(o) | set(n):
-            if part == "train" and k in ("overwrite", "verbose"):
+            if part == "train" and k in ("overwrite", "verbose", "test_every"):
                 continue
             if k not in o:
                 if k not in defaults[part] or n[k] != defaults[part][k]:
@@ -414,7 +428,9 @@ def run(train_config: TrainConfig, data_config, run_dir, data=None, callbacks=()
         with strategy.scope():
             model = models.build(cfg.model, data.input_shape, data.num_classes,
                                  batchnorm=cfg.batchnorm, dropout=cfg.dropout,
-                                 weight_decay=cfg.weight_decay)
+                                 weight_decay=cfg.weight_decay,
+                                 **({} if cfg.bn_momentum is None
+                                    else {"bn_momentum": cfg.bn_momentum}))
             lr_at = keras.optimizers.schedules.ExponentialDecay(
                 cfg.learning_rate, max(1, round(steps * cfg.lr_decay_epochs)), cfg.lr_decay,
                 staircase=True)
@@ -440,7 +456,7 @@ def run(train_config: TrainConfig, data_config, run_dir, data=None, callbacks=()
                                    rows[-1]["train_eval_acc"] >= cfg.overfit_threshold):
         metrics = EpochMetrics(run_dir, data, make_evaluate(model, jit), lr_at, steps,
                                rows, cfg.overfit_threshold, cfg.stop_on_overfit,
-                               cfg.train_eval_size)
+                               cfg.train_eval_size, cfg.test_every, cfg.epochs, cfg.max_steps)
         if cfg.max_steps:
             callbacks = (*callbacks, MaxSteps(cfg.max_steps))
         model.fit(_train_stream(data, start, cfg.epochs), epochs=cfg.epochs,
@@ -452,7 +468,8 @@ def run(train_config: TrainConfig, data_config, run_dir, data=None, callbacks=()
     model.save_weights(str(run_dir / "model.weights.h5"))
 
     epoch, step = results.time_to_overfit(rows, cfg.overfit_threshold)
-    best = max(rows, key=lambda r: r["test_acc"]) if rows else None
+    tested = [r for r in rows if not math.isnan(r["test_acc"])]
+    best = max(tested, key=lambda r: r["test_acc"]) if tested else None
     result = {
         "status": "finished",
         "model": cfg.model, "dataset": data_config.dataset,

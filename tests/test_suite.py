@@ -60,7 +60,14 @@ def test_grid_points_and_keys(tiny_scale):
     # default does not move finished runs.
     p = bc[0]
     assert suite.config_key(p) == suite.config_key(
-        suite.Point(p.tags, dataclasses.replace(p.train, verbose=1, overwrite=True), p.data))
+        suite.Point(p.tags, dataclasses.replace(p.train, verbose=1, overwrite=True,
+                                                test_every=1), p.data))
+    assert all(q.train.test_every == figures.CPU_TEST_EVERY for q in bc)
+    # Batch norm models at the cpu scale: moving averages over the same fraction of an epoch.
+    inc = figures.configs("inception", "cpu", "/data")[0]
+    assert inc.bn_momentum == pytest.approx(0.997 ** (50_000 / 40), abs=1e-4)
+    assert figures.configs("inception_nobn", "cpu", "/data")[0].bn_momentum is None
+    assert figures.configs("inception", "paper", "/data")[0].bn_momentum is None
     assert suite.config_key(p) != suite.config_key(
         suite.Point(p.tags, dataclasses.replace(p.train, max_steps=5), p.data))
 

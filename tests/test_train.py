@@ -109,6 +109,37 @@ def test_time_to_overfit_and_stop(tmp_path):
     assert r["overfit_epoch"] == r["epochs"] < 30 and r["final"]["train_eval_acc"] >= 0.6
 
 
+
+def test_test_every_skips_test_evaluations_but_not_the_model(ref, tmp_path):
+    """test_every=3 over 4 epochs: the test set at epoch 3 and at the last; the same
+    trained model (every other column equal to the uninterrupted run's)."""
+    r = run(TrainConfig(model="mlp_1x64", epochs=4, verbose=0, test_every=3), DATA, tmp_path,
+            data=load(DATA, ARRAYS))
+    rows, ref_rows = results.read_metrics(tmp_path), results.read_metrics(ref[0])
+    for row, ref_row in zip(rows, ref_rows):
+        tested = row["epoch"] in (3, 4)
+        for k in ("test_loss", "test_acc", "test_top5"):
+            assert np.isnan(row[k]) != tested
+            if tested:
+                assert row[k] == ref_row[k]
+        assert {k: v for k, v in row.items() if k not in TIMING and not k.startswith("test")} == \
+            {k: v for k, v in ref_row.items() if k not in TIMING and not k.startswith("test")}
+    assert r["final"]["test_acc"] == ref[1]["final"]["test_acc"]
+    assert r["best_test_epoch"] in (3, 4)
+    with pytest.raises(ValueError, match="test_every"):
+        TrainConfig(test_every=0).validate()
+
+
+def test_bn_momentum_reaches_the_batch_norm_layers():
+    from rethinkgen_tf import models
+    m = models.build("mlp_1x64", (12, 12, 3), 10, batchnorm=True, bn_momentum=0.5)
+    assert [l.momentum for l in m.layers if "batch_normalization" in l.name] == [0.5]
+    m = models.build("mlp_1x64", (12, 12, 3), 10, batchnorm=True)
+    assert [l.momentum for l in m.layers if "batch_normalization" in l.name] == [0.997]
+    with pytest.raises(ValueError, match="bn_momentum"):
+        TrainConfig(bn_momentum=1.0).validate()
+
+
 KILL = SETUP + """
 import os, signal, sys, keras
 from rethinkgen_tf.train import TrainConfig, run
