@@ -49,7 +49,7 @@ def test_config_defaults_and_validation():
     assert (r.learning_rate, r.lr_decay, r.momentum, r.epochs) == (0.01, 0.95, 0.9, 100)
     for name in ("mlp_1x512", "mlp_3x512"):  # a slower decay: random labels are fit at full scale
         r = TrainConfig(model=name).resolved()
-        assert (r.learning_rate, r.lr_decay, r.momentum, r.epochs) == (0.01, 0.98, 0.9, 150)
+        assert (r.learning_rate, r.lr_decay, r.momentum, r.epochs) == (0.01, 0.985, 0.9, 200)
     assert TrainConfig(model="inception").resolved().lr_decay == 0.95
     assert TrainConfig(model="mlp_1x512", lr_decay=0.95).resolved().lr_decay == 0.95
     assert TrainConfig(model="alexnet", learning_rate=0.5).resolved().learning_rate == 0.5
@@ -76,8 +76,8 @@ def test_run_directory(ref, tmp_path):
     rows = results.read_metrics(tmp_path)
     assert [row["epoch"] for row in rows] == [1, 2, 3, 4]
     assert [row["step"] for row in rows] == [8, 16, 24, 32]
-    # the MLP default schedule: lr 0.01 x 0.98 per epoch
-    np.testing.assert_allclose([row["lr"] for row in rows], 0.01 * 0.98 ** np.arange(4), rtol=1e-6)
+    # the MLP default schedule: lr 0.01 x 0.985 per epoch
+    np.testing.assert_allclose([row["lr"] for row in rows], 0.01 * 0.985 ** np.arange(4), rtol=1e-6)
     assert list(rows[0]) == results.METRIC_COLUMNS
     assert r == results.load_result(tmp_path)
     assert r["final"] == rows[-1] and r["params"] == 12 * 12 * 3 * 64 + 64 + 650
