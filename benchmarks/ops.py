@@ -1,6 +1,6 @@
 """Throughput of the randomization ops against what a user would otherwise write.
 
-    python -m benchmarks.ops [--repeats=3] [--threads=0]
+    python -m benchmarks.ops [--repeats=5] [--threads=0]
 
 Prints, from one run on this machine: the memory copy bandwidth (the
 ceiling), then each op beside its baseline measured in the same run, with
@@ -11,7 +11,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-flags.DEFINE_integer("repeats", 3, "Timings per measurement; the best is printed.")
+flags.DEFINE_integer("repeats", 5, "Timings per measurement; the best is printed.")
 flags.DEFINE_integer("examples", 50_000, "Images per Gaussian / random-pixel batch.")
 FLAGS = flags.FLAGS
 
