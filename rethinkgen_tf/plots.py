@@ -145,7 +145,7 @@ def implicit(pairs, out_dir):
     for ax, (p, res) in zip(axes[0], pairs):
         name = MODEL_NAMES.get(p.tag["model"], p.tag["model"])
         rows = _rows(res)
-        tested = [r for r in rows if r["test_acc"] == r["test_acc"]]  # not NaN (test_every)
+        tested = results.tested(rows)
         steps = [r["step"] / 1000 for r in tested]
         test = [r["test_acc"] for r in tested]
         best = [max(test[:k + 1]) for k in range(len(test))]

@@ -86,6 +86,12 @@ def write_metrics(run_dir, rows):
     atomic_write(Path(run_dir) / "metrics.csv", "\n".join(lines) + "\n")
 
 
+def tested(rows):
+    """The rows whose epoch evaluated the test set (with test_every > 1 the
+    others hold NaN)."""
+    return [r for r in rows if r["test_acc"] == r["test_acc"]]
+
+
 def time_to_overfit(rows, threshold=1.0):
     """(epoch, step) of the first epoch whose re-evaluated train accuracy on the
     labels trained on reaches `threshold`, else (None, None).

@@ -46,8 +46,9 @@ def config_key(p):
 
     Only settings that differ from their defaults enter the hash, so a newer
     version that adds a setting (with a default) keeps finding finished runs."""
-    # verbose, overwrite and test_every do not change the trained model.
-    cfg = dataclasses.replace(p.train.resolved(), verbose=None, overwrite=False, test_every=1)
+    defaults = {f.name: f.default for f in dataclasses.fields(train.TrainConfig)}
+    cfg = dataclasses.replace(p.train.resolved(),
+                              **{k: defaults[k] for k in train.RESULT_NEUTRAL})
     blob = json.dumps({"train": _non_default(cfg), "data": _non_default(p.data)},
                       sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]

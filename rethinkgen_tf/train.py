@@ -16,7 +16,6 @@ finishes with the same result as an uninterrupted one.
 import dataclasses
 import functools
 import json
-import math
 import os
 import shutil
 import sys
@@ -42,6 +41,9 @@ DEFAULT_LR_DECAY = {"mlp": 0.985}
 DEFAULT_EPOCHS = {"inception": 100, "wrn": 100, "alexnet": 100, "mlp": 200,
                   "inception_v3": 100}
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
+# TrainConfig fields that do not change the trained model: a run directory holding
+# another value of these resumes, and a suite's run key ignores them.
+RESULT_NEUTRAL = ("overwrite", "verbose", "test_every")
 # benchmarks/train.py on a 2-core CPU: XLA is within noise for the MLPs and 2x
 # slower for AlexNet and Inception (docs/training.md), so off on CPU.
 JIT_DEFAULT_CPU = False
@@ -363,7 +365,7 @@ def _differs(old, new):
     for part in ("train", "data"):
         o, n = old.get(part, {}), new.get(part, {})
         for k in set(o) | set(n):
-            if part == "train" and k in ("overwrite", "verbose", "test_every"):
+            if part == "train" and k in RESULT_NEUTRAL:
                 continue
             if k not in o:
                 if k not in defaults[part] or n[k] != defaults[part][k]:
@@ -469,7 +471,7 @@ def run(train_config: TrainConfig, data_config, run_dir, data=None, callbacks=()
     model.save_weights(str(run_dir / "model.weights.h5"))
 
     epoch, step = results.time_to_overfit(rows, cfg.overfit_threshold)
-    tested = [r for r in rows if not math.isnan(r["test_acc"])]
+    tested = results.tested(rows)
     best = max(tested, key=lambda r: r["test_acc"]) if tested else None
     result = {
         "status": "finished",
