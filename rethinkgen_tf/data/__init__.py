@@ -11,6 +11,7 @@ does to the test set.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any, Callable, NamedTuple, Optional
 
 from .sources import DataError, load_arrays  # noqa: F401
@@ -18,6 +19,14 @@ from .sources import DataError, load_arrays  # noqa: F401
 RANDOMIZATIONS = ("none", "labels", "shuffled_pixels", "random_pixels", "gaussian")
 AUGMENTATIONS = ("none", "crop", "crop_flip", "imagenet")
 DATASETS = ("cifar10", "mnist", "fashion_mnist", "imagenet", "folder", "numpy")
+IMAGE_SIZES = {"cifar10": 32, "mnist": 28, "fashion_mnist": 28}  # known before reading; imagenet ignores crop
+
+
+def check_crop(crop, height, width, where):
+    """DataError unless a crop x crop (center or random) crop fits height x width images."""
+    if crop is not None and (crop > height or crop > width):
+        raise DataError(f"--crop={crop} is larger than the {width}x{height} images{where}: pass --crop of "
+                        f"at most {min(height, width)} (the paper crops CIFAR-10 to 28), or no crop")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +69,12 @@ class DataConfig:
             raise ValueError("randomize='labels' means corrupt=1; set either randomize='labels' or corrupt=p")
         if self.batch_size < 1:
             raise ValueError("DataConfig.batch_size must be >= 1")
+        if self.crop is not None and (isinstance(self.crop, bool) or not isinstance(self.crop, numbers.Integral)
+                                      or self.crop < 1):
+            raise DataError(f"--crop={self.crop!r} (DataConfig.crop) must be a positive number of pixels, or None")
+        if self.crop is not None and self.dataset in IMAGE_SIZES:
+            size = IMAGE_SIZES[self.dataset]
+            check_crop(self.crop, size, size, f" of {self.dataset}")
 
     @property
     def label_prob(self) -> float:

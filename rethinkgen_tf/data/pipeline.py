@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from . import Data, DataConfig, DataError
+from . import Data, DataConfig, DataError, check_crop
 from .preprocess import preprocess
 from .randomize import channel_stats, randomize_images, randomize_labels
 from .sources import load_arrays
@@ -85,6 +85,9 @@ def shuffle_seed_for_epoch(shuffle_seed, epoch):
 
 def load_small(config: DataConfig, arrays=None) -> Data:
     x_tr, y_tr, x_te, y_te, names = _source(config, arrays)
+    # Up front: inside the pipeline a crop that does not fit fails deep in an autograph trace.
+    where = f" in {config.data_dir}" if config.data_dir else (" of the arrays" if config.dataset == "numpy" else "")
+    check_crop(config.crop, x_tr.shape[1], x_tr.shape[2], where)
     num_classes = len(names)
     if config.augment != "none" and config.crop is None:
         raise DataError(f"augment={config.augment!r} takes a random crop: set crop (paper: 28)")
