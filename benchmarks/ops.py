@@ -9,7 +9,9 @@ the ratio.  Best of --repeats timings each.
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+from rethinkgen_tf import entry
 
 flags.DEFINE_integer("repeats", 5, "Timings per measurement; the best is printed.")
 flags.DEFINE_integer("examples", 50_000, "Images per Gaussian / random-pixel batch.")
@@ -104,4 +106,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main)

@@ -19,9 +19,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
-from rethinkgen_tf import models, train  # noqa: E402
+from rethinkgen_tf import entry, models, train  # noqa: E402
 
 flags.DEFINE_list("models", ["mlp_1x512", "mlp_3x512", "alexnet", "inception_nobn",
                              "inception"], "Models to time.")
@@ -81,4 +81,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main)

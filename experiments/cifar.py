@@ -5,15 +5,11 @@
 
 Writes one run directory under --output_dir (see docs/training.md).
 """
-import os
+from absl import flags as absl_flags
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep errors one line
-
-from absl import app, flags as absl_flags  # noqa: E402
-
-from rethinkgen_tf import flags  # noqa: E402
+from rethinkgen_tf import entry, flags
 
 if __name__ == "__main__":
     flags.define(datasets=("cifar10",), model="inception")
     absl_flags.adopt_module_key_flags(flags)  # list them in --help
-    app.run(flags.main)
+    entry.run(flags.main)

@@ -7,9 +7,9 @@ to overfit vs label corruption, (c) test error vs label corruption.
 
 Writes figure1.png/.pdf and one run directory per point under --output_dir.
 """
-from absl import app, flags
+from absl import flags
 
-from rethinkgen_tf import figures, plots, suite
+from rethinkgen_tf import entry, figures, plots, suite
 
 suite.define_flags("runs/figure1")
 flags.adopt_module_key_flags(suite)
@@ -24,4 +24,4 @@ def points(F):
 
 
 if __name__ == "__main__":
-    app.run(lambda argv: suite.main(points, plots.figure1))
+    entry.run(lambda argv: suite.main(points, plots.figure1))

@@ -4,9 +4,9 @@ accuracy so far shaded (what early stopping could give).
 
     python -m experiments.implicit --scale=cpu --data_dir=/path/to/cifar10
 """
-from absl import app, flags
+from absl import flags
 
-from rethinkgen_tf import figures, plots, suite
+from rethinkgen_tf import entry, figures, plots, suite
 
 suite.define_flags("runs/implicit")
 flags.adopt_module_key_flags(suite)
@@ -17,4 +17,4 @@ def points(F):
 
 
 if __name__ == "__main__":
-    app.run(lambda argv: suite.main(points, plots.implicit))
+    entry.run(lambda argv: suite.main(points, plots.implicit))

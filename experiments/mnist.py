@@ -3,15 +3,11 @@
     python -m experiments.mnist --model=mlp_1x512 --randomize=labels
     python -m experiments.mnist --dataset=fashion_mnist --data_dir=/usr/share/datasets/fashion-mnist
 """
-import os
+from absl import flags as absl_flags
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep errors one line
-
-from absl import app, flags as absl_flags  # noqa: E402
-
-from rethinkgen_tf import flags  # noqa: E402
+from rethinkgen_tf import entry, flags
 
 if __name__ == "__main__":
     flags.define(datasets=("mnist", "fashion_mnist"), model="mlp_1x512")
     absl_flags.adopt_module_key_flags(flags)  # list them in --help
-    app.run(flags.main)
+    entry.run(flags.main)

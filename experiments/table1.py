@@ -4,9 +4,9 @@ as Markdown and LaTeX; --table4 runs Table 4 (random labels with regularizers).
     python -m experiments.table1 --scale=cpu --models=mlp_1x512,alexnet --data_dir=...
     python -m experiments.table1 --table4
 """
-from absl import app, flags
+from absl import flags
 
-from rethinkgen_tf import figures, plots, suite
+from rethinkgen_tf import entry, figures, plots, suite
 
 suite.define_flags("runs/table1")
 flags.adopt_module_key_flags(suite)
@@ -26,4 +26,4 @@ def draw(pairs, out_dir):
 
 
 if __name__ == "__main__":
-    app.run(lambda argv: suite.main(points, draw))
+    entry.run(lambda argv: suite.main(points, draw))

@@ -120,6 +120,10 @@ def figure1_points(scale, data_dir, models=FIG1_MODELS, loss_model="inception", 
 
 
 def table1_points(scale, data_dir, models=TABLE1_MODELS, seed=0):
+    unknown = [m for m in models if m not in TABLE1_MODELS]
+    if unknown:
+        raise ValueError(f"--models: Table 1 has no rows for {', '.join(unknown)}; "
+                         f"choose from {', '.join(TABLE1_MODELS)}")
     pts = []
     for key in TABLE1:
         model, crop, wd, random_labels = key

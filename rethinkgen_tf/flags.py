@@ -1,14 +1,14 @@
 """absl flags shared by the experiment entry points (experiments/cifar.py, mnist.py).
 
     flags.define(datasets=("cifar10",), model="inception")
-    app.run(flags.main)
+    entry.run(flags.main)
 
 Every TrainConfig / DataConfig field the paper varies is a flag; defaults
 mirror the paper (see docs/training.md).  Invalid values and conflicting flags
 end the program with a one-line error.
 """
 
-import sys
+import os
 from pathlib import Path
 
 from absl import flags, logging
@@ -39,9 +39,13 @@ def define(datasets, model):
     f.DEFINE_enum("pixel_unit", "position", ["position", "value"],
                   "What pixel shuffling permutes: spatial positions (channels move together) "
                   "or single values.")
-    f.DEFINE_integer("seed", 0, "Seed of weight init and, unless overridden, of the data.")
-    f.DEFINE_integer("data_seed", None, "Randomization seed (default: --seed).")
-    f.DEFINE_integer("shuffle_seed", None, "Per-epoch shuffling seed (default: --seed).")
+    f.DEFINE_integer("seed", 0, f"Seed of weight init and, unless overridden, of the data; "
+                     f"0 to {train.MAX_SEED} (it seeds NumPy, which takes 32 bits).",
+                     lower_bound=0, upper_bound=train.MAX_SEED)
+    f.DEFINE_integer("data_seed", None, "Randomization seed, 0 to 2^63-1 (default: --seed).",
+                     lower_bound=0, upper_bound=2**63 - 1)
+    f.DEFINE_integer("shuffle_seed", None, "Per-epoch shuffling seed, 0 to 2^63-1 (default: "
+                     "--seed).", lower_bound=0, upper_bound=2**63 - 1)
     f.DEFINE_integer("train_size", None, "Use the first n training examples.", lower_bound=1)
     f.DEFINE_bool("balanced", False, "With --train_size: the first n/K examples of each class.")
     f.DEFINE_integer("test_size", None, "Use the first n test examples.", lower_bound=1)
@@ -54,7 +58,7 @@ def define(datasets, model):
     # optimization
     f.DEFINE_integer("epochs", None, "Epochs (default: per model: 100, MLPs 200; with "
                      "the default decay that fits at least 99.99% of random labels at full "
-                     "scale).", lower_bound=0)
+                     "scale).", lower_bound=1)
     f.DEFINE_integer("batch_size", 128, "Global batch size (split across replicas).",
                      lower_bound=1)
     f.DEFINE_float("learning_rate", None, "Initial SGD learning rate (default: 0.1 for "
@@ -113,7 +117,25 @@ def configs():
         test_every=F.test_every,
         overwrite=F.overwrite)
     cfg.validate()
-    return cfg, data, Path(F.output_dir) / (F.run_name or run_name(cfg, data))
+    return cfg, data, run_dir_of(F.output_dir, F.run_name or run_name(cfg, data))
+
+
+def run_dir_of(output_dir, name):
+    """output_dir/name, after checking both (ValueError, one line)."""
+    if not name or name in (".", "..") or "/" in name or os.sep in name or "\0" in name:
+        raise ValueError(f"--run_name={name!r} must be a plain directory name (no '/', "
+                         "not '.' or '..'): run directories live directly in --output_dir")
+    out = Path(output_dir).expanduser()
+    for parent in (out, *out.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"--output_dir={output_dir}: {parent} is a file, not a "
+                                 "directory; choose another --output_dir")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ValueError(f"--output_dir={output_dir}: {parent} is not writable; "
+                                 "choose another --output_dir")
+            break
+    return out / name
 
 
 def run_name(cfg, data):
@@ -137,22 +159,15 @@ def run_name(cfg, data):
 
 
 def main(argv):
-    """Parses, loads the data, trains (or resumes), prints the result summary."""
+    """Checks the flags, trains (or resumes) the run, prints the result summary.
+
+    Run under `rethinkgen_tf.entry.run`, which makes every error one line."""
     if len(argv) > 1:
-        sys.exit(f"error: unexpected arguments {argv[1:]}")
+        raise ValueError(f"unexpected arguments {argv[1:]}")
     logging.set_verbosity(logging.INFO)
-    from rethinkgen_tf import results
-    from rethinkgen_tf.data import DataError, load
-    try:
-        cfg, data_config, run_dir = configs()
-        if not cfg.overwrite and results.load_result(run_dir):
-            data = None  # finished: run() only reads result.json
-        else:
-            train.make_strategy(cfg.strategy)  # before any TF op (multi_worker)
-            data = load(data_config)
-    except (ValueError, DataError, OSError) as e:
-        sys.exit(f"error: {e}")
-    r = train.run(cfg, data_config, run_dir, data=data)
+    cfg, data_config, run_dir = configs()
+    train.make_strategy(cfg.strategy)  # before any TF op (multi_worker)
+    r = train.run(cfg, data_config, run_dir)  # loads the data only if it trains
     f = r["final"] or {}
     print(f"{run_dir}: {r['epochs']} epochs, {r['steps']} steps | train acc "
           f"{f.get('train_eval_acc', float('nan')):.4f} (original labels "

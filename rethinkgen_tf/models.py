@@ -58,8 +58,17 @@ def register(pattern):
 NAMES = "inception, inception_nobn, alexnet, mlp_NxW, wrn_D_K, inception_v3"
 
 
+def _match(name):
+    """(builder, int args) for a model name, or None; sizes in a name are >= 1."""
+    for pattern, fn in MODELS.items():
+        m = re.fullmatch(pattern, name)
+        if m and all(int(g) >= 1 for g in m.groups()):
+            return fn, [int(g) for g in m.groups()]
+    return None
+
+
 def known(name):
-    return any(re.fullmatch(p, name) for p in MODELS)
+    return _match(name) is not None
 
 
 def family(name):
@@ -71,15 +80,11 @@ def family(name):
 
 def build(name, input_shape=(28, 28, 3), num_classes=10, weight_decay=0.0, **opts):
     """Builds model ``name``; raises ValueError for unknown names/options."""
-    for pattern, fn in MODELS.items():
-        m = re.fullmatch(pattern, name)
-        if m:
-            args = [int(g) for g in m.groups()]
-            model = fn(*args, input_shape=tuple(input_shape),
-                       num_classes=num_classes, **opts)
-            break
-    else:
-        raise ValueError(f"unknown model {name!r}; known: {NAMES}")
+    found = _match(name)
+    if found is None:
+        raise ValueError(f"unknown model {name!r}; known: {NAMES} (sizes >= 1)")
+    fn, args = found
+    model = fn(*args, input_shape=tuple(input_shape), num_classes=num_classes, **opts)
     if weight_decay:
         reg = keras.regularizers.L2(weight_decay / 2)
         for layer in model._flatten_layers():

@@ -13,6 +13,7 @@ hash of its resolved configuration, so
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -78,6 +79,13 @@ def parse_shard(text):
 def run_grid(points, output_dir, shard=(0, 1), overwrite=False, data_cache=None):
     """Runs this shard's points (skipping finished ones); returns their results.
 
+    Several processes may run the same grid on one output_dir at once (two
+    terminals, or machines sharing a filesystem): each point's run directory
+    has one writer (`results.RunLock`), a point another process is training is
+    passed over, and at the end this process waits for those and collects
+    their results (training any whose process died).  Each point is trained
+    once, and the results are those of one process.
+
     Prints which run of how many is going and an estimate of the time left,
     from the runs trained so far in this process.
     """
@@ -86,29 +94,52 @@ def run_grid(points, output_dir, shard=(0, 1), overwrite=False, data_cache=None)
     print(f"suite: {len(points)} runs in the grid, {len(mine)} in shard {shard[0]}/{shard[1]}, "
           f"{len(mine) - len(todo)} finished already, {len(todo)} to run -> {output_dir}",
           flush=True)
-    spent, trained = 0.0, 0
-    out = []
-    for p in mine:
+    progress = {"spent": 0.0, "trained": 0}
+    out, taken = {}, []
+    for k, p in enumerate(mine):
         d = run_dir(p, output_dir)
         done = _load(d)
         if done is not None and not overwrite:
-            out.append((p, done))
+            out[k] = (p, done)
             continue
-        trained += 1
-        eta = f", about {_fmt(spent / (trained - 1) * (len(todo) - trained + 1))} left" \
-            if trained > 1 else ""
-        print(f"suite: run {trained}/{len(todo)}: {d.name} {p.tag}{eta}", flush=True)
-        t0 = time.time()
-        data = _data(p.data, data_cache)
-        cfg = dataclasses.replace(p.train, overwrite=overwrite)
-        res = train.run(cfg, p.data, d, data=data)
-        spent += time.time() - t0
+        try:
+            out[k] = (p, _train(p, d, overwrite, data_cache, progress, len(todo)))
+        except results.RunLocked as e:
+            print(f"suite: {d.name} is being trained by process {e.pid}; passing over it",
+                  flush=True)
+            taken.append(k)
+    for k in taken:  # the points other processes took: wait for them
+        p, d = mine[k], run_dir(mine[k], output_dir)
+        print(f"suite: waiting for {d.name} (process {results.holder(d)})", flush=True)
+        with results.RunLock(d, wait=True):
+            pass
+        # finished by its owner: train.run returns the result; if it died, resume it
+        out[k] = (p, _train(p, d, False, data_cache, progress, len(todo)))
+    return [out[k] for k in sorted(out)]
+
+
+def _train(p, d, overwrite, data_cache, progress, total):
+    """One point through train.run, with the suite's progress lines."""
+    t0 = time.time()
+    cfg = dataclasses.replace(p.train, overwrite=overwrite)
+    started = []
+
+    def data():  # called by train.run only if it trains (under the run's lock)
+        progress["trained"] += 1
+        n, spent = progress["trained"], progress["spent"]
+        eta = f", about {_fmt(spent / (n - 1) * max(0, total - n + 1))} left" if n > 1 else ""
+        print(f"suite: run {n}/{total}: {d.name} {p.tag}{eta}", flush=True)
+        started.append(time.time())
+        return _data(p.data, data_cache)
+
+    res = train.run(cfg, p.data, d, data=data)
+    if started:
+        progress["spent"] += time.time() - started[0]
         f = res.get("final") or {}
         print(f"suite: done {d.name}: train acc {f.get('train_eval_acc', float('nan')):.4f}, "
               f"test acc {f.get('test_acc', float('nan')):.4f}, overfit step "
               f"{res.get('overfit_step')}, {_fmt(time.time() - t0)}", flush=True)
-        out.append((p, {**res, "run_dir": str(d)}))
-    return out
+    return {**res, "run_dir": str(d)}
 
 
 def _data(data_config, cache):
@@ -133,16 +164,37 @@ def _load(d):
 
 
 def merge(sources, output_dir):
-    """Copies finished run directories from other suite directories (shards)."""
+    """Copies finished run directories from other suite directories (shards).
+
+    ValueError if a source is not a directory; StateError if a result.json
+    in it is damaged.  A run directory is copied whole to a temporary name and
+    then renamed, so a kill never leaves half a run behind."""
     output_dir = Path(output_dir)
+    for src in sources:
+        if not Path(src).is_dir():
+            what = "is a file" if Path(src).exists() else "does not exist"
+            raise ValueError(f"--merge_from={src} {what}; pass suite output directories "
+                             "(each holding run directories)")
     output_dir.mkdir(parents=True, exist_ok=True)
     copied = 0
     for src in sources:
-        for res in Path(src).glob("*/result.json"):
+        for res in sorted(Path(src).glob("*/result.json")):
+            results.load_result(res.parent)  # StateError if damaged
             dst = output_dir / res.parent.name
-            if not (dst / "result.json").exists():
-                shutil.copytree(res.parent, dst, dirs_exist_ok=True)
-                copied += 1
+            if (dst / "result.json").exists():
+                continue
+            with results.RunLock(dst):
+                results.remove_strays(dst)  # a killed merge's copy
+                tmp = dst / f".merge{results.TMP_TAG}{os.getpid()}"
+                shutil.copytree(res.parent, tmp,
+                                ignore=shutil.ignore_patterns(".lock", f".*{results.TMP_TAG}*"))
+                for f in sorted(tmp.iterdir(), key=lambda f: f.name == "result.json"):
+                    target = dst / f.name  # result.json last: it marks the run finished
+                    if target.is_dir():
+                        shutil.rmtree(target)
+                    os.replace(f, target)
+                tmp.rmdir()
+            copied += 1
     return copied
 
 
@@ -172,22 +224,26 @@ def define_flags(default_output):
 
 
 def main(points_fn, draw_fn):
-    """Runs the grid from `points_fn(flags)` (unless --plot_only), then draws."""
-    import sys
+    """Runs the grid from `points_fn(flags)` (unless --plot_only), then draws.
+
+    Run under `rethinkgen_tf.entry.run`, which makes every error one line."""
     from absl import flags
-    from rethinkgen_tf.data import DataError
     F = flags.FLAGS
-    try:
-        shard = parse_shard(F.shard)
-        points = points_fn(F)
-        if F.merge_from:
-            print(f"suite: merged {merge(F.merge_from, F.output_dir)} finished runs", flush=True)
-        if not F.plot_only:
-            run_grid(points, F.output_dir, shard, F.overwrite, data_cache={})
-    except (ValueError, DataError, OSError) as e:
-        sys.exit(f"error: {e}")
+    shard = parse_shard(F.shard)
+    points = points_fn(F)
+    if not points:
+        raise ValueError("the grid is empty: check --models and --parts")
+    for p in points:
+        p.train.validate()
+    if F.merge_from:
+        print(f"suite: merged {merge(F.merge_from, F.output_dir)} finished runs", flush=True)
+    if not F.plot_only:
+        run_grid(points, F.output_dir, shard, F.overwrite, data_cache={})
     pairs = collect(points, F.output_dir)
     missing = sum(res is None for _, res in pairs)
+    if missing == len(pairs):
+        raise ValueError(f"no finished runs of this grid in {F.output_dir}; run it without "
+                         "--plot_only (or --merge_from the shards' directories) first")
     if missing:
         print(f"suite: {missing} of {len(pairs)} runs not finished yet; drawing what exists")
     out = draw_fn(pairs, F.output_dir)

@@ -40,6 +40,7 @@ PAPER_LR_DECAY = 0.95
 DEFAULT_LR_DECAY = {"mlp": 0.985}
 DEFAULT_EPOCHS = {"inception": 100, "wrn": 100, "alexnet": 100, "mlp": 200,
                   "inception_v3": 100}
+MAX_SEED = 2**32 - 1  # TrainConfig.seed seeds NumPy's global generator (32 bits)
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 # TrainConfig fields that do not change the trained model: a run directory holding
 # another value of these resumes, and a suite's run key ignores them.
@@ -88,8 +89,10 @@ class TrainConfig:
         return dataclasses.replace(self, learning_rate=lr, epochs=epochs, lr_decay=decay)
 
     def validate(self):
-        if self.epochs is not None and self.epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if not (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED):
+            raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}")
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.lr_decay is not None and not 0 < self.lr_decay <= 1:
@@ -177,37 +180,66 @@ def _worker(strategy):
 # ---------------------------------------------------------------- pieces
 
 
-class Backup(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore made safe against kill -9 at any instant.
+class Checkpoint(keras.callbacks.Callback):
+    """An epoch checkpoint that survives kill -9 at any instant.
 
     Each epoch's weights (model + optimizer state, incl. the step counter that
     drives the learning-rate schedule) go to a new file, and only then does an
-    atomic rename of training_metadata.json point to it; so the metadata always
-    names a complete checkpoint of the epoch it records.
+    atomic rewrite of training_metadata.json point to it; so the metadata always
+    names a complete checkpoint of the epoch it records.  The checkpoint is kept
+    after training: `run` removes it once result.json is written.
     """
 
-    def _save_model(self):
-        os.makedirs(self.backup_dir, exist_ok=True)
-        name = f"epoch{self._current_epoch}.weights.h5"
-        self.model.save_weights(os.path.join(self.backup_dir, name), overwrite=True)
-        results.write_json(self._training_metadata_path,
-                           {"epoch": self._current_epoch, "weights": name})
-        for f in os.listdir(self.backup_dir):
-            if f.endswith(".weights.h5") and f != name:
-                os.remove(os.path.join(self.backup_dir, f))
+    def __init__(self, backup_dir):
+        super().__init__()
+        self.backup_dir = Path(backup_dir)
 
-    def _load_model(self):
-        meta = self.restored_metadata(self.backup_dir)
-        if meta:
-            if self.model.optimizer is not None and not self.model.optimizer.built:
-                self.model.optimizer.build(self.model.trainable_variables)
-            self.model.load_weights(os.path.join(self.backup_dir, meta["weights"]))
-            self.model._initial_epoch = meta["epoch"]
+    def on_train_begin(self, logs=None):
+        self.restore(self.model)
 
-    @staticmethod
-    def restored_metadata(backup_dir):
-        path = Path(backup_dir) / "training_metadata.json"
-        return results.read_json(path) if path.exists() else None
+    def on_epoch_end(self, epoch, logs=None):
+        self.backup_dir.mkdir(parents=True, exist_ok=True)
+        name = f"epoch{epoch + 1}.weights.h5"
+        tmp = self.backup_dir / f".{name}{results.TMP_TAG}{os.getpid()}.weights.h5"
+        try:
+            self.model.save_weights(str(tmp), overwrite=True)
+            os.replace(tmp, self.backup_dir / name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        results.write_json(self.backup_dir / "training_metadata.json",
+                           {"epoch": epoch + 1, "weights": name})
+        for f in self.backup_dir.glob("*.weights.h5"):
+            if f.name != name:
+                f.unlink(missing_ok=True)
+
+    def metadata(self):
+        """{"epoch": e, "weights": file} of the latest checkpoint, or None."""
+        path = self.backup_dir / "training_metadata.json"
+        if not path.exists():
+            return None
+        meta = results.read_json(path)
+        if not isinstance(meta.get("epoch"), int) or not isinstance(meta.get("weights"), str):
+            raise results.StateError(f"{path} is damaged (no epoch/weights); rerun with "
+                                     "--overwrite to retrain, or delete the run directory")
+        return meta
+
+    def restore(self, model):
+        """Loads the latest checkpoint into `model` (built, compiled); its epoch or 0."""
+        meta = self.metadata()
+        if not meta:
+            return 0
+        path = self.backup_dir / meta["weights"]
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        try:
+            model.load_weights(str(path))
+        except Exception as e:  # h5py/Keras errors vary: truncated, missing, foreign
+            raise results.StateError(
+                f"{path} is damaged or missing ({type(e).__name__}); rerun with --overwrite "
+                f"to retrain from scratch, or delete {self.backup_dir} to retrain this run"
+            ) from None
+        return meta["epoch"]
 
 
 def make_optimizer(cfg, lr):
@@ -272,6 +304,28 @@ _SCALAR = summary_pb2.SummaryMetadata(
     plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
 
 
+def _log_scalars(writer, row):
+    with writer.as_default(step=row["step"]):
+        for k, v in row.items():
+            if k not in ("epoch", "step"):  # = tf.summary.scalar, minus tensorboard
+                tf.summary.write(k, tf.constant(v, tf.float32), metadata=_SCALAR)
+    writer.flush()
+
+
+def tensorboard_writer(run_dir, rows):
+    """A summary writer for run_dir/tb holding exactly `rows` (the epochs kept).
+
+    metrics.csv is the record: on a resume, tb/ is rewritten from its rows, so
+    epochs logged after the last checkpoint by a killed process are not
+    duplicated."""
+    tb = Path(run_dir) / "tb"
+    shutil.rmtree(tb, ignore_errors=True)
+    writer = tf.summary.create_file_writer(str(tb))
+    for row in rows:
+        _log_scalars(writer, row)
+    return writer
+
+
 class EpochMetrics(keras.callbacks.Callback):
     """After each epoch: evaluate, append a metrics.csv row, TensorBoard, log line."""
 
@@ -284,7 +338,7 @@ class EpochMetrics(keras.callbacks.Callback):
         self.run_dir, self.data, self.evaluate = run_dir, data, evaluate
         self.lr_at, self.steps, self.rows = lr_at, steps, rows
         self.threshold, self.stop = threshold, stop
-        self.writer = tf.summary.create_file_writer(str(Path(run_dir) / "tb"))
+        self.writer = tensorboard_writer(run_dir, rows)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.t0 = time.perf_counter()
@@ -313,11 +367,7 @@ class EpochMetrics(keras.callbacks.Callback):
             wall_time=(self.rows[-1]["wall_time"] if self.rows else 0.0) + t2 - self.t0)
         self.rows.append(row)
         results.write_metrics(self.run_dir, self.rows)
-        with self.writer.as_default(step=step):
-            for k, v in row.items():
-                if k not in ("epoch", "step"):  # = tf.summary.scalar, minus tensorboard
-                    tf.summary.write(k, tf.constant(v, tf.float32), metadata=_SCALAR)
-        self.writer.flush()
+        _log_scalars(self.writer, row)
         logging.info(
             "epoch %d step %d lr %.5f | train loss %.4f acc %.4f | train(eval) acc "
             "%.4f orig %.4f | test loss %.4f acc %.4f | %.0f img/s, %.1fs + eval %.1fs",
@@ -375,11 +425,32 @@ def _differs(old, new):
     return False
 
 
+def _changes(old, new):
+    """'epochs 3 -> 5, data_dir a -> b': how config `new` differs from `old`."""
+    out = []
+    for part in ("train", "data"):
+        o, n = old.get(part, {}), new.get(part, {})
+        for k in sorted(set(o) | set(n)):
+            if (part != "train" or k not in RESULT_NEUTRAL) and o.get(k) != n.get(k):
+                out.append(f"{k} {o.get(k)!r} -> {n.get(k)!r}")
+    return ", ".join(out[:4]) + (", ..." if len(out) > 4 else "")
+
+
 def _clear(run_dir):
-    for name in ("result.json", "metrics.csv", "config.json", "model.weights.h5"):
+    """Empties a run directory for a new run, except result.json, which becomes
+    result.old.json until the new result is written."""
+    if (run_dir / "result.json").exists():
+        os.replace(run_dir / "result.json", run_dir / "result.old.json")
+    for name in ("metrics.csv", "config.json", "model.weights.h5"):
         (run_dir / name).unlink(missing_ok=True)
     for name in ("backup", "tb"):
         shutil.rmtree(run_dir / name, ignore_errors=True)
+
+
+def _tidy(run_dir):
+    """What a finished run no longer needs: the checkpoint and the old result."""
+    (run_dir / "result.old.json").unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)
 
 
 # ---------------------------------------------------------------- run
@@ -388,36 +459,74 @@ def _clear(run_dir):
 def run(train_config: TrainConfig, data_config, run_dir, data=None, callbacks=()):
     """Trains (or resumes, or skips) one run; returns the result dict.
 
-    data: an already loaded `rethinkgen_tf.data.Data` for `data_config`
-    (optional; loaded from data_config otherwise).  callbacks: extra Keras
-    callbacks for `fit`.
+    data: an already loaded `rethinkgen_tf.data.Data` for `data_config`, or a
+    function returning one (called only if the run needs training); loaded
+    from data_config otherwise.  callbacks: extra Keras callbacks for `fit`.
+
+    The run directory has one writer: `results.RunLocked` if another process
+    holds it.  A directory holding another configuration (finished or not)
+    raises ValueError unless overwrite=True; damaged files raise
+    `results.StateError`.  Every file is replaced atomically, in an order
+    that lets a run killed at any instant resume without retraining an epoch
+    it had finished.
     """
     train_config.validate()
     cfg = train_config.resolved()
     run_dir = Path(run_dir)
-    if cfg.overwrite:
-        _clear(run_dir)
-    done = results.load_result(run_dir)
-    if done is not None:
-        logging.info("%s: finished already (overwrite=True to redo)", run_dir)
-        return done
-
     strategy = make_strategy(cfg.strategy)
     is_chief, task_id = _worker(strategy)
     if not is_chief:  # every worker computes everything; only the chief's files count
         run_dir = run_dir / f"worker{task_id}"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot create the run directory {run_dir}: "
+                      f"{e.strerror}; choose another --output_dir") from None
+    with results.RunLock(run_dir):
+        return _run_locked(cfg, data_config, run_dir, data, callbacks, strategy)
+
+
+def _run_locked(cfg, data_config, run_dir, data, callbacks, strategy):
+    results.remove_strays(run_dir)
+    results.remove_strays(run_dir / "backup")
     config = json.loads(json.dumps(
         {"train": dataclasses.asdict(cfg), "data": dataclasses.asdict(data_config)}))
-    if (run_dir / "config.json").exists() and _differs(
-            results.read_json(run_dir / "config.json"), config):
-        raise ValueError(f"{run_dir} holds an unfinished run with a different "
-                         "config; pass overwrite=True (--overwrite) to replace it")
+    old = results.read_json(run_dir / "config.json") if (run_dir / "config.json").exists() \
+        else None
+    if old is not None and _differs(old, config):
+        if not cfg.overwrite:
+            state = "a finished" if (run_dir / "result.json").exists() else "an unfinished"
+            raise ValueError(f"{run_dir} holds {state} run with a different config "
+                             f"({_changes(old, config)}); pass --overwrite to replace it, "
+                             "or choose another --output_dir or --run_name")
+        _clear(run_dir)
+    elif cfg.overwrite and (run_dir / "result.json").exists():
+        _clear(run_dir)
+    done = results.load_result(run_dir)
+    if done is not None:
+        _tidy(run_dir)
+        logging.info("%s: finished already (overwrite=True to redo)", run_dir)
+        return done
+    if (run_dir / "result.old.json").exists():
+        logging.info("%s: result.old.json is the previous result, kept until this run's "
+                     "is written", run_dir)
     results.write_json(run_dir / "config.json", config)
+
+    checkpoint = Checkpoint(run_dir / "backup")
+    meta = checkpoint.metadata()
+    start = meta["epoch"] if meta else 0
+    rows = results.read_metrics(run_dir)
+    if len(rows) < start:
+        raise results.StateError(
+            f"{run_dir / 'metrics.csv'} has {len(rows)} rows but the checkpoint is at epoch "
+            f"{start}; rerun with --overwrite to retrain, or delete the run directory")
+    rows = rows[:start]
 
     if data is None:
         from rethinkgen_tf.data import load
         data = load(data_config)
+    elif callable(data):
+        data = data()
     steps = -(-data.num_train // data_config.batch_size)
     on_accel = bool(tf.config.list_logical_devices("GPU") or cfg.strategy == "tpu")
     jit = cfg.jit_compile if cfg.jit_compile is not None else (on_accel or JIT_DEFAULT_CPU)
@@ -447,10 +556,6 @@ def run(train_config: TrainConfig, data_config, run_dir, data=None, callbacks=()
 
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         _patch_symbolic_build(model, strategy)
-    backup = Backup(str(run_dir / "backup"))
-    meta = Backup.restored_metadata(backup.backup_dir)
-    start = meta["epoch"] if meta else 0
-    rows = [r for r in results.read_metrics(run_dir) if r["epoch"] <= start]
     if start:
         logging.info("%s: resuming after epoch %d", run_dir, start)
     verbose = cfg.verbose if cfg.verbose is not None else int(sys.stdout.isatty())
@@ -464,11 +569,10 @@ def run(train_config: TrainConfig, data_config, run_dir, data=None, callbacks=()
             callbacks = (*callbacks, MaxSteps(cfg.max_steps))
         model.fit(_train_stream(data, start, cfg.epochs), epochs=cfg.epochs,
                   initial_epoch=start, steps_per_epoch=steps, verbose=verbose, shuffle=False,
-                  callbacks=[metrics, backup, *callbacks])  # backup restores in on_train_begin
-    elif meta:  # trained, but killed before result.json
-        backup.set_model(model)
-        backup._load_model()
-    model.save_weights(str(run_dir / "model.weights.h5"))
+                  callbacks=[metrics, checkpoint, *callbacks])  # restores in on_train_begin
+    else:  # trained, but killed before result.json
+        checkpoint.restore(model)
+    _save_weights(model, run_dir / "model.weights.h5")
 
     epoch, step = results.time_to_overfit(rows, cfg.overfit_threshold)
     tested = results.tested(rows)
@@ -493,4 +597,16 @@ def run(train_config: TrainConfig, data_config, run_dir, data=None, callbacks=()
         "config": config,
     }
     results.write_json(run_dir / "result.json", result)
+    _tidy(run_dir)
     return result
+
+
+def _save_weights(model, path):
+    """model.save_weights, atomically (Keras wants the .weights.h5 suffix)."""
+    tmp = path.with_name(f".{path.name}{results.TMP_TAG}{os.getpid()}.weights.h5")
+    try:
+        model.save_weights(str(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
