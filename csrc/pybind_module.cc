@@ -8,6 +8,7 @@
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -18,7 +19,12 @@ using namespace rethinkgen;
 
 namespace {
 
-// std::thread ParallelFor: contiguous ranges, one per thread.
+// The most threads a call starts (threads=0: one per core, at most this).
+constexpr int kMaxThreads = 1024;
+
+// std::thread ParallelFor: contiguous ranges, one per thread.  If the system
+// refuses a thread, the ranges not yet handed out run on the calling thread
+// (a std::thread that fails to start must not take the process down).
 struct ThreadParallelFor {
   int threads;
   void operator()(int64_t total, int64_t cost, const RangeFn& fn) const {
@@ -29,17 +35,26 @@ struct ThreadParallelFor {
       return;
     }
     std::vector<std::thread> pool;
+    pool.reserve(t);
     const int64_t step = (total + t - 1) / t;
-    for (int64_t b = 0; b < total; b += step)
-      pool.emplace_back(fn, b, std::min(total, b + step));
+    int64_t b = 0;
+    try {
+      for (; b < total; b += step)
+        pool.emplace_back(fn, b, std::min(total, b + step));
+    } catch (const std::system_error&) {
+      for (; b < total; b += step) fn(b, std::min(total, b + step));
+    }
     for (auto& th : pool) th.join();
   }
 };
 
+// threads <= 0: one per core; always at most kMaxThreads.
 int Threads(int n) {
-  if (n > 0) return n;
-  const unsigned h = std::thread::hardware_concurrency();
-  return h ? static_cast<int>(h) : 1;
+  if (n <= 0) {
+    const unsigned h = std::thread::hardware_concurrency();
+    n = h ? static_cast<int>(std::min<unsigned>(h, kMaxThreads)) : 1;
+  }
+  return std::min(n, kMaxThreads);
 }
 
 void Require(bool ok, const std::string& msg) {
@@ -78,8 +93,10 @@ void CheckLabelInputs(const T* labels, const int64_t* idx, int64_t n,
                       int64_t k) {
   RequireNonNegative(idx, n);
   const int64_t bad = FirstOutsideRange(labels, n, k);
-  Require(bad < 0, "labels must be in [0, num_classes=" + std::to_string(k) +
-                       "), got labels[" + std::to_string(bad) + "]");
+  Require(bad < 0,
+          "labels must be in [0, num_classes=" + std::to_string(k) +
+              "), got labels[" + std::to_string(bad) + "] = " +
+              std::to_string(bad >= 0 ? static_cast<int64_t>(labels[bad]) : 0));
 }
 
 template <typename T>
@@ -150,6 +167,8 @@ py::array Permute(py::array images_in, py::array indices, int64_t seed,
   Require(unit == "position" || unit == "value",
           "unit must be 'position' or 'value'");
   Require(images_in.ndim() >= 3, "images must have shape [..., H, W, C]");
+  // Values are moved as raw bits: never Python objects.
+  Require(images_in.dtype().kind() != 'O', "images must not be an object array");
   py::array images = py::array::ensure(images_in, py::array::c_style);
   auto shape = Shape(images);
   const size_t r = shape.size();
@@ -162,7 +181,8 @@ py::array Permute(py::array images_in, py::array indices, int64_t seed,
     units *= c;
     c = 1;
   }
-  Require(units < (int64_t{1} << 32), "images have more than 2^32 pixels");
+  Require(units < (int64_t{1} << 32) && c < (int64_t{1} << 32),
+          "images have more than 2^32 pixels or channels");
   py::array out(images.dtype(), shape);
   if (images.size() == 0) return out;
   const bool per_ex = mode == "per_example";
@@ -210,8 +230,12 @@ py::array Gaussian(py::array indices, int64_t seed, std::vector<int64_t> shape,
   auto idx = AsIndices(indices);
   std::vector<int64_t> out_shape = Shape(indices);
   out_shape.insert(out_shape.end(), shape.begin(), shape.end());
-  int64_t n = 1;
-  for (int64_t s : shape) n *= s;
+  int64_t n = 1;  // H*W*C; (n + 3) / 4 Philox blocks must be < 2^32
+  for (int64_t s : shape) {
+    Require(s <= (int64_t{1} << 34) / n, "images have more than 2^34 values");
+    n *= s;
+  }
+  Require((n + 3) / 4 < (int64_t{1} << 32), "images have more than 2^34 values");
   ThreadParallelFor pf{Threads(threads)};
   const int64_t batch = idx.size();
   if (dtype == "float32") {
@@ -271,6 +295,7 @@ PYBIND11_MODULE(_rethinkgen_np, m) {
   m.def("gaussian_images", &Gaussian, py::arg("indices"), py::arg("seed"),
         py::arg("shape"), py::arg("mean"), py::arg("stddev"),
         py::arg("dtype") = "float32", py::arg("threads") = 0);
+  m.attr("MAX_THREADS") = kMaxThreads;
   m.def("philox4x32", &PhiloxBlocks, py::arg("counters"), py::arg("k0"),
         py::arg("k1"));
 }

@@ -5,9 +5,17 @@ changed).  Same outputs as the op, bit for bit (same rules as
 ``rethinkgen_tf.reference``), written with ordinary TensorFlow ops so it works
 in graphs, ``tf.data`` and SavedModels; much slower (the Fisher-Yates swap
 chain runs as a ``tf.while_loop``).  All 32-bit words are carried in uint64.
+
+Each function takes the inputs of its compiled op (same dtypes, the op's
+attributes as the last arguments) and refuses what the op's kernel refuses:
+an input whose rank is known to be wrong when the function is traced raises
+ValueError (as the op's shape function does in a graph); everything else is
+an assertion that raises tf.errors.InvalidArgumentError when it runs, before
+anything is computed from the inputs.  The messages start as the op's do.
 """
 import tensorflow as tf
 
+from rethinkgen_tf import _checks
 from rethinkgen_tf import reference as ref
 
 U64 = tf.uint64
@@ -16,6 +24,142 @@ _M32 = 0xFFFFFFFF
 
 def _u(x):
     return tf.constant(x, U64)
+
+
+# ---- the kernels' argument checks -------------------------------------------
+def _assert(cond, template, *args):
+    """An assertion whose message is `template` with `args` formatted into its
+    {} (tf.strings.format), as the compiled kernel words the same error."""
+    msg = tf.strings.format(template, args) if args else template
+    return tf.debugging.Assert(cond, [msg])
+
+
+def _gated(checks, *tensors):
+    """tensors, computed only after all `checks` passed."""
+    with tf.control_dependencies(checks):
+        return [tf.identity(t) for t in tensors]
+
+
+def _first_bad(flat, ok):
+    """(position, value) of the first entry of the 1-D `flat` where `ok` is False."""
+    n = tf.size(flat, out_type=tf.int64)
+    pos = tf.reduce_min(tf.where(ok, n, tf.range(n)))
+    pos = tf.minimum(pos, n)  # n when all are ok (also for no entries)
+    return pos, tf.gather(tf.concat([flat, tf.zeros([1], flat.dtype)], 0), pos)
+
+
+def _rank_is(x, rank, name, what):
+    """[] if x's static rank is `rank`; ValueError if it is known otherwise (as
+    the op's shape function in a graph); else a run-time assertion."""
+    if x.shape.rank is not None:
+        if x.shape.rank != rank:
+            raise ValueError(f"{name} must be {what}, got shape {x.shape}")
+        return []
+    return [_assert(tf.equal(tf.rank(x), rank), f"{name} must be {what}, got shape {{}}",
+                    tf.shape(x))]
+
+
+def _scalar(x, name):
+    return _rank_is(x, 0, name, "a scalar")
+
+
+def _same_shape(sa, sb, template):
+    """Run-time check that the int64 shape vectors sa and sb are equal."""
+    ra, rb = tf.size(sa), tf.size(sb)
+    same = tf.logical_and(tf.equal(ra, rb),
+                          tf.reduce_all(tf.equal(tf.pad(sa, [[0, rb]]), tf.pad(sb, [[0, ra]]))))
+    return _assert(same, template, sa, sb)
+
+
+def _nonneg(indices):
+    flat = tf.cast(tf.reshape(indices, [-1]), tf.int64)
+    ok = flat >= 0
+    pos, val = _first_bad(flat, ok)
+    return _assert(tf.reduce_all(ok), "indices must be >= 0, got indices[{}] = {}", pos, val)
+
+
+def _label_checks(labels, indices, p, k, seed, mode):
+    checks = _scalar(p, "corrupt_prob") + _scalar(k, "num_classes") + _scalar(seed, "seed")
+    if labels.shape.rank is not None and indices.shape.rank is not None \
+            and not labels.shape.is_compatible_with(indices.shape):
+        raise ValueError(f"labels and indices must have the same shape, got "
+                         f"{labels.shape} and {indices.shape}")
+    lab = tf.cast(tf.reshape(labels, [-1]), tf.int64)
+    in_range = tf.logical_and(lab >= 0, lab < k)
+    pos, val = _first_bad(lab, in_range)
+    checks += [
+        _same_shape(tf.shape(labels, out_type=tf.int64), tf.shape(indices, out_type=tf.int64),
+                    "labels and indices must have the same shape, got {} and {}"),
+        _assert(tf.logical_and(p >= 0.0, p <= 1.0), "corrupt_prob must be in [0, 1], got {}", p),
+        _assert(tf.logical_and(k >= 1, k <= _checks.MAX_NUM_CLASSES),
+                "num_classes must be in [1, 2^32], got {}", k),
+        _nonneg(indices),
+        _assert(tf.reduce_all(in_range),
+                "labels must be in [0, num_classes={}), got labels[{}] = {}", k, pos, val),
+    ]
+    if mode == "permute":
+        checks.append(_assert(tf.size(labels, tf.int64) < 2**32,
+                              "permute mode takes < 2^32 labels"))
+    return checks
+
+
+def _pixel_checks(images, indices, seed, unit):
+    checks = _scalar(seed, "seed")
+    if images.shape.rank is not None:
+        if images.shape.rank < 3:
+            raise ValueError(f"images must have shape [..., H, W, C], got {images.shape}")
+        if indices.shape.rank is not None \
+                and not images.shape[:-3].is_compatible_with(indices.shape):
+            raise ValueError(f"indices must have shape images.shape[:-3] = "
+                             f"{images.shape[:-3]}, got {indices.shape}")
+    else:
+        checks.append(_assert(tf.rank(images) >= 3,
+                              "images must have shape [..., H, W, C], got {}", tf.shape(images)))
+    shape = tf.shape(images, out_type=tf.int64)
+    batch_rank = tf.maximum(tf.size(shape) - 3, 0)
+    checks.append(_same_shape(shape[:batch_rank], tf.shape(indices, out_type=tf.int64),
+                              "indices must have shape images.shape[:-3] = {}, got {}"))
+    hwc = shape[batch_rank:]
+    hwc = tf.concat([hwc, tf.ones([3 - tf.size(hwc)], tf.int64)], 0)  # rank < 3: refused above
+    units, channels = (tf.reduce_prod(hwc), 1) if unit == "value" else (hwc[0] * hwc[1], hwc[2])
+    checks.append(_assert(tf.logical_and(units < _checks.MAX_PIXEL_UNITS,
+                                         channels < _checks.MAX_PIXEL_UNITS),
+                          "images have more than 2^32 pixels or channels"))
+    checks.append(_nonneg(indices))
+    return checks
+
+
+def _gaussian_checks(indices, seed, shape, mean, stddev):
+    checks = (_scalar(seed, "seed")
+              + _rank_is(shape, 1, "shape", "a non-empty vector like [H, W, C]")
+              + _rank_is(mean, 1, "mean", "a vector") + _rank_is(stddev, 1, "stddev", "a vector"))
+    shape = tf.reshape(shape, [-1])
+    pos, val = _first_bad(shape, shape >= 1)
+    checks += [
+        _assert(tf.size(shape) >= 1, "shape must be a non-empty vector like [H, W, C], got {}",
+                shape),
+        _assert(tf.reduce_all(shape >= 1), "shape entries must be >= 1, got shape[{}] = {}",
+                pos, val),
+    ]
+    # (H*W*C + 3) // 4 < 2^32 Philox blocks, in float64: exact below 2^53, no overflow.
+    values = tf.reduce_prod(tf.cast(tf.maximum(shape, 1), tf.float64))
+    checks.append(_assert(values <= 4.0 * (_checks.MAX_GAUSSIAN_BLOCKS - 1),
+                          "images have more than 2^34 values"))
+    c = tf.concat([shape, [1]], 0)[tf.maximum(tf.size(shape) - 1, 0)]
+    checks.append(_assert(tf.logical_and(tf.equal(tf.size(mean, tf.int64), c),
+                                         tf.equal(tf.size(stddev, tf.int64), c)),
+                          "mean and stddev must be vectors of length C = shape[-1] = {}, "
+                          "got shapes {} and {}", c, tf.shape(mean), tf.shape(stddev)))
+    mean, stddev = tf.reshape(mean, [-1]), tf.reshape(stddev, [-1])
+    ok = tf.math.is_finite(mean)
+    pos, _ = _first_bad(mean, ok)
+    checks.append(_assert(tf.reduce_all(ok), "mean[{}] is not finite", pos))
+    ok = tf.logical_and(tf.math.is_finite(stddev), stddev >= 0.0)
+    pos, val = _first_bad(stddev, ok)
+    checks.append(_assert(tf.reduce_all(ok), "stddev[{}] must be finite and >= 0, got {}",
+                          pos, val))
+    checks.append(_nonneg(indices))
+    return checks
 
 
 def _key(seed):
@@ -57,8 +201,24 @@ def uniform_index(hi, lo, m):
     return tf.bitwise.right_shift(hi * m + tf.bitwise.right_shift(lo * m, _u(32)), _u(32))
 
 
+def corrupt_threshold(p):
+    """ref.corrupt_threshold on a float64 tensor: 0 if p <= 0, 2^32 if p >= 1,
+    else floor(p * 2^32) (exact: a power-of-two scaling, truncating cast)."""
+    p = tf.cast(p, tf.float64)
+    scaled = tf.cast(tf.clip_by_value(p, 0.0, 1.0) * 4294967296.0, U64)
+    return tf.where(p > 0.0, scaled, _u(0))
+
+
 def corrupt_labels(labels, indices, corrupt_prob, num_classes, seed, mode="uniform"):
-    thr = _u(ref.corrupt_threshold(corrupt_prob))
+    """RethinkgenCorruptLabels: labels int32/int64, indices int32/int64,
+    corrupt_prob float64, num_classes and seed int64 scalars."""
+    labels, indices = tf.convert_to_tensor(labels), tf.convert_to_tensor(indices)
+    corrupt_prob = tf.cast(corrupt_prob, tf.float64)
+    num_classes, seed = tf.cast(num_classes, tf.int64), tf.cast(seed, tf.int64)
+    checks = _label_checks(labels, indices, corrupt_prob, num_classes, seed, mode)
+    labels, indices, corrupt_prob, num_classes, seed = _gated(
+        checks, labels, indices, corrupt_prob, num_classes, seed)
+    thr = corrupt_threshold(corrupt_prob)
     w0, w1, w2, _ = _blocks(seed, ref.PURPOSE["label_corrupt"], indices, 0)
     chosen = w0 < thr
     if mode == "uniform":
@@ -80,7 +240,7 @@ def fisher_yates(n, seed, purpose, index):
     """Permutations of range(n), one per entry of the 1-D int64 `index`."""
     n = tf.cast(n, tf.int64)
     batch = tf.size(index)
-    steps = tf.maximum(n - 1, 0)
+    steps = tf.maximum(n - 1, 0) * tf.cast(batch > 0, tf.int64)  # no swaps for no rows
     t = tf.range(steps)
     w = _blocks(seed, purpose, index[:, None], (t // 2)[None, :])
     odd = tf.equal(t % 2, 1)[None, :]
@@ -88,6 +248,8 @@ def fisher_yates(n, seed, purpose, index):
     lo = tf.where(odd, w[3], w[1])
     draws = tf.cast(uniform_index(hi, lo, tf.cast(n - t, U64)[None, :]), tf.int64)
     perm = tf.tile(tf.range(n)[None, :], [batch, 1])
+    if perm.shape[1] is not None and perm.shape[1] < 2:
+        return perm  # the identity; the swap loop would not even trace for n = 0
     rows = tf.range(batch, dtype=tf.int64)
 
     def body(step, perm):
@@ -104,12 +266,19 @@ def fisher_yates(n, seed, purpose, index):
 
 
 def permute_pixels(images, indices, seed, mode="per_example", unit="position"):
-    shape = tf.shape(images)
+    """RethinkgenPermutePixels: images [..., H, W, C], indices int32/int64 of
+    shape images.shape[:-3], seed an int64 scalar."""
+    images, indices = tf.convert_to_tensor(images), tf.convert_to_tensor(indices)
+    seed = tf.cast(seed, tf.int64)
+    images, indices, seed = _gated(_pixel_checks(images, indices, seed, unit),
+                                   images, indices, seed)
+    shape = tf.shape(images, out_type=tf.int64)
     h, w, c = shape[-3], shape[-2], shape[-1]
+    batch = tf.reduce_prod(shape[:-3])  # explicit sizes: reshape works for empty images
     if unit == "value":
-        units = tf.reshape(images, [-1, h * w * c, 1])
+        units = tf.reshape(images, tf.stack([batch, h * w * c, 1]))
     else:
-        units = tf.reshape(images, [-1, h * w, c])
+        units = tf.reshape(images, tf.stack([batch, h * w, c]))
     n = tf.shape(units, out_type=tf.int64)[1]
     if mode == "shared":
         perm = fisher_yates(n, seed, ref.PURPOSE["pixels_shared"], tf.zeros([1], tf.int64))
@@ -205,15 +374,22 @@ def _gaussian_pair(x1, x2):
 
 
 def gaussian_images(indices, seed, shape, mean, stddev, dtype=tf.float32):
-    shape = tf.cast(shape, tf.int64)
+    """RethinkgenGaussianImages: indices int32/int64, seed an int64 scalar,
+    shape an int64 vector [H, W, C], mean and stddev float32 vectors of length C."""
+    indices = tf.convert_to_tensor(indices)
+    seed, shape = tf.cast(seed, tf.int64), tf.cast(shape, tf.int64)
+    mean, stddev = tf.cast(mean, F32), tf.cast(stddev, F32)
+    indices, seed, shape, mean, stddev = _gated(
+        _gaussian_checks(indices, seed, shape, mean, stddev), indices, seed, shape, mean, stddev)
     n = tf.reduce_prod(shape)
     nblocks = (n + 3) // 4
     idx = tf.reshape(tf.cast(indices, tf.int64), [-1, 1])
     w = _blocks(seed, ref.PURPOSE["gaussian"], idx, tf.range(nblocks)[None, :])
     z0, z1 = _gaussian_pair(w[0], w[1])
     z2, z3 = _gaussian_pair(w[2], w[3])
-    z = tf.reshape(tf.stack([z0, z1, z2, z3], axis=-1), [tf.shape(idx)[0], -1])[:, :n]
-    chan = tf.range(n) % shape[-1]
+    z = tf.reshape(tf.stack([z0, z1, z2, z3], axis=-1),
+                   tf.stack([tf.shape(idx, out_type=tf.int64)[0], 4 * nblocks]))[:, :n]
+    chan = tf.range(n) % tf.reduce_sum(shape[-1:])  # C (traces even for a shape [] refused above)
     mean = tf.gather(tf.cast(mean, F32), chan)
     stddev = tf.gather(tf.cast(stddev, F32), chan)
     out = _add(mean, _mul(stddev, z))

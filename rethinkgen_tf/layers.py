@@ -42,7 +42,7 @@ try:  # Keras 3 (TF >= 2.16) or tf.keras
 except ImportError:  # pragma: no cover
     from tensorflow import keras
 
-from rethinkgen_tf import ops
+from rethinkgen_tf import _checks, ops
 
 KINDS = ("gaussian", "shuffled_pixels", "random_pixels", "labels")
 _PIXEL_MODE = {"shuffled_pixels": "shared", "random_pixels": "per_example"}
@@ -78,10 +78,10 @@ class RandomizeOnDevice(keras.layers.Layer):
         self.supports_jit = False
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        if unit not in ops.PIXEL_UNITS:
-            raise ValueError(f"unit must be one of {ops.PIXEL_UNITS}, got {unit!r}")
+        # The ops' own rules (rethinkgen_tf._checks), checked once, here.
+        _checks.choice("unit", unit, ops.PIXEL_UNITS)
         self.kind = kind
-        self.seed = int(seed)
+        self.seed = _checks.seed(seed)
         self.unit = unit
         self.device = device
         self.output_dtype = tf.as_dtype(output_dtype).name
@@ -91,20 +91,16 @@ class RandomizeOnDevice(keras.layers.Layer):
         self.num_classes = None if num_classes is None else int(num_classes)
         self.corrupt_prob = float(corrupt_prob)
         if kind == "gaussian":
-            if self.image_shape is None or self.mean is None or self.stddev is None:
+            if image_shape is None or mean is None or stddev is None:
                 raise ValueError("kind='gaussian' needs image_shape, mean and stddev")
-            c = self.image_shape[-1]
-            if len(self.mean) != c or len(self.stddev) != c:
-                raise ValueError(f"mean and stddev must have length C = {c}")
-            if min(self.image_shape) < 1 or not all(np.isfinite(self.mean)) or \
-                    not all(np.isfinite(self.stddev)) or min(self.stddev) < 0:
-                raise ValueError("image_shape entries must be >= 1, mean finite, "
-                                 "stddev finite and >= 0")
+            _checks.gaussian_dtype(self.output_dtype)
+            _checks.gaussian_shape(self.image_shape)
+            _checks.gaussian_params(self.mean, self.stddev, self.image_shape[-1])
         if kind == "labels":
-            if self.num_classes is None or not 1 <= self.num_classes <= 2**32:
+            if num_classes is None:
                 raise ValueError("kind='labels' needs num_classes in [1, 2^32]")
-            if not 0.0 <= self.corrupt_prob <= 1.0:
-                raise ValueError("corrupt_prob must be in [0, 1]")
+            self.num_classes = _checks.num_classes(num_classes)
+            self.corrupt_prob = _checks.corrupt_prob(corrupt_prob)
 
     # -- computation ---------------------------------------------------------
     def _apply(self, inputs):

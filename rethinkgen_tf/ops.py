@@ -8,6 +8,13 @@ pipelines and SavedModels that contain them work.  If the library cannot be
 loaded (not built, built for another TensorFlow), the functions below run a
 pure-TensorFlow implementation with identical outputs, and a warning says so
 once.  Semantics: ``docs/randomization.md``.
+
+Bad arguments, the same with either implementation, eagerly or in a graph
+(tf.function, tf.data): what is known when the op is built (Python numbers,
+NumPy arrays, eager tensors, dtypes, static shapes) raises ValueError, by the
+rules of ``rethinkgen_tf._checks``; what is only known when the graph runs,
+and the tensors' contents (indices >= 0, labels in [0, num_classes)), raise
+tf.errors.InvalidArgumentError.  A seed is an integer in [-2^63, 2^63 - 1].
 """
 import json
 import os
@@ -16,16 +23,16 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from rethinkgen_tf import _tf_impl
+from rethinkgen_tf import _checks, _tf_impl
 from rethinkgen_tf.reference import derive_seed  # noqa: F401  (public)
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 LIBRARY_PATH = os.path.join(_HERE, "_rethinkgen_ops.so")
 BUILD_INFO_PATH = os.path.join(_HERE, "_build_info.json")
 
-LABEL_MODES = ("uniform", "permute")
-PIXEL_MODES = ("shared", "per_example")
-PIXEL_UNITS = ("position", "value")
+LABEL_MODES = _checks.LABEL_MODES
+PIXEL_MODES = _checks.PIXEL_MODES
+PIXEL_UNITS = _checks.PIXEL_UNITS
 
 
 def _build_info():
@@ -66,47 +73,66 @@ else:
         tf.no_gradient(_name)
 
 
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+_UNKNOWN = object()
 
 
 def _static(x):
-    """The value of x if known now (Python number or eager tensor), else None."""
-    if isinstance(x, (int, float, np.integer, np.floating)):
-        return x
-    if isinstance(x, (np.ndarray, list, tuple)):
-        return np.asarray(x)
-    if tf.is_tensor(x) and hasattr(x, "numpy") and tf.executing_eagerly():
-        return x.numpy()
-    return None
+    """The value of x if known now (anything but a graph tensor), else _UNKNOWN."""
+    if tf.is_tensor(x):
+        if hasattr(x, "numpy") and tf.executing_eagerly():
+            return x.numpy()
+        return _UNKNOWN
+    return x
+
+
+def _graph_scalar(x, name, integer):
+    """A scalar argument whose value is only known when the graph runs: its
+    dtype and (if known) rank are checked now, its value by the op."""
+    t = tf.convert_to_tensor(x)
+    if not (t.dtype.is_integer or (not integer and t.dtype.is_floating)):
+        kind = "an integer" if integer else "a number"
+        raise ValueError(f"{name} must be {kind}, got a {t.dtype.name} tensor")
+    if t.shape.rank is not None and t.shape.rank != 0:
+        raise ValueError(f"{name} must be a scalar, got shape {t.shape}")
+    return t
 
 
 def _prob(p):
     v = _static(p)
-    if v is not None:
-        v = float(v)
-        if not 0.0 <= v <= 1.0:
-            raise ValueError(f"corrupt_prob must be in [0, 1], got {v}")
-        return tf.constant(v, tf.float64)  # Python float -> exact float64
-    return tf.cast(p, tf.float64)
+    if v is not _UNKNOWN:
+        return tf.constant(_checks.corrupt_prob(v), tf.float64)  # Python float -> exact float64
+    return tf.cast(_graph_scalar(p, "corrupt_prob", False), tf.float64)
+
+
+def _num_classes(k):
+    v = _static(k)
+    if v is not _UNKNOWN:
+        return tf.constant(_checks.num_classes(v), tf.int64)
+    return tf.cast(_graph_scalar(k, "num_classes", True), tf.int64)
 
 
 def _seed(seed):
+    """The op's int64 seed: an integer in [-2^63, 2^63 - 1] (see _checks)."""
     v = _static(seed)
-    if v is not None:
-        return tf.constant(int(v), tf.int64)
-    return tf.cast(seed, tf.int64)
+    if v is not _UNKNOWN:
+        return tf.constant(_checks.seed(v), tf.int64)
+    return tf.cast(_graph_scalar(seed, "seed", True), tf.int64)
 
 
 def _int_tensor(x, name):
     t = tf.convert_to_tensor(x)
+    # Lists and arrays are named by their NumPy dtype, as native_numpy names them.
+    if not t.dtype.is_integer and not tf.is_tensor(x):
+        _checks.int_dtype(name, np.asarray(x).dtype.name, False)
+    _checks.int_dtype(name, t.dtype.name, t.dtype.is_integer)
     if t.dtype not in (tf.int32, tf.int64):
-        if t.dtype.is_integer:
-            t = tf.cast(t, tf.int64)
-        else:
-            raise ValueError(f"{name} must be an int32 or int64 tensor, got {t.dtype.name}")
+        t = tf.cast(t, tf.int64)
     return t
+
+
+def _dims(shape):
+    """A TensorShape as a tuple (None for unknown sizes)."""
+    return tuple(shape.as_list())
 
 
 def corrupt_labels(labels, indices, corrupt_prob, num_classes, seed, mode="uniform", name=None):
@@ -118,23 +144,17 @@ def corrupt_labels(labels, indices, corrupt_prob, num_classes, seed, mode="unifo
     exchange their labels by a random permutation (class counts preserved);
     pass the whole label column (a dataset-level transform).
     """
-    _check_choice("mode", mode, LABEL_MODES)
-    k = _static(num_classes)
-    if k is not None and not 1 <= int(k) <= 2**32:
-        raise ValueError(f"num_classes must be in [1, 2^32], got {k}")
+    _checks.choice("mode", mode, LABEL_MODES)
     with tf.name_scope(name or "corrupt_labels"):
+        k_t = _num_classes(num_classes)
         labels = _int_tensor(labels, "labels")
         indices = _int_tensor(indices, "indices")
         p, seed_t = _prob(corrupt_prob), _seed(seed)
-        k_t = tf.cast(num_classes, tf.int64)
-        if labels.shape.is_fully_defined() and indices.shape.is_fully_defined() \
-                and labels.shape != indices.shape:
-            raise ValueError(f"labels and indices must have the same shape, got "
-                             f"{labels.shape} and {indices.shape}")
-        if NATIVE:
-            return _lib.rethinkgen_corrupt_labels(labels, indices, p, k_t, seed_t, mode=mode)
-        with tf.control_dependencies(_fallback_label_checks(labels, indices, p, k_t)):
-            return _tf_impl.corrupt_labels(labels, indices, p, k_t, seed_t, mode)
+        if labels.shape.rank is not None and indices.shape.rank is not None \
+                and not labels.shape.is_compatible_with(indices.shape):
+            _checks.same_shape(_dims(labels.shape), _dims(indices.shape))
+        impl = _lib.rethinkgen_corrupt_labels if NATIVE else _tf_impl.corrupt_labels
+        return impl(labels, indices, p, k_t, seed_t, mode=mode)
 
 
 def permute_pixels(images, indices, seed, mode="per_example", unit="position", name=None):
@@ -145,79 +165,48 @@ def permute_pixels(images, indices, seed, mode="per_example", unit="position", n
     (random pixels).  unit="position" moves each pixel's C channels together;
     unit="value" permutes all H*W*C values.
     """
-    _check_choice("mode", mode, PIXEL_MODES)
-    _check_choice("unit", unit, PIXEL_UNITS)
+    _checks.choice("mode", mode, PIXEL_MODES)
+    _checks.choice("unit", unit, PIXEL_UNITS)
     with tf.name_scope(name or "permute_pixels"):
         images = tf.convert_to_tensor(images)
-        if images.dtype not in (tf.uint8, tf.float16, tf.bfloat16, tf.float32, tf.float64):
-            raise ValueError(f"images must be uint8, float16, bfloat16, float32 or float64, "
-                             f"got {images.dtype.name}")
-        if images.shape.rank is not None and images.shape.rank < 3:
-            raise ValueError(f"images must have shape [..., H, W, C], got {images.shape}")
+        _checks.image_dtype(images.dtype.name)
+        if images.shape.rank is not None:
+            _checks.image_rank(_dims(images.shape))
         indices = _int_tensor(indices, "indices")
-        if images.shape.is_fully_defined() and indices.shape.is_fully_defined() \
-                and images.shape[:-3] != indices.shape:
-            raise ValueError(f"indices must have shape images.shape[:-3] = {images.shape[:-3]}, "
-                             f"got {indices.shape}")
+        if images.shape.rank is not None and indices.shape.rank is not None \
+                and not images.shape[:-3].is_compatible_with(indices.shape):
+            _checks.image_indices(_dims(images.shape), _dims(indices.shape))
+        if images.shape.rank is not None and images.shape[-3:].is_fully_defined():
+            _checks.image_units(*images.shape.as_list()[-3:], unit)
         seed_t = _seed(seed)
-        if NATIVE:
-            return _lib.rethinkgen_permute_pixels(images, indices, seed_t, mode=mode, unit=unit)
-        with tf.control_dependencies([_nonneg(indices)]):
-            return _tf_impl.permute_pixels(images, indices, seed_t, mode, unit)
+        impl = _lib.rethinkgen_permute_pixels if NATIVE else _tf_impl.permute_pixels
+        return impl(images, indices, seed_t, mode=mode, unit=unit)
 
 
 def gaussian_images(indices, seed, shape, mean, stddev, dtype=tf.float32, name=None):
     """One Gaussian image of `shape` [H, W, C] per example index.
 
-    Per-channel mean and stddev (length C); float32 Box-Muller; no clipping,
-    no integer casting.  Returns indices.shape + shape.
+    Per-channel mean and stddev (C values each); float32 Box-Muller; no
+    clipping, no integer casting.  Returns indices.shape + shape.
     """
     dtype = tf.as_dtype(dtype)
-    if dtype not in (tf.float32, tf.float16, tf.bfloat16):
-        raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype.name}")
+    _checks.gaussian_dtype(dtype.name)
     sv = _static(shape)
-    if sv is not None:
-        sv = np.asarray(sv).reshape(-1)
-        if sv.size == 0 or np.any(sv < 1):
-            raise ValueError(f"shape must be a non-empty list of positive sizes, got {list(sv)}")
+    if sv is not _UNKNOWN:
+        sv = _checks.gaussian_shape(sv)
     mv, dv = _static(mean), _static(stddev)
-    if mv is not None and dv is not None and sv is not None:
-        mv, dv = np.asarray(mv, np.float64).reshape(-1), np.asarray(dv, np.float64).reshape(-1)
-        if mv.shape != (sv[-1],) or dv.shape != (sv[-1],):
-            raise ValueError(f"mean and stddev must have length C = shape[-1] = {sv[-1]}, "
-                             f"got {mv.size} and {dv.size}")
-        if not (np.all(np.isfinite(mv)) and np.all(np.isfinite(dv)) and np.all(dv >= 0)):
-            raise ValueError("mean must be finite and stddev finite and >= 0")
+    static_params = mv is not _UNKNOWN and dv is not _UNKNOWN
+    if static_params:
+        mv, dv = _checks.gaussian_params(mv, dv, None if sv is _UNKNOWN else sv[-1])
     with tf.name_scope(name or "gaussian_images"):
         indices = _int_tensor(indices, "indices")
-        shape_t = tf.cast(shape, tf.int64)
-        mean_t, std_t = tf.cast(mean, tf.float32), tf.cast(stddev, tf.float32)
+        shape_t = tf.cast(shape, tf.int64) if sv is _UNKNOWN else tf.constant(sv, tf.int64)
+        # Mean and stddev: C values each, flattened (static or not).
+        if static_params:
+            mean_t, std_t = tf.constant(mv), tf.constant(dv)
+        else:
+            mean_t = tf.reshape(tf.cast(mean, tf.float32), [-1])
+            std_t = tf.reshape(tf.cast(stddev, tf.float32), [-1])
         seed_t = _seed(seed)
-        if NATIVE:
-            return _lib.rethinkgen_gaussian_images(indices, seed_t, shape_t, mean_t, std_t,
-                                                   dtype=dtype)
-        checks = [_nonneg(indices),
-                  tf.debugging.assert_greater_equal(std_t, 0.0, message="stddev must be >= 0"),
-                  tf.debugging.assert_equal(tf.size(mean_t, tf.int64), shape_t[-1],
-                                            message="mean must have length shape[-1]")]
-        with tf.control_dependencies(checks):
-            return _tf_impl.gaussian_images(indices, seed_t, shape_t, mean_t, std_t, dtype)
-
-
-def _nonneg(indices):
-    return tf.debugging.assert_non_negative(indices, message="indices must be >= 0")
-
-
-def _fallback_label_checks(labels, indices, p, k):
-    return [
-        _nonneg(indices),
-        tf.debugging.assert_equal(tf.shape(labels), tf.shape(indices),
-                                  message="labels and indices must have the same shape"),
-        tf.debugging.assert_greater_equal(p, tf.constant(0.0, tf.float64),
-                                          message="corrupt_prob must be in [0, 1]"),
-        tf.debugging.assert_less_equal(p, tf.constant(1.0, tf.float64),
-                                       message="corrupt_prob must be in [0, 1]"),
-        tf.debugging.assert_non_negative(labels, message="labels must be in [0, num_classes)"),
-        tf.debugging.assert_less(tf.cast(labels, tf.int64), k,
-                                 message="labels must be in [0, num_classes)"),
-    ]
+        impl = _lib.rethinkgen_gaussian_images if NATIVE else _tf_impl.gaussian_images
+        return impl(indices, seed_t, shape_t, mean_t, std_t, dtype=dtype)
