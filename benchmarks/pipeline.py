@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from rethinkgen_tf import entry
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARBALL = os.path.join(REPO, "..", "shared", "data", "cifar10-jpeg.tar.gz")
 
@@ -82,7 +84,10 @@ def main(argv=None):
     ap.add_argument("--batches", type=int, default=100, help="batches per timed window (3 windows, best kept)")
     ap.add_argument("--batch_size", type=int, default=128)
     ap.add_argument("--synthetic", action="store_true")
+    ap.error = lambda message: entry.fail(f"error: {message} (see --help)")
     args = ap.parse_args(argv)
+    if args.batches < 1 or args.batch_size < 1:
+        ap.error("--batches and --batch_size must be >= 1")
     from rethinkgen_tf.data import DataConfig, load
     arrays, data_dir = None, args.data_dir or (None if args.synthetic else cifar10_dir())
     if data_dir is None:
@@ -114,4 +119,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    with entry.errors():
+        main()

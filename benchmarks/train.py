@@ -25,11 +25,16 @@ from rethinkgen_tf import entry, models, train  # noqa: E402
 
 flags.DEFINE_list("models", ["mlp_1x512", "mlp_3x512", "alexnet", "inception_nobn",
                              "inception"], "Models to time.")
-flags.DEFINE_integer("steps", 30, "Timed training steps per model and setting.")
-flags.DEFINE_integer("batch_size", 128, "Batch size.")
+flags.DEFINE_integer("steps", 30, "Timed training steps per model and setting.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
 flags.DEFINE_list("jit", ["false", "true"], "XLA settings to time.")
+flags.register_validator("jit", lambda v: set(v) <= {"false", "true"},
+                         "must be a list of false and true")
 flags.DEFINE_string("epoch_data_dir", None, "CIFAR-10 location for the full-epoch "
                     "timing (skipped if unset).")
+flags.DEFINE_bool("compare_onednn", False, "Time each model twice, in two child processes "
+                  "with TF_ENABLE_ONEDNN_OPTS=1 and =0 (TensorFlow reads it at load), and "
+                  "print the ratio (see BUILD.md).")
 FLAGS = flags.FLAGS
 
 
@@ -67,7 +72,31 @@ def full_epoch(data_dir):
           f"{load_time:.1f} s, not included)")
 
 
+def compare_onednn():
+    """oneDNN on vs off, each in its own process, interleaved per model."""
+    import subprocess
+    import sys
+    print(f"oneDNN on vs off: {os.cpu_count()} CPUs, batch {FLAGS.batch_size}, "
+          f"{FLAGS.steps} steps, xla off", flush=True)
+    for name in FLAGS.models:
+        rate = {}
+        for v in ("1", "0"):
+            out = subprocess.run(
+                [sys.executable, "-m", "benchmarks.train", f"--models={name}", "--jit=false",
+                 f"--steps={FLAGS.steps}", f"--batch_size={FLAGS.batch_size}"],
+                env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": v}, capture_output=True,
+                text=True, check=True).stdout
+            rate[v] = float(out.strip().splitlines()[-1].split()[-2])
+        print(f"{name:16s} oneDNN on {rate['1']:8.0f} img/s | off {rate['0']:8.0f} img/s  "
+              f"ratio {rate['1'] / rate['0']:5.2f}x", flush=True)
+
+
 def main(_):
+    for name in FLAGS.models:
+        if not models.known(name):
+            raise ValueError(f"--models: unknown model {name!r}; known: {models.NAMES}")
+    if FLAGS.compare_onednn:
+        return compare_onednn()
     print(f"tensorflow {tf.__version__}, keras {keras.__version__}, "
           f"{os.cpu_count()} CPUs, batch {FLAGS.batch_size}, {FLAGS.steps} steps")
     for name in FLAGS.models:

@@ -493,8 +493,9 @@ def _run_locked(cfg, data_config, run_dir, data, callbacks, strategy):
         {"train": dataclasses.asdict(cfg), "data": dataclasses.asdict(data_config)}))
     old = results.read_json(run_dir / "config.json") if (run_dir / "config.json").exists() \
         else None
+    progress = any((run_dir / n).exists() for n in ("result.json", "metrics.csv", "backup"))
     if old is not None and _differs(old, config):
-        if not cfg.overwrite:
+        if not cfg.overwrite and progress:
             state = "a finished" if (run_dir / "result.json").exists() else "an unfinished"
             raise ValueError(f"{run_dir} holds {state} run with a different config "
                              f"({_changes(old, config)}); pass --overwrite to replace it, "
@@ -510,8 +511,6 @@ def _run_locked(cfg, data_config, run_dir, data, callbacks, strategy):
     if (run_dir / "result.old.json").exists():
         logging.info("%s: result.old.json is the previous result, kept until this run's "
                      "is written", run_dir)
-    results.write_json(run_dir / "config.json", config)
-
     checkpoint = Checkpoint(run_dir / "backup")
     meta = checkpoint.metadata()
     start = meta["epoch"] if meta else 0
@@ -527,6 +526,7 @@ def _run_locked(cfg, data_config, run_dir, data, callbacks, strategy):
         data = load(data_config)
     elif callable(data):
         data = data()
+    results.write_json(run_dir / "config.json", config)  # once the data has loaded
     steps = -(-data.num_train // data_config.batch_size)
     on_accel = bool(tf.config.list_logical_devices("GPU") or cfg.strategy == "tpu")
     jit = cfg.jit_compile if cfg.jit_compile is not None else (on_accel or JIT_DEFAULT_CPU)

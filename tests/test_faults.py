@@ -510,3 +510,11 @@ def test_class_folders_that_do_not_match_the_dataset(tmp_path, folders):
     (tmp_path / "afile").write_text("x")
     line = one_line(cifar(tmp_path / "afile", tmp_path / "runs"))
     assert "file" in line and "does not exist" not in line, line
+
+
+def test_a_run_that_never_started_takes_another_config(folders, tmp_path):
+    """Data that failed to load leaves no config behind to refuse the next try."""
+    line = one_line(cifar(tmp_path / "missing", tmp_path))
+    assert "does not exist" in line
+    p = cifar(folders, tmp_path)
+    assert p.returncode == 0, p.stderr

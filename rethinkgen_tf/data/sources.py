@@ -433,11 +433,17 @@ def _load_tfds(dataset, split):
     import tensorflow_datasets as tfds
     kwargs = dict(split=split, as_supervised=True, shuffle_files=False)
     try:
+        from absl import logging
+        level = logging.get_verbosity()
+        logging.set_verbosity(logging.ERROR)  # the probe's log lines are not the user's news
         try:  # a copy prepared earlier in the tfds data dir ($TFDS_DATA_DIR, ~/tensorflow_datasets)
             ds = tfds.load(dataset, download=False, **kwargs)
         except AssertionError:  # not prepared: tfds must download it
             _check_can_download(tfds, dataset)
+            logging.set_verbosity(level)
             ds = tfds.load(dataset, **kwargs)
+        finally:
+            logging.set_verbosity(level)
         batches = list(tfds.as_numpy(ds.batch(4096)))
         x, y = (np.concatenate([b[j] for b in batches]) for j in (0, 1))
     except DataError:
