@@ -1,5 +1,6 @@
 # make run    set everything up (virtualenv, dependencies, the compiled op) and run the main job
 # make test   set everything up and run the test suite
+# make test-determinism  the determinism, resume and fault-injection tests alone
 # make bench  the benchmarks (op, pipeline, training)
 # make build  recompile the op (after the installed TensorFlow changed)
 PYTHON ?= python3
@@ -11,7 +12,7 @@ SOURCES := setup.py $(wildcard csrc/*.cc csrc/*.h csrc/*.py csrc/rethinkgen/*)
 # What `make run` runs; override, e.g. make run ARGS="--model=inception --corrupt=0.5"
 ARGS ?= --model=mlp_1x512 --corrupt=0.5
 
-.PHONY: setup build run test bench clean
+.PHONY: setup build run test test-determinism bench clean
 
 setup: $(OP)
 
@@ -34,6 +35,11 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+# Run by .ci/run with TF_ENABLE_ONEDNN_OPTS=0 and =1.
+DETERMINISM := tests/test_train.py tests/test_faults.py tests/test_data_pipeline.py
+test-determinism: setup
+	$(PY) -m pytest -q $(DETERMINISM)
 
 bench: setup
 	$(PY) -m benchmarks.ops

@@ -116,6 +116,9 @@ def _is_enospc(e):
     return "No space left" in text or "errno = 28" in text or "ENOSPC" in text
 
 
+HELP = ("-?", "-h", "--help", "--helpshort", "--helpfull", "--helpxml")
+
+
 def run(main):
     """absl's app.run(main) with one-line flag errors and `errors()` around main."""
     from absl import app, flags
@@ -125,6 +128,11 @@ def run(main):
             return flags.FLAGS(argv)
         except flags.Error as e:
             fail(f"error: {e} (see --help)")
+        except SystemExit:  # absl's --help/--helpshort/--helpfull print, then exit 1
+            if any(a.split("=")[0] in HELP for a in argv[1:]):
+                sys.stdout.flush()
+                os._exit(0)
+            raise
 
     def guarded(argv):
         with errors():

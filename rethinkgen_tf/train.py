@@ -16,6 +16,7 @@ finishes with the same result as an uninterrupted one.
 import dataclasses
 import functools
 import json
+import numbers
 import os
 import shutil
 import sys
@@ -91,7 +92,8 @@ class TrainConfig:
     def validate(self):
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if not (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED):
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) \
+                or not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}")
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")

@@ -69,6 +69,10 @@ class DataConfig:
             raise ValueError("randomize='labels' means corrupt=1; set either randomize='labels' or corrupt=p")
         if self.batch_size < 1:
             raise ValueError("DataConfig.batch_size must be >= 1")
+        for name in ("seed", "shuffle_seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not 0 <= v < 2**63:
+                raise ValueError(f"DataConfig.{name}={v!r} must be an integer in [0, 2^63 - 1]")
         if self.crop is not None and (isinstance(self.crop, bool) or not isinstance(self.crop, numbers.Integral)
                                       or self.crop < 1):
             raise DataError(f"--crop={self.crop!r} (DataConfig.crop) must be a positive number of pixels, or None")
