@@ -254,7 +254,18 @@ def versions():
         out["rethinkgen_tf"] = version("rethinkgen_tf")
     except Exception:
         pass
+    out["onednn"] = onednn()
     return out
+
+
+def onednn():
+    """Whether TensorFlow's oneDNN CPU kernels are on in this process (they change
+    the floating-point order of CPU results; BUILD.md), or None if unknown."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except Exception:  # a private module: absent in other TensorFlow builds
+        return None
 
 
 def op_build():

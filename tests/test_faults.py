@@ -420,6 +420,10 @@ def test_output_dir_that_is_a_file_or_under_one(tmp_path):
         line = one_line(cli("experiments.cifar", f"--output_dir={out}",
                             f"--data_dir={tmp_path}"))
         assert "--output_dir" in line and "is a file" in line, line
+    # a directory even root cannot create (procfs): one line before any data is read
+    line = one_line(cli("experiments.cifar", "--output_dir=/proc/rethinkgen_runs",
+                        f"--data_dir={tmp_path / 'nothing'}"))
+    assert "cannot create the run directory" in line and "--output_dir" in line, line
 
 
 def test_finished_run_with_another_config_is_refused(folders, tmp_path):
