@@ -19,9 +19,9 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
-from rethinkgen_tf import results, theory  # noqa: E402
+from rethinkgen_tf import entry, results, theory  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "cifar10", ["cifar10", "mnist", "fashion_mnist"], "Dataset.")
@@ -29,17 +29,23 @@ flags.DEFINE_string("data_dir", None, "Local copy of the dataset (default: tenso
 flags.DEFINE_integer("n", None, "Use n random training images (default: all).", lower_bound=1)
 flags.DEFINE_integer("test_n", None, "Use n random test images (default: all).", lower_bound=1)
 flags.DEFINE_enum("labels", "random", ["random", "true"], "Targets: uniform random classes or the true labels.")
-flags.DEFINE_integer("seed", 0, "Seed of the random labels and of the direction a.")
-flags.DEFINE_float("knot", 0.1, "Knot b_i at x_{i-1} + knot * (x_i - x_{i-1}); 0.5 = midpoints.")
-flags.DEFINE_integer("tries", 8, "Random directions tried; the one with the largest min gap is kept.")
-flags.DEFINE_integer("depth", 0, "Also build the depth-k corollary network (0: skip).")
+flags.DEFINE_integer("seed", 0, "Seed of the random labels and of the direction a.", lower_bound=0)
+flags.DEFINE_float("knot", 0.1, "Knot b_i at x_{i-1} + knot * (x_i - x_{i-1}); 0.5 = midpoints.  In "
+                   "(0, 0.5]: above 0.5 the O(n) solve amplifies rounding errors geometrically.")
+flags.DEFINE_integer("tries", 8, "Random directions tried; the one with the largest min gap is kept.",
+                     lower_bound=1)
+flags.DEFINE_integer("depth", 0, "Also build the depth-k corollary network, k >= 2 (0: skip).", lower_bound=0)
 flags.DEFINE_bool("keras", True, "Evaluate the Keras models (float64 and float32).")
 flags.DEFINE_list("rademacher_models", [], "Models (rethinkgen_tf.models names) whose empirical "
                   "Rademacher complexity to estimate by fitting random +-1 labels.")
-flags.DEFINE_integer("rademacher_n", 1000, "Training images for the Rademacher estimate.")
-flags.DEFINE_integer("rademacher_draws", 3, "Random sign vectors sigma per model.")
-flags.DEFINE_integer("rademacher_epochs", 100, "Epoch limit per fit (stops at 100% accuracy).")
+flags.DEFINE_integer("rademacher_n", 1000, "Training images for the Rademacher estimate.", lower_bound=1)
+flags.DEFINE_integer("rademacher_draws", 3, "Random sign vectors sigma per model.", lower_bound=1)
+flags.DEFINE_integer("rademacher_epochs", 100, "Epoch limit per fit (stops at 100% accuracy).", lower_bound=1)
 flags.DEFINE_string("out", None, "Write the JSON summary here.")
+flags.register_validator("knot", lambda v: 0.0 < v <= 0.5, "--knot must lie in (0, 0.5]")
+flags.register_validator("depth", lambda v: v != 1, "--depth must be 0 (skip) or >= 2")
+
+RADEMACHER_CROP = {"cifar10": 28, "mnist": None, "fashion_mnist": None}  # the paper's inputs: CIFAR-10 at 28x28
 
 
 def log(msg):
@@ -57,7 +63,7 @@ def theorem1(x, y, xt, yt, k, summary):
     else:
         targets = y
     log(f"checking {n} samples are distinct")
-    theory.check_distinct(x)
+    theory.check_distinct(x, targets)
     t = time.time()
     fit = theory.fit_theorem1(x, theory.one_hot(targets, k), seed=FLAGS.seed, knot=FLAGS.knot, tries=FLAGS.tries)
     solve_s = time.time() - t
@@ -103,9 +109,11 @@ def theorem1(x, y, xt, yt, k, summary):
 def rademacher(x, summary):
     from rethinkgen_tf import models
     from rethinkgen_tf.data.preprocess import preprocess
-    x, _ = subset(x, np.zeros(x.shape[0]), FLAGS.rademacher_n)   # random images (CIFAR folders are class-sorted)
+    from rethinkgen_tf.data.sources import random_subset
+    # random images (seed --seed + 1, as the --n subset; CIFAR-10 class folders are class-sorted)
+    x, _ = random_subset(x, np.zeros(x.shape[0]), FLAGS.rademacher_n, FLAGS.seed + 1)
     n = x.shape[0]
-    crop = 28 if FLAGS.dataset == "cifar10" else None
+    crop = RADEMACHER_CROP[FLAGS.dataset]
     xs = np.asarray(preprocess(x, crop=crop, standardize=True))
     res = {}
     for name in FLAGS.rademacher_models:
@@ -123,12 +131,49 @@ def rademacher(x, summary):
     summary["rademacher"] = res
 
 
+def check_rademacher_models():
+    """Builds each --rademacher_models model once on the input shape it will get (a few seconds), so
+    that a bad name or a model that cannot take these inputs stops the run before any work."""
+    from rethinkgen_tf import models
+    side = RADEMACHER_CROP[FLAGS.dataset] or 28
+    shape = (side, side, 3 if FLAGS.dataset == "cifar10" else 1)
+    for name in FLAGS.rademacher_models:
+        if not models.known(name):
+            raise ValueError(f"--rademacher_models: unknown model {name!r}; known: {models.NAMES}")
+        try:
+            models.build(name, shape, 2)
+        except ValueError as e:
+            raise ValueError(f"--rademacher_models: {name} on {shape[0]}x{shape[1]}x{shape[2]} images: "
+                             f"{e}") from e
+
+
+def check_out():
+    """--out must be writable: fail now rather than after the work."""
+    if FLAGS.out:
+        out = os.path.abspath(FLAGS.out)
+        if os.path.isdir(out):
+            raise ValueError(f"--out={FLAGS.out} is a directory; pass a file name")
+        if not os.path.isdir(os.path.dirname(out)):
+            raise ValueError(f"--out={FLAGS.out}: directory {os.path.dirname(out)} does not exist")
+
+
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        entry.fail(f"error: unexpected arguments {argv[1:]}")
+    run()  # entry.run: ValueError (DataError, ...), OSError and Ctrl-C end in one line, no traceback
+
+
+def run():
     from rethinkgen_tf.data.sources import load_subsets
+    check_out()
+    if FLAGS.rademacher_models:
+        check_rademacher_models()
     # random subsets (seed --seed + 1), kept in index order
     x, y, xt, yt, names = load_subsets(FLAGS.dataset, FLAGS.data_dir, FLAGS.n, FLAGS.test_n, FLAGS.seed + 1)
     log(f"{FLAGS.dataset}: {x.shape[0]} train, {xt.shape[0]} test images {x.shape[1:]}, raw pixels 0..255")
+    if FLAGS.depth > x.shape[0] + 1:
+        raise ValueError(f"--depth={FLAGS.depth} needs at least depth - 1 = {FLAGS.depth - 1} training images "
+                         f"(one knot per ReLU layer), got {x.shape[0]}")
     summary = {"dataset": FLAGS.dataset, "seed": FLAGS.seed, "knot": FLAGS.knot}
     theorem1(x, y, xt, yt, len(names), summary)
     if FLAGS.rademacher_models:
@@ -139,4 +184,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main)

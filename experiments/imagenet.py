@@ -12,12 +12,15 @@ in SPEC section 4); the Table 2 switches are --randomize, --augment,
 Metrics per epoch: top-1 and top-5 on the training set (re-evaluated on its
 first --train_eval_size examples) and on the validation set.
 """
+import dataclasses
 import math
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
+
+from rethinkgen_tf import entry  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "ImageNet TFRecord shards (Inception package format) or "
@@ -33,10 +36,10 @@ flags.DEFINE_float("num_epochs_per_decay", 2.0, "Epochs between learning-rate de
                    lower_bound=0.0)
 flags.DEFINE_float("learning_rate_decay_factor", 0.94, "Learning-rate decay factor.",
                    lower_bound=0.0, upper_bound=1.0)
-flags.DEFINE_float("rmsprop_decay", 0.9, "RMSProp decay (rho).")
-flags.DEFINE_float("rmsprop_momentum", 0.9, "RMSProp momentum.")
-flags.DEFINE_float("rmsprop_epsilon", 1.0, "RMSProp epsilon.")
-flags.DEFINE_integer("image_size", 299, "Input size.", lower_bound=32)
+flags.DEFINE_float("rmsprop_decay", 0.9, "RMSProp decay (rho), in [0, 1).", lower_bound=0.0)
+flags.DEFINE_float("rmsprop_momentum", 0.9, "RMSProp momentum, in [0, 1).", lower_bound=0.0)
+flags.DEFINE_float("rmsprop_epsilon", 1.0, "RMSProp epsilon, > 0.")
+flags.DEFINE_integer("image_size", 299, "Input size (Inception V3 takes at least 75).", lower_bound=75)
 flags.DEFINE_enum("randomize", "none", ["none", "labels", "shuffled_pixels", "random_pixels",
                                         "gaussian"], "Randomization of the training set.")
 flags.DEFINE_float("corrupt", 0.0, "Label corruption probability.", lower_bound=0.0, upper_bound=1.0)
@@ -55,43 +58,62 @@ flags.DEFINE_enum("strategy", "default", ["default", "one_device", "mirrored", "
                                           "tpu"], "tf.distribute strategy.")
 flags.DEFINE_bool("mixed_precision", False, "Mixed precision (GPU/TPU).")
 flags.DEFINE_bool("jit_compile", None, "XLA (default: on for GPU/TPU).")
-flags.DEFINE_integer("seed", 0, "Randomization and initialization seed.")
+flags.DEFINE_integer("seed", 0, "Randomization and initialization seed.", lower_bound=0,
+                     upper_bound=2**32 - 1)
 flags.DEFINE_bool("overwrite", False, "Redo a finished run.")
+for _name in ("rmsprop_decay", "rmsprop_momentum"):
+    flags.register_validator(_name, lambda v: 0 <= v < 1, f"--{_name} must lie in [0, 1)")
+flags.register_validator("rmsprop_epsilon", lambda v: 0 < v < math.inf, "--rmsprop_epsilon must be finite and > 0")
+for _name in ("initial_learning_rate", "num_epochs_per_decay"):
+    flags.register_validator(_name, lambda v: 0 < v < math.inf, f"--{_name} must be finite and > 0")
+flags.register_validator("learning_rate_decay_factor", lambda v: 0 < v <= 1,
+                         "--learning_rate_decay_factor must lie in (0, 1]")
+flags.register_validator("weight_decay", math.isfinite, "--weight_decay must be finite")  # the bound lets inf in
+del _name
 
 
 def main(argv):
-    import sys
+    if len(argv) > 1:
+        entry.fail(f"error: unexpected arguments {argv[1:]}")
+    run()  # entry.run: ValueError (DataError, ...), OSError and Ctrl-C end in one line, no traceback
 
+
+def run():
     from rethinkgen_tf import train
-    from rethinkgen_tf.data import DataConfig, DataError, load
-    del argv
+    from rethinkgen_tf.data import DataConfig, load
     logging.set_verbosity(logging.INFO)
+    if not os.path.isdir(FLAGS.data_dir):
+        raise ValueError(f"--data_dir={FLAGS.data_dir} is not a directory")
+    cfg = train.TrainConfig(
+        model="inception_v3", epochs=FLAGS.num_epochs, learning_rate=FLAGS.initial_learning_rate,
+        lr_decay=FLAGS.learning_rate_decay_factor, lr_decay_epochs=FLAGS.num_epochs_per_decay,
+        optimizer="rmsprop", momentum=FLAGS.rmsprop_momentum, rmsprop_decay=FLAGS.rmsprop_decay,
+        rmsprop_epsilon=FLAGS.rmsprop_epsilon, weight_decay=FLAGS.weight_decay,
+        dropout=FLAGS.dropout, seed=FLAGS.seed, strategy=FLAGS.strategy,
+        jit_compile=FLAGS.jit_compile, mixed_precision=FLAGS.mixed_precision,
+        max_steps=FLAGS.max_steps, train_eval_size=FLAGS.train_eval_size or None,
+        overwrite=FLAGS.overwrite)
+    data_cfg = DataConfig(
+        dataset="imagenet", data_dir=FLAGS.data_dir, randomize=FLAGS.randomize,
+        corrupt=FLAGS.corrupt, seed=FLAGS.seed, shuffle_seed=FLAGS.seed,
+        train_size=FLAGS.train_size, test_size=FLAGS.test_size, crop=None,
+        augment="imagenet" if FLAGS.augment else "none",
+        batch_size=FLAGS.batch_size, image_size=FLAGS.image_size,
+        num_classes=FLAGS.num_classes)
+    cfg.validate()  # both checked before anything is created or read
+    try:
+        os.makedirs(FLAGS.train_dir, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--train_dir={FLAGS.train_dir}: cannot create it ({e.strerror or e})") from None
     try:
         strategy = train.make_strategy(FLAGS.strategy)
-        replicas = strategy.num_replicas_in_sync
-        data_cfg = DataConfig(
-            dataset="imagenet", data_dir=FLAGS.data_dir, randomize=FLAGS.randomize,
-            corrupt=FLAGS.corrupt, seed=FLAGS.seed, shuffle_seed=FLAGS.seed,
-            train_size=FLAGS.train_size, test_size=FLAGS.test_size, crop=None,
-            augment="imagenet" if FLAGS.augment else "none",
-            batch_size=FLAGS.batch_size * replicas, image_size=FLAGS.image_size,
-            num_classes=FLAGS.num_classes)
-        data = load(data_cfg)
+    except (ValueError, RuntimeError) as e:  # e.g. tpu without a TPU
+        raise ValueError(f"--strategy={FLAGS.strategy}: {e}") from None
+    data_cfg = dataclasses.replace(data_cfg, batch_size=FLAGS.batch_size * strategy.num_replicas_in_sync)
+    data = load(data_cfg)
+    if FLAGS.max_steps is not None:
         steps_per_epoch = math.ceil(data.num_train / data_cfg.batch_size)
-        epochs = FLAGS.num_epochs if FLAGS.max_steps is None \
-            else math.ceil(FLAGS.max_steps / steps_per_epoch)
-        cfg = train.TrainConfig(
-            model="inception_v3", epochs=epochs, learning_rate=FLAGS.initial_learning_rate,
-            lr_decay=FLAGS.learning_rate_decay_factor, lr_decay_epochs=FLAGS.num_epochs_per_decay,
-            optimizer="rmsprop", momentum=FLAGS.rmsprop_momentum, rmsprop_decay=FLAGS.rmsprop_decay,
-            rmsprop_epsilon=FLAGS.rmsprop_epsilon, weight_decay=FLAGS.weight_decay,
-            dropout=FLAGS.dropout, seed=FLAGS.seed, strategy=FLAGS.strategy,
-            jit_compile=FLAGS.jit_compile, mixed_precision=FLAGS.mixed_precision,
-            max_steps=FLAGS.max_steps, train_eval_size=FLAGS.train_eval_size or None,
-            overwrite=FLAGS.overwrite)
-        cfg.validate()
-    except (ValueError, DataError, OSError) as e:
-        sys.exit(f"error: {e}")
+        cfg = dataclasses.replace(cfg, epochs=math.ceil(FLAGS.max_steps / steps_per_epoch))
     r = train.run(cfg, data_cfg, FLAGS.train_dir, data=data)
     f = r["final"] or {}
     print(f"{FLAGS.train_dir}: {r['steps']} steps | train top-1 {f.get('train_eval_acc', float('nan')):.4f} "
@@ -100,4 +122,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main)

@@ -14,6 +14,7 @@ Solver: --method=direct (float64 Cholesky, n <= ~20,000) or mixed (float32 Chole
 preconditioner of conjugate gradients on the exact K; 2 n^2 bytes resident: 7.2 GB at n = 60,000);
 auto picks direct up to 12,000.
 """
+import math
 import os
 import resource
 import time
@@ -21,9 +22,9 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
-from rethinkgen_tf import kernels, results  # noqa: E402
+from rethinkgen_tf import entry, kernels, results  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "fashion_mnist", ["fashion_mnist", "mnist", "cifar10"], "Dataset.")
@@ -31,10 +32,11 @@ flags.DEFINE_string("data_dir", None, "Local copy of the dataset (default: tenso
 flags.DEFINE_integer("n", None, "Use n random training images (default: all).", lower_bound=1)
 flags.DEFINE_integer("test_n", None, "Use n random test images (default: all).", lower_bound=1)
 flags.DEFINE_enum("features", "raw", ["raw", "random_conv"], "Preprocessing.")
-flags.DEFINE_integer("conv_filters", 1024, "Random conv features: number of filters (paper: 32,000).")
-flags.DEFINE_integer("conv_kernel", 5, "Random conv features: filter size.")
-flags.DEFINE_integer("conv_pool", 4, "Random conv features: average-pool to a pool x pool grid.")
-flags.DEFINE_float("bandwidth", None, "Gaussian kernel sigma (default: bandwidth_factor x median distance).")
+flags.DEFINE_integer("conv_filters", 1024, "Random conv features: number of filters (paper: 32,000).",
+                     lower_bound=1)
+flags.DEFINE_integer("conv_kernel", 5, "Random conv features: filter size.", lower_bound=1)
+flags.DEFINE_integer("conv_pool", 4, "Random conv features: average-pool to a pool x pool grid.", lower_bound=1)
+flags.DEFINE_float("bandwidth", None, "Gaussian kernel sigma > 0 (default: bandwidth_factor x median distance).")
 flags.DEFINE_float("bandwidth_factor", None, "sigma = factor x median pairwise distance when --bandwidth is "
                    "unset.  Default: 0.25 for raw MNIST / Fashion-MNIST pixels (better conditioned, same test "
                    "error), 1 otherwise (CIFAR-10, random conv features: in thousands of dimensions a small "
@@ -42,14 +44,19 @@ flags.DEFINE_float("bandwidth_factor", None, "sigma = factor x median pairwise d
 flags.DEFINE_enum("method", "auto", ["auto", "direct", "mixed"],
                   "Solver: direct (float64 Cholesky), mixed (float32 Cholesky + CG on the exact K), "
                   "auto (direct up to n = 12,000).")
-flags.DEFINE_float("tol", 1e-4, "mixed: stop at ||K alpha - Y|| <= tol ||Y|| per column ...")
-flags.DEFINE_float("max_abs_tol", 1e-3, "... and max |K alpha - Y| <= this.")
+flags.DEFINE_float("tol", 1e-4, "mixed: stop at ||K alpha - Y|| <= tol ||Y|| per column ...", lower_bound=0.0)
+flags.DEFINE_float("max_abs_tol", 1e-3, "... and max |K alpha - Y| <= this.", lower_bound=0.0)
 flags.DEFINE_integer("maxiter", 100, "mixed: conjugate-gradient iteration limit.", lower_bound=1)
 flags.DEFINE_float("ridge", 1e-3, "Also solve (K + ridge I) alpha = Y for the true labels (0: skip).  With "
-                   "the mixed solver this factors K + ridge I anew: it doubles the time.")
+                   "the mixed solver this factors K + ridge I anew: it doubles the time.", lower_bound=0.0)
 flags.DEFINE_bool("random_labels", True, "Also solve for uniform random labels.")
-flags.DEFINE_integer("seed", 0, "Seed of the subsets, random labels and conv filters.")
+flags.DEFINE_integer("seed", 0, "Seed of the subsets, random labels and conv filters.", lower_bound=0)
 flags.DEFINE_string("out", None, "Write the JSON summary here.")
+for _name in ("bandwidth", "bandwidth_factor"):
+    flags.register_validator(_name, lambda v: v is None or 0 < v < math.inf, f"--{_name} must be finite and > 0")
+for _name in ("tol", "max_abs_tol", "ridge"):
+    flags.register_validator(_name, math.isfinite, f"--{_name} must be finite")
+del _name
 
 
 def log(msg):
@@ -63,27 +70,48 @@ def peak_gib():
 def features(x):
     if FLAGS.features == "raw":
         return x.reshape(x.shape[0], -1).astype(np.float32) / 255.0
-    return kernels.random_conv_features(x, FLAGS.conv_filters, FLAGS.conv_kernel, FLAGS.conv_pool, FLAGS.seed,
-                                        progress=log)
+    try:
+        return kernels.random_conv_features(x, FLAGS.conv_filters, FLAGS.conv_kernel, FLAGS.conv_pool,
+                                            FLAGS.seed, progress=log)
+    except ValueError as e:
+        raise ValueError(f"--conv_kernel={FLAGS.conv_kernel}, --conv_pool={FLAGS.conv_pool}: {e}") from None
+
+
+def check_out():
+    """--out must be writable: fail now rather than after the work."""
+    if FLAGS.out:
+        out = os.path.abspath(FLAGS.out)
+        if os.path.isdir(out):
+            raise ValueError(f"--out={FLAGS.out} is a directory; pass a file name")
+        if not os.path.isdir(os.path.dirname(out)):
+            raise ValueError(f"--out={FLAGS.out}: directory {os.path.dirname(out)} does not exist")
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        entry.fail(f"error: unexpected arguments {argv[1:]}")
+    run()  # entry.run: ValueError (DataError, ...), OSError and Ctrl-C end in one line, no traceback
+
+
+def run():
     from rethinkgen_tf.data.sources import load_subsets
+    check_out()
     t_all = time.time()
     # random subsets (seed --seed + 1), kept in index order
     x, y, xt, yt, names = load_subsets(FLAGS.dataset, FLAGS.data_dir, FLAGS.n, FLAGS.test_n, FLAGS.seed + 1)
     k, n = len(names), x.shape[0]
+    if n < 2 and FLAGS.bandwidth is None:
+        raise ValueError(f"{n} training image has no median distance to set the bandwidth from; pass --bandwidth")
     log(f"{FLAGS.dataset}: {n} train, {xt.shape[0]} test, features={FLAGS.features}")
     t = time.time()
     f, ft = features(x), features(xt)
     log(f"features {f.shape[1]}-dimensional ({time.time() - t:.0f} s)")
-    med = kernels.median_distance(f, seed=FLAGS.seed)
+    med = kernels.median_distance(f, seed=FLAGS.seed) if n > 1 else None  # n = 1: --bandwidth is given
     factor = FLAGS.bandwidth_factor
     if factor is None:
         factor = 0.25 if FLAGS.dataset != "cifar10" and FLAGS.features == "raw" else 1.0
-    sigma = FLAGS.bandwidth or factor * med
-    log(f"median distance {med:.4g}, bandwidth sigma {sigma:.4g}")
+    sigma = FLAGS.bandwidth if FLAGS.bandwidth is not None else factor * med
+    log(f"median distance {'-' if med is None else f'{med:.4g}'}, bandwidth sigma {sigma:.4g}")
     ys = {"true": y}
     if FLAGS.random_labels:
         ys["random"] = np.random.default_rng(FLAGS.seed).integers(0, k, n)
@@ -140,4 +168,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main)

@@ -56,6 +56,9 @@ def rbf(a, b, sigma, dtype=np.float32) -> np.ndarray:
 def median_distance(x, sample=2000, seed=0) -> float:
     """Median pairwise Euclidean distance among `sample` random rows of x."""
     x = _features(x)
+    if x.shape[0] < 2 or sample < 2:
+        raise ValueError(f"the median pairwise distance needs at least 2 samples, got {min(x.shape[0], sample)}; "
+                         "give the bandwidth explicitly")
     idx = np.random.default_rng(seed).choice(x.shape[0], min(sample, x.shape[0]), replace=False)
     d = sq_dists(x[idx], x[idx], np.float64)
     return float(np.sqrt(np.median(d[np.triu_indices(len(idx), 1)])))
@@ -219,7 +222,7 @@ class Solution(NamedTuple):
 
 def _solution(y, alpha, fitted, ridge, iterations, t):
     r = fitted + ridge * alpha - y
-    return Solution(alpha, fitted, float(np.abs(r).max()), float(np.linalg.norm(r) / np.linalg.norm(y)),
+    return Solution(alpha, fitted, float(np.abs(r).max()), float(np.linalg.norm(r) / (np.linalg.norm(y) or 1.0)),
                     iterations, time.time() - t)
 
 
@@ -227,8 +230,14 @@ def solve_direct(kmat: DenseKernel, y, ridge=0.0) -> Solution:
     import scipy.linalg
     t = time.time()
     a = kmat.k + ridge * np.eye(kmat.n) if ridge else kmat.k
-    alpha = scipy.linalg.cho_solve(scipy.linalg.cho_factor(a, lower=True, check_finite=False), y,
-                                   check_finite=False)
+    try:
+        factor = scipy.linalg.cho_factor(a, lower=True, check_finite=False)
+    except np.linalg.LinAlgError as e:
+        raise np.linalg.LinAlgError(
+            f"the kernel matrix{' + ridge I' if ridge else ''} is not positive definite in float64 ({e}): "
+            "identical samples, or a bandwidth so large that distinct samples look alike; remove duplicates, "
+            "use a smaller bandwidth, a ridge term or the mixed solver (which adds a jitter)") from None
+    alpha = scipy.linalg.cho_solve(factor, y, check_finite=False)
     return _solution(y, alpha, kmat.matvec(alpha), ridge, 0, t)
 
 
@@ -248,13 +257,17 @@ def pcg(matvec: Callable, y, precond: Optional[Callable] = None, ridge=0.0, tol=
     z = precond(r)
     p = z.copy()
     rz = np.einsum("ij,ij->j", r, z)
+    # a zero column (a class that no training label names) is solved by alpha = 0 at once: its
+    # relative residual counts as 0 and its steps are 0, not 0 / 0
     ynorm = np.linalg.norm(y, axis=0)
+    ynorm[ynorm == 0] = 1.0
     fitted = np.zeros_like(y)  # K alpha, accumulated from the products K p (one product per iteration)
     it = 0
     for it in range(1, maxiter + 1):
         kp = matvec(p)
         q = kp + ridge * p
-        step = rz / np.einsum("ij,ij->j", p, q)
+        pq = np.einsum("ij,ij->j", p, q)
+        step = np.divide(rz, pq, out=np.zeros_like(rz), where=pq != 0)
         alpha += step * p
         fitted += step * kp
         r = y - fitted - ridge * alpha
@@ -267,7 +280,7 @@ def pcg(matvec: Callable, y, precond: Optional[Callable] = None, ridge=0.0, tol=
             break
         z = precond(r)
         rz_new = np.einsum("ij,ij->j", r, z)
-        p = z + (rz_new / rz) * p
+        p = z + np.divide(rz_new, rz, out=np.zeros_like(rz), where=rz != 0) * p
         rz = rz_new
     return _solution(y, alpha, fitted, ridge, it, t)
 
@@ -282,8 +295,11 @@ def interpolate(x, y, sigma, ridge=0.0, method="auto", tol=1e-4, max_abs_tol=1e-
     y = np.asarray(y, np.float64)
     if y.ndim != 2 or y.shape[0] != x.shape[0]:
         raise ValueError(f"targets must be [n, C] with n = {x.shape[0]}, got {y.shape}")
-    if not sigma > 0:
-        raise ValueError(f"bandwidth must be > 0, got {sigma}")
+    if not sigma > 0 or not math.isfinite(sigma):
+        raise ValueError(f"bandwidth must be finite and > 0, got {sigma}"
+                         + (" (the median distance of identical samples is 0)" if sigma == 0 else ""))
+    if ridge < 0 or not math.isfinite(ridge):
+        raise ValueError(f"ridge must be finite and >= 0, got {ridge}")
     if method == "auto":
         method = "direct" if x.shape[0] <= 12000 else "mixed"
     if method not in ("direct", "mixed"):
@@ -319,6 +335,15 @@ def random_conv_features(images, filters=1024, kernel=5, pool=4, seed=0, batch=2
     x = np.asarray(images)
     if x.ndim == 3:
         x = x[..., None]
+    if x.ndim != 4 or x.shape[0] == 0:
+        raise ValueError(f"images must have shape [N, H, W] or [N, H, W, C] with N >= 1, got {x.shape}")
+    if min(filters, kernel, pool) < 1:
+        raise ValueError(f"filters, kernel and pool must be >= 1, got {filters}, {kernel}, {pool}")
+    side = min(x.shape[1:3]) - kernel + 1  # of the valid convolution's output
+    if side < pool:
+        raise ValueError(f"a {kernel}x{kernel} convolution of {x.shape[1]}x{x.shape[2]} images leaves "
+                         f"{max(side, 0)}x{max(side, 0)} positions, fewer than the {pool}x{pool} pooling grid; "
+                         f"need kernel + pool <= {min(x.shape[1:3]) + 1}")
     c = x.shape[-1]
     w = np.random.default_rng(seed).standard_normal((kernel, kernel, c, filters)).astype(np.float32)
     w /= math.sqrt(kernel * kernel * c)

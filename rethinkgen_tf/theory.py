@@ -99,7 +99,9 @@ def check_distinct(z, y=None) -> None:
         i, j = sorted((int(order[c]), int(order[c + 1])))
         if not np.array_equal(z[i], z[j]):
             continue
-        if y is not None and not np.array_equal(np.asarray(y)[i], np.asarray(y)[j]):
+        if y is None:
+            why = "remove the duplicates first (the construction needs distinct samples)"
+        elif not np.array_equal(np.asarray(y)[i], np.asarray(y)[j]):
             why = "their targets differ, so no function of the input can fit both"
         else:
             why = "their targets agree; remove the duplicates first (the construction needs distinct samples)"
@@ -373,6 +375,8 @@ def rademacher_estimate(fit_predict: Callable, x, num_draws=3, seed=0, progress=
     n = x.shape[0]
     if n == 0:
         raise ValueError("no samples (n = 0)")
+    if num_draws < 1:
+        raise ValueError(f"num_draws must be >= 1, got {num_draws} (the estimate is a mean over draws)")
     rng = np.random.default_rng(seed)
     values = []
     for r in range(num_draws):
