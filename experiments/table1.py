@@ -6,13 +6,14 @@ as Markdown and LaTeX; --table4 runs Table 4 (random labels with regularizers).
 """
 from absl import flags
 
-from rethinkgen_tf import entry, figures, plots, suite
+from rethinkgen_tf import entry, figures, plots, recipes, suite
 
 suite.define_flags("runs/table1")
 flags.adopt_module_key_flags(suite)
 flags.DEFINE_list("models", list(figures.TABLE1_MODELS), "Rows of these models.")
 flags.DEFINE_bool("table4", False, "Table 4 instead: random labels with weight decay, "
-                  "random crop or augmentation, learning-rate decay 0.999 per epoch.")
+                  f"random crop or augmentation, learning-rate decay {recipes.TABLE4_LR_DECAY} "
+                  "per epoch (--scale=cpu: per 50,000 examples).")
 
 
 def points(F):

@@ -4,8 +4,9 @@
     entry.run(flags.main)
 
 Every TrainConfig / DataConfig field the paper varies is a flag; defaults
-mirror the paper (see docs/training.md).  Invalid values and conflicting flags
-end the program with a one-line error.
+mirror the paper (rethinkgen_tf/recipes.py, which the help strings quote; see
+docs/training.md).  Invalid values and conflicting flags end the program with
+a one-line error.
 """
 
 import os
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from absl import flags, logging
 
-from rethinkgen_tf import train
+from rethinkgen_tf import recipes, train
 from rethinkgen_tf.data import AUGMENTATIONS, RANDOMIZATIONS, DataConfig
 
 FLAGS = flags.FLAGS
@@ -56,26 +57,27 @@ def define(datasets, model):
                   "Augmentation: none (paper's randomization runs), crop (random crop), "
                   "crop_flip, imagenet.")
     # optimization
-    f.DEFINE_integer("epochs", None, "Epochs (default: per model: 100, MLPs 200; with "
-                     "the default decay that fits at least 99.99% of random labels at full "
-                     "scale).", lower_bound=1)
+    f.DEFINE_integer("epochs", None, f"Epochs (default: per model: "
+                     f"{recipes.by_family('epochs')}; with the default decay that fits at least "
+                     "99.99% of random labels at full scale).", lower_bound=1)
     f.DEFINE_integer("batch_size", 128, "Global batch size (split across replicas).",
                      lower_bound=1)
-    f.DEFINE_float("learning_rate", None, "Initial SGD learning rate (default: 0.1 for "
-                   "Inception/WRN, 0.01 for AlexNet/MLP).", lower_bound=0.0)
-    f.DEFINE_float("lr_decay", None, "Learning rate factor per epoch (default: the paper's 0.95; "
-                   "0.985 for MLPs, which stall short of fitting random labels at 0.95; Table 4 "
-                   "with augmentation: 0.999).", lower_bound=0.0, upper_bound=1.0)
+    f.DEFINE_float("learning_rate", None, f"Initial SGD learning rate (default: "
+                   f"{recipes.by_family('learning_rate')}).", lower_bound=0.0)
+    f.DEFINE_float("lr_decay", None, f"Learning rate factor per epoch (default: "
+                   f"{recipes.by_family('lr_decay')}; MLPs stall short of fitting random labels "
+                   f"at the paper's {recipes.PAPER_LR_DECAY}; Table 4 with augmentation: "
+                   f"{recipes.TABLE4_LR_DECAY}).", lower_bound=0.0, upper_bound=1.0)
     f.DEFINE_float("momentum", 0.9, "SGD momentum.", lower_bound=0.0, upper_bound=1.0)
     f.DEFINE_float("weight_decay", 0.0, "L2 coefficient on kernels: penalty wd/2*||w||^2 "
-                   "(reproductions use 5e-4).", lower_bound=0.0)
+                   f"(reproductions use {recipes.WEIGHT_DECAY:g}).", lower_bound=0.0)
     f.DEFINE_float("dropout", 0.0, "Dropout rate before the classifier.",
                    lower_bound=0.0, upper_bound=0.99)
-    f.DEFINE_bool("batchnorm", None, "Batch norm on/off (default: on for Inception/WRN, "
-                  "off for AlexNet/MLP).")
+    f.DEFINE_bool("batchnorm", None, "Batch norm on/off (default: "
+                  f"{recipes.by_family('batchnorm', lambda on: 'on' if on else 'off')}).")
     f.DEFINE_float("bn_momentum", None, "Decay of the batch norm moving averages used in "
-                   "inference mode (default 0.997; on small subsets with few steps per epoch a "
-                   "lower value keeps them current, see figure1 --scale=cpu).",
+                   f"inference mode (default {recipes.BN_MOMENTUM}; on small subsets with few "
+                   "steps per epoch a lower value keeps them current, see figure1 --scale=cpu).",
                    lower_bound=0.0, upper_bound=0.9999)
     f.DEFINE_float("overfit_threshold", 1.0, "Train accuracy that counts as overfit "
                    "(time to overfit).", lower_bound=0.0, upper_bound=1.0)
@@ -87,7 +89,8 @@ def define(datasets, model):
     f.DEFINE_enum("strategy", "default", list(train.STRATEGIES),
                   "tf.distribute strategy; the batch is global, the learning rate unchanged. "
                   "multi_worker reads the cluster from TF_CONFIG.")
-    f.DEFINE_bool("jit_compile", None, "XLA (default: on for GPU/TPU, off on CPU).")
+    f.DEFINE_bool("jit_compile", None, "XLA (default: on for GPU/TPU, "
+                  f"{'on' if train.JIT_DEFAULT_CPU else 'off'} on CPU).")
     f.DEFINE_bool("mixed_precision", False, "mixed_float16 on GPU (bfloat16 on TPU).")
     f.DEFINE_integer("steps_per_execution", 1, "Training steps per tf.function call.",
                      lower_bound=1)

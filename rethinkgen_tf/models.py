@@ -15,8 +15,8 @@ Options shared by all models:
                 for Inception and WRN, off for AlexNet and MLPs).
   dropout       dropout rate in front of the final classifier (default 0).
   bn_momentum   decay of the batch norm moving averages (default 0.997, TF-slim's
-                Inception); the inference-mode statistics average over about
-                1 / (1 - bn_momentum) steps.
+                Inception: recipes.BN_MOMENTUM); the inference-mode statistics
+                average over about 1 / (1 - bn_momentum) steps.
   weight_decay  L2 penalty ``weight_decay / 2 * sum(w**2)`` on every kernel
                 (conv and dense, not biases or BN shifts), i.e. a gradient of
                 ``weight_decay * w``, as in ``tf.nn.l2_loss`` and PyTorch SGD.
@@ -34,6 +34,9 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from rethinkgen_tf import recipes
+from rethinkgen_tf.recipes import BN_MOMENTUM  # batch norm's default decay (TF-slim's Inception)
+
 MODELS = {}  # name or regex pattern -> builder(input_shape, num_classes, **opts)
 PAPER_PARAMS = {  # Table 1 of the paper
     "inception": 1_649_402,
@@ -42,7 +45,10 @@ PAPER_PARAMS = {  # Table 1 of the paper
     "mlp_3x512": 1_735_178,
     "mlp_1x512": 1_209_866,
 }
-DEFAULT_LEARNING_RATE = {"inception": 0.1, "wrn": 0.1, "alexnet": 0.01, "mlp": 0.01}
+# The paper's initial learning rate per CIFAR-10 family, read from recipes.RECIPES
+# (for benchmarks/train.py and experiments/expressivity.py; TrainConfig.resolved
+# reads the recipes itself).
+DEFAULT_LEARNING_RATE = {fam: r.learning_rate for fam, r in recipes.RECIPES.items()}
 
 
 def register(pattern):
@@ -106,9 +112,6 @@ def paper_param_count(model):
 
 
 # ---------------------------------------------------------------- helpers
-
-
-BN_MOMENTUM = 0.997  # moving-average decay of batch norm statistics (TF-slim's Inception)
 
 
 def _act(x, batchnorm, bn_scale, bn_momentum=BN_MOMENTUM):

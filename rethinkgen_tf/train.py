@@ -29,18 +29,10 @@ import tensorflow as tf
 from absl import logging
 from tensorflow.core.framework import summary_pb2
 
-from rethinkgen_tf import models, results
+from rethinkgen_tf import models, recipes, results
 
-# Per-model epochs and learning-rate decay per epoch that fit random labels
-# at full scale.  The paper's decay, x0.95 per epoch, leaves the rate at 0.6%
-# of the start after 100 epochs: enough for the convnets, but MLP 1x512 then
-# stalls at 98.4% on random labels (the paper reports 99.34%).  MLPs decay by
-# x0.985 over 200 epochs: 99.996% (2 of 50,000 unfit; x0.98 over 150 epochs
-# left 4), docs/training.md has the runs.
-PAPER_LR_DECAY = 0.95
-DEFAULT_LR_DECAY = {"mlp": 0.985}
-DEFAULT_EPOCHS = {"inception": 100, "wrn": 100, "alexnet": 100, "mlp": 200,
-                  "inception_v3": 100}
+# The per-family defaults (learning rate, decay, epochs, batch norm decay) are in
+# rethinkgen_tf/recipes.py; TrainConfig.resolved() reads them.
 MAX_SEED = 2**32 - 1  # TrainConfig.seed seeds NumPy's global generator (32 bits)
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 # TrainConfig fields that do not change the trained model: a run directory holding
@@ -54,9 +46,10 @@ JIT_DEFAULT_CPU = False
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     model: str = "inception"
-    epochs: Optional[int] = None           # None: DEFAULT_EPOCHS of the model family
-    learning_rate: Optional[float] = None  # None: 0.1 Inception/WRN, 0.01 AlexNet/MLP
-    lr_decay: Optional[float] = None       # per lr_decay_epochs (staircase); None: 0.95, MLPs 0.985
+    # None (these three): the model family's recipes.Recipe, filled in by resolved()
+    epochs: Optional[int] = None
+    learning_rate: Optional[float] = None
+    lr_decay: Optional[float] = None       # per lr_decay_epochs (staircase)
     lr_decay_epochs: float = 1.0           # epochs between decays (ImageNet: 2)
     optimizer: str = "sgd"                 # sgd (CIFAR-10) | rmsprop (ImageNet)
     momentum: float = 0.9                  # SGD or RMSProp momentum
@@ -65,7 +58,7 @@ class TrainConfig:
     weight_decay: float = 0.0              # L2: weight_decay / 2 * sum(kernel**2)
     dropout: float = 0.0                   # before the classifier
     batchnorm: Optional[bool] = None       # None: model default
-    bn_momentum: Optional[float] = None    # BN moving-average decay; None: models.BN_MOMENTUM
+    bn_momentum: Optional[float] = None    # BN moving-average decay; None: recipes.BN_MOMENTUM
     seed: int = 0                          # weight init, dropout
     strategy: str = "default"              # default | one_device | mirrored | multi_worker | tpu
     jit_compile: Optional[bool] = None     # XLA; None: on for GPU/TPU, JIT_DEFAULT_CPU on CPU
@@ -79,17 +72,23 @@ class TrainConfig:
     train_eval_size: Optional[int] = None  # re-evaluate only the first n training examples
     test_every: int = 1                    # test set every n epochs, and always at the end
 
+    def __post_init__(self):
+        self.validate()
+
     def resolved(self):
-        """A copy with the per-model defaults filled in (as written to config.json)."""
-        fam = models.family(self.model)
-        lr = self.learning_rate
-        if lr is None:
-            lr = models.DEFAULT_LEARNING_RATE.get(fam, 0.1)
-        epochs = DEFAULT_EPOCHS.get(fam, 100) if self.epochs is None else self.epochs
-        decay = DEFAULT_LR_DECAY.get(fam, PAPER_LR_DECAY) if self.lr_decay is None else self.lr_decay
-        return dataclasses.replace(self, learning_rate=lr, epochs=epochs, lr_decay=decay)
+        """A copy with the model family's recipe (recipes.recipe) in the settings left at
+        None: learning rate, decay, epochs (as written to config.json; bn_momentum stays
+        None, which models.build reads as recipes.BN_MOMENTUM)."""
+        r = recipes.recipe(models.family(self.model))
+        return dataclasses.replace(
+            self,
+            learning_rate=r.learning_rate if self.learning_rate is None else self.learning_rate,
+            epochs=r.epochs if self.epochs is None else self.epochs,
+            lr_decay=r.lr_decay if self.lr_decay is None else self.lr_decay)
 
     def validate(self):
+        """ValueError if a setting is invalid.  Construction calls it (every TrainConfig
+        is valid), so calling it again is a no-op kept for older callers."""
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) \

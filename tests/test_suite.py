@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rethinkgen_tf import figures, plots, suite
+from rethinkgen_tf import figures, plots, recipes, suite
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -31,9 +31,10 @@ def tiny_cifar(tmp_path_factory):
 
 @pytest.fixture
 def tiny_scale(monkeypatch):
-    monkeypatch.setattr(figures, "CPU_TRAIN_SIZE", {"mlp": 40, "alexnet": 40, "inception": 40})
-    monkeypatch.setattr(figures, "CPU_TEST_SIZE", 20)
-    monkeypatch.setattr(figures, "CPU_MAX_EPOCHS", {"mlp": 2, "alexnet": 2, "inception": 2})
+    cpu = recipes.SCALES["cpu"]
+    monkeypatch.setitem(recipes.SCALES, "cpu", dataclasses.replace(
+        cpu, train_size={"mlp": 40, "alexnet": 40, "inception": 40, recipes.OTHER: 1000},
+        test_size=20, max_epochs={"mlp": 2, "alexnet": 2, "inception": 2, recipes.OTHER: 300}))
 
 
 def test_grid_points_and_keys(tiny_scale):

@@ -1,0 +1,148 @@
+"""rethinkgen_tf.recipes: the per-family schedules and the suite's scales, in one place;
+finished suite runs keep their directory names."""
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+from absl import flags as absl_flags
+
+from rethinkgen_tf import figures, flags, models, recipes, suite
+from rethinkgen_tf.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# suite.run_dir(point, "runs/x") of grid points, computed before recipes.py existed
+# (figures.py held the cpu sizes, train.py/models.py the schedules).  A change here
+# orphans every finished run of that point: `run_grid` would train it again.
+PINNED = {
+    # (grid, scale, data_dir, seed, index in the grid): run directory name
+    ("figure1", "paper", None, 0, 0): "cifar10_inception_s0-c7c0df7832",
+    ("figure1", "paper", None, 0, 5): "cifar10_inception_s0-eaf3ab28c0",
+    ("figure1", "paper", None, 0, 16): "cifar10_alexnet_corrupt1_s0-bd9f469e60",
+    ("figure1", "cpu", None, 0, 0): "cifar10_inception_n500_s0-ca69dbac8f",
+    ("figure1", "cpu", None, 0, 5): "cifar10_inception_n500_s0-5242b4a372",
+    ("figure1", "cpu", None, 0, 16): "cifar10_alexnet_corrupt1_n1000_s0-6268d532b1",
+    ("figure1", "cpu", None, 0, 22): "cifar10_mlp_1x512_corrupt1_n2000_s0-4943a026cf",
+    ("table1", "paper", None, 0, 0): "cifar10_inception_wd0.0005_crop_s0-086b7ac543",
+    ("table1", "paper", None, 0, 18): "cifar10_mlp_1x512_labels_s0-b959f271ba",
+    ("table1", "cpu", None, 0, 0): "cifar10_inception_wd0.0005_crop_n500_s0-a4e99c3e30",
+    ("table1", "cpu", None, 0, 5): "cifar10_inception_nobn_wd0.0005_n500_s0-c8c8070083",
+    ("table1", "cpu", None, 0, 18): "cifar10_mlp_1x512_labels_n2000_s0-8ab972abce",
+    ("table1", "cpu", "/data", 3, 9): "cifar10_alexnet_crop_n1000_s3-a7f00f4157",
+    ("table4", "paper", None, 0, 0): "cifar10_inception_labels_wd0.0005_s0-cddc7a7f71",
+    ("table4", "paper", None, 0, 3): "cifar10_mlp_1x512_labels_wd0.0005_s0-61ea4be61c",
+    ("table4", "cpu", None, 0, 0): "cifar10_inception_labels_wd0.0005_n500_s0-b307a418d7",
+    ("table4", "cpu", None, 0, 3): "cifar10_mlp_1x512_labels_wd0.0005_n2000_s0-0b6501ac32",
+    ("table4", "cpu", None, 0, 5): "cifar10_inception_labels_crop_flip_n500_s0-6348ca2f37",
+    ("implicit", "paper", None, 0, 0): "cifar10_inception_s0-c7c0df7832",
+    ("implicit", "paper", None, 0, 1): "cifar10_inception_nobn_s0-9e921df2a6",
+    ("implicit", "cpu", None, 0, 0): "cifar10_inception_n500_s0-ca69dbac8f",
+    ("implicit", "cpu", None, 0, 1): "cifar10_inception_nobn_n500_s0-35304650f7",
+}
+GRIDS = {"figure1": figures.figure1_points, "table1": figures.table1_points,
+         "table4": figures.table4_points, "implicit": figures.implicit_points}
+
+
+def test_pinned_suite_keys_and_run_dirs_unchanged():
+    for (grid, scale, data_dir, seed, k), name in PINNED.items():
+        p = GRIDS[grid](scale, data_dir, seed=seed)[k]
+        assert suite.config_key(p) == name.rsplit("-", 1)[1], (grid, scale, k)
+        assert suite.run_dir(p, "runs/x") == Path("runs/x") / name, (grid, scale, k)
+    # Other models (MLP 3x512, WRN) in Figure 1 keep their keys too.
+    for scale, k, name in [("cpu", 8, "cifar10_mlp_3x512_corrupt0.6_n2000_s0-c6efc4025e"),
+                           ("cpu", 15, "cifar10_wrn_28_10_corrupt0.8_n500_s0-bb6a26953f"),
+                           ("paper", 15, "cifar10_wrn_28_10_corrupt0.8_s0-c46f446b7b")]:
+        p = figures.figure1_points(scale, None, models=("mlp_3x512", "wrn_28_10"),
+                                   loss_model="alexnet")[k]
+        assert suite.run_dir(p, "o").name == name
+
+
+def test_train_config_resolves_from_the_recipes():
+    for model, fam in [("inception", "inception"), ("wrn_28_10", "wrn"), ("alexnet", "alexnet"),
+                       ("mlp_1x512", "mlp"), ("mlp_3x512", "mlp"), ("inception_v3", "other")]:
+        r = recipes.RECIPES.get(fam, recipes.OTHER_RECIPE)
+        c = TrainConfig(model=model).resolved()
+        assert (c.learning_rate, c.lr_decay, c.epochs) == (r.learning_rate, r.lr_decay, r.epochs)
+        assert c.bn_momentum is None  # not resolved: config.json and suite keys stay as they were
+        assert c.resolved() == c
+    # today's numbers (docs/training.md)
+    assert {f: (r.learning_rate, r.lr_decay, r.epochs) for f, r in recipes.RECIPES.items()} == {
+        "inception": (0.1, 0.95, 100), "wrn": (0.1, 0.95, 100), "alexnet": (0.01, 0.95, 100),
+        "mlp": (0.01, 0.985, 200)}
+    assert (recipes.OTHER_RECIPE.learning_rate, recipes.OTHER_RECIPE.lr_decay,
+            recipes.OTHER_RECIPE.epochs) == (0.1, 0.95, 100)
+    # the names other modules read
+    assert models.DEFAULT_LEARNING_RATE == {"inception": 0.1, "wrn": 0.1, "alexnet": 0.01,
+                                            "mlp": 0.01}
+    assert models.BN_MOMENTUM == recipes.BN_MOMENTUM == 0.997
+
+
+def test_train_config_validates_itself():
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="unknown model"):
+        TrainConfig(model="resnet")
+    c = TrainConfig(model="mlp_1x8")
+    with pytest.raises(ValueError, match="dropout"):
+        dataclasses.replace(c, dropout=1.0)
+    assert c.validate() is None  # kept for callers that still call it
+
+
+def test_scales():
+    assert recipes.SCALES == {"paper": recipes.PAPER, "cpu": recipes.CPU}
+    with pytest.raises(ValueError, match="unknown scale 'gpu'; choose paper or cpu"):
+        figures.table1_points("gpu", None)
+    cpu = recipes.CPU
+    t, d = cpu.configs("mlp_1x512", "/data", 2, corrupt=0.4, weight_decay=1e-3)
+    assert (d.train_size, d.balanced, d.test_size, d.corrupt, d.seed, d.shuffle_seed) == \
+        (2000, True, 2000, 0.4, 2, 2)
+    assert (t.epochs, t.lr_decay, t.learning_rate, t.weight_decay, t.bn_momentum, t.seed) == \
+        (300, 0.95 ** (2000 / 50_000), 0.01, 1e-3, None, 2)
+    t, d = cpu.configs("inception", None)
+    assert (d.train_size, t.bn_momentum) == (500, round(0.997 ** 100, 4))
+    t, _ = cpu.configs("inception_nobn", None)
+    assert (t.model, t.batchnorm, t.bn_momentum) == ("inception", False, None)
+    assert cpu.subset("wrn_16_4") == 500 and cpu.subset("inception_v3") == 1000
+    assert cpu.per_epoch(0.999, "alexnet") == 0.999 ** (1000 / 50_000)
+    assert cpu.table1_overrides("mlp_3x512") == {"stop_on_overfit": True, "epochs": 100}
+    assert cpu.table1_overrides("inception_nobn") == {"stop_on_overfit": True, "epochs": 60}
+    assert cpu.figure1_test_every == 10
+    # the paper scale changes nothing: the recipe's schedule on all of CIFAR-10
+    paper = recipes.PAPER
+    t, d = paper.configs("mlp_1x512", None)
+    assert (d.train_size, d.test_size, t.epochs, t.lr_decay, t.bn_momentum) == \
+        (None, None, 200, 0.985, None)
+    assert paper.per_epoch(0.999, "mlp_1x512") == 0.999
+    assert paper.table1_overrides("alexnet") == {} and paper.figure1_test_every == 1
+    with pytest.raises(ValueError, match="nonsense is not a TrainConfig or DataConfig field"):
+        paper.configs("alexnet", None, nonsense=1)
+    # read-only; varied with dataclasses.replace, which needs a fallback for other families
+    with pytest.raises(TypeError):
+        cpu.train_size["mlp"] = 1
+    with pytest.raises(ValueError, match="other"):
+        dataclasses.replace(cpu, train_size={"mlp": 10})
+    # the names figures.py had, read from the current cpu scale
+    assert figures.CPU_TABLE_EPOCHS["mlp"] == 100 and figures.CPU_TEST_EVERY == 10
+    assert figures.CPU_TRAIN_SIZE["inception"] == 500 and figures.CPU_TEST_SIZE == 2000
+    assert figures.BN_FAMILIES == ("inception", "wrn") and figures.PAPER_DECAY == 0.95
+
+
+def test_no_scale_branches_outside_recipes():
+    for path in [*(ROOT / "rethinkgen_tf").glob("*.py"), *(ROOT / "experiments").glob("*.py")]:
+        if path.name != "recipes.py":
+            assert not re.search(r"scale\s*[!=]=", path.read_text()), path
+
+
+def test_flag_help_quotes_the_recipes():
+    if "corrupt" not in absl_flags.FLAGS:
+        flags.define(("cifar10",), "inception")
+    help_of = lambda name: absl_flags.FLAGS[name].help
+    mlp = recipes.recipe("mlp")
+    assert f"{recipes.recipe('inception').epochs} for Inception" in help_of("epochs")
+    assert f"{mlp.epochs} for MLPs" in help_of("epochs")
+    assert f"{mlp.learning_rate} for AlexNet/MLPs" in help_of("learning_rate")
+    assert f"{mlp.lr_decay} for MLPs" in help_of("lr_decay")
+    assert f"{recipes.TABLE4_LR_DECAY}" in help_of("lr_decay")
+    assert f"default {recipes.BN_MOMENTUM}" in help_of("bn_momentum")
+    assert "on for Inception/WRN, off for AlexNet/MLPs" in help_of("batchnorm")
