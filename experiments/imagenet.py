@@ -6,7 +6,7 @@
 Flags are named and defaulted like the TensorFlow Inception package's
 training script where it has one (batch 32 per replica, RMSProp with decay
 0.9, momentum 0.9, epsilon 1.0, learning rate 0.045 x0.94 every 2 epochs, as
-in SPEC section 4); the Table 2 switches are --randomize, --augment,
+in docs/paper.md#training); the Table 2 switches are --randomize, --augment,
 --dropout and --weight_decay.  Data: the package's TFRecord shards
 (train-*-of-*, validation-*-of-*) or a tfds imagenet2012 manual directory.
 Metrics per epoch: top-1 and top-5 on the training set (re-evaluated on its

@@ -1,4 +1,4 @@
-"""Minimum-norm kernel interpolation (Zhang et al. 2017, Section 5; SPEC section 7).
+"""Minimum-norm kernel interpolation (Zhang et al. 2017, Section 5; docs/paper.md#kernels).
 
 Solve K alpha = Y for a Gaussian kernel K_ij = exp(-|x_i - x_j|^2 / (2 sigma^2)) and one-hot
 targets Y [n, C]; predict f(x) = k(x, X) alpha.  alpha is the minimum-RKHS-norm interpolant,

@@ -1,4 +1,4 @@
-"""Model registry: the paper's CIFAR-10 architectures (SPEC section 3) and friends.
+"""Model registry: the paper's CIFAR-10 architectures (docs/paper.md#models) and friends.
 
     model = build("inception", input_shape=(28, 28, 3), num_classes=10,
                   batchnorm=True, dropout=0.0, weight_decay=0.0)
@@ -150,7 +150,7 @@ def _check(opts, **defaults):
 
 @register("inception")
 def inception(input_shape, num_classes, **opts):
-    """Small Inception (SPEC 3): 1,649,402 parameters on 28x28x3, 10 classes."""
+    """Small Inception (docs/paper.md#models): 1,649,402 parameters on 28x28x3, 10 classes."""
     o = _check(opts, batchnorm=True, dropout=0.0, bn_scale=False, bn_momentum=BN_MOMENTUM)
     conv = lambda x, c, k, s=1, p="same": _conv(x, c, k, s, p, o["batchnorm"], o["bn_scale"],
                                                   o["bn_momentum"])
@@ -194,7 +194,7 @@ class LocalResponseNormalization(layers.Layer):
 
 @register("alexnet")
 def alexnet(input_shape, num_classes, **opts):
-    """Small AlexNet (SPEC 3): 2 x (conv5x5(64) -> maxpool 3x3/2 -> LRN), 384, 192."""
+    """Small AlexNet (docs/paper.md#models): 2 x (conv5x5(64) -> maxpool 3x3/2 -> LRN), 384, 192."""
     o = _check(opts, batchnorm=False, dropout=0.0, bn_scale=False, bn_momentum=BN_MOMENTUM)
     inputs = keras.Input(input_shape)
     x = inputs

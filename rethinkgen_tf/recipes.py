@@ -14,7 +14,7 @@ strings quote it (they cannot disagree with the code).
 The numbers and why (docs/training.md has the runs, docs/experiments.md the
 scales):
   * learning rate 0.1 for Inception and WRN, 0.01 for AlexNet and the MLPs
-    (SPEC section 4), SGD momentum 0.9, batch 128;
+    (docs/paper.md#training), SGD momentum 0.9, batch 128;
   * the paper's decay, x0.95 per epoch, leaves the rate at 0.6% of the start
     after 100 epochs: enough for the convnets, but MLP 1x512 then stalls at
     98.4% on random labels (the paper reports 99.34%).  MLPs decay by x0.985
@@ -29,7 +29,7 @@ from typing import Mapping, Optional
 PAPER_LR_DECAY = 0.95     # the paper's learning-rate factor per epoch
 BN_MOMENTUM = 0.997       # batch norm moving-average decay (TF-slim's Inception); models' default
 TABLE4_LR_DECAY = 0.999   # Table 4 (random labels with regularizers): the slower decay it needed
-WEIGHT_DECAY = 5e-4       # where a run has weight decay (Tables 1, 4): the reproductions' (SPEC 4)
+WEIGHT_DECAY = 5e-4       # where a run has weight decay (Tables 1, 4): the reproductions' (docs/paper.md#training)
 CIFAR10_TRAIN_SIZE = 50_000  # what "per epoch" means at full scale
 OTHER = "other"           # key of a per-family mapping for the families it does not name
 
