@@ -43,9 +43,9 @@ except ImportError:  # pragma: no cover
     from tensorflow import keras
 
 from rethinkgen_tf import _checks, ops
+from rethinkgen_tf.data.randomize import PIXEL_MODES, plan
 
 KINDS = ("gaussian", "shuffled_pixels", "random_pixels", "labels")
-_PIXEL_MODE = {"shuffled_pixels": "shared", "random_pixels": "per_example"}
 
 
 class RandomizeOnDevice(keras.layers.Layer):
@@ -112,7 +112,7 @@ class RandomizeOnDevice(keras.layers.Layer):
         if self.kind == "labels":
             return ops.corrupt_labels(first, indices, self.corrupt_prob, self.num_classes,
                                       self.seed, mode="uniform")
-        return ops.permute_pixels(first, indices, self.seed, mode=_PIXEL_MODE[self.kind],
+        return ops.permute_pixels(first, indices, self.seed, mode=PIXEL_MODES[self.kind],
                                   unit=self.unit)
 
     def call(self, inputs):
@@ -145,29 +145,22 @@ class RandomizeOnDevice(keras.layers.Layer):
 def for_data_config(config, split, image_shape=None, stats=None):
     """The layer reproducing the image randomization of ``rethinkgen_tf.data``.
 
-    Mirrors ``rethinkgen_tf.data.randomize.randomize_images``: same kind, seed
-    stream (``derive_seed(seed, "test")`` for randomized test images except
-    shuffled pixels, which share the training permutation), unit, and for
-    Gaussians the per-channel (mean, std) of the training images (``stats``,
-    see ``data.randomize.channel_stats``) in the 0..255 scale, float32.
-    Returns None where the host path leaves the images unchanged (no pixel
-    randomization, or original test images).
+    Carries out ``rethinkgen_tf.data.randomize.plan(config, split)``, the Plan
+    the host pipelines carry out too: same kind, seed stream, mode and unit,
+    and for Gaussians the per-channel (mean, std) of the training images
+    (``stats``, see ``data.randomize.channel_stats``) in the 0..255 scale,
+    float32.  Returns None where the plan leaves the images unchanged (no
+    pixel randomization, or original test images).
     """
-    r = config.randomize
-    if r in ("none", "labels"):
+    p = plan(config, split)
+    if p.kind == "none":
         return None
-    test = split == "test"
-    if test and (config.test_images == "original" or
-                 (config.test_images == "auto" and r == "random_pixels")):
-        return None
-    seed = ops.derive_seed(config.seed, "test") if test and r != "shuffled_pixels" \
-        else config.seed
-    if r in _PIXEL_MODE:
-        return RandomizeOnDevice(r, seed, unit=config.pixel_unit)
+    if p.mode is not None:
+        return RandomizeOnDevice(p.kind, p.seed, unit=p.unit)
     if stats is None or image_shape is None:
         raise ValueError("gaussian needs image_shape and stats=(mean, std) of the training images")
     mean, std = stats
-    return RandomizeOnDevice("gaussian", seed, image_shape=image_shape, mean=mean, stddev=std)
+    return RandomizeOnDevice("gaussian", p.seed, image_shape=image_shape, mean=mean, stddev=std)
 
 
 def randomized_train_step(model, layer, loss_fn, optimizer):

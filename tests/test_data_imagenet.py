@@ -88,3 +88,71 @@ def test_subset_augment_and_errors(shards, tmp_path):
     os.remove(os.path.join(d, "validation-00000-of-00001"))
     with pytest.raises(DataError, match="validation-\\*-of-\\*"):
         load(cfg(d))
+
+
+# ---- the count and statistics caches: written atomically, damage counts as absent ----
+DAMAGE = [b"", b'{"count": 7, "fil', b"\xff\xfe\x00 not json", b"[1, 2]", b'{"count": "seven", "mean": "x"}']
+
+
+def spy_writes(monkeypatch):
+    """The paths written through results.write_json, the package's one atomic writer."""
+    from rethinkgen_tf import results
+    written, original = [], results.write_json
+    monkeypatch.setattr(results, "write_json", lambda path, obj: (written.append(os.fspath(path)),
+                                                                  original(path, obj))[1])
+    return written
+
+
+def cache_files(directory):
+    names = sorted(os.listdir(directory))
+    assert not [n for n in names if ".tmp" in n], names  # no temporary file left behind
+    return [os.path.join(directory, n) for n in names]
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_damaged_count_cache_is_recounted_and_rewritten(shards, tmp_path, monkeypatch, damage):
+    import json
+    d, _ = shards
+    written = spy_writes(monkeypatch)
+    data = load(cfg(d))
+    counts = cache_files(tmp_path / "cache" / "counts")
+    assert (data.num_train, data.num_test) == (7, 3) and sorted(written) == counts and len(counts) == 2
+    for path in counts:  # e.g. a file another shard's process was writing when this one was killed
+        with open(path, "wb") as f:
+            f.write(damage)
+    written.clear()
+    data = load(cfg(d))
+    assert (data.num_train, data.num_test) == (7, 3)
+    assert sorted(written) == counts == cache_files(tmp_path / "cache" / "counts")
+    assert sorted(json.load(open(p))["count"] for p in counts) == [3, 7]
+    written.clear()
+    assert load(cfg(d)).num_train == 7 and written == []  # read back, not recounted
+
+
+@pytest.mark.parametrize("damage", DAMAGE + [b'{"mean": [1, 2], "std": [1, 1]}',
+                                    b'{"mean": [1, 2, 3], "std": [1, -1, 1]}'])
+def test_damaged_gaussian_stats_cache_is_recomputed_and_rewritten(shards, tmp_path, monkeypatch, damage):
+    d, _ = shards
+    written = spy_writes(monkeypatch)
+    mean, std = load(cfg(d, randomize="gaussian")).stats
+    (path,) = [p for p in written if "/cache/stats/" in p]
+    assert cache_files(tmp_path / "cache" / "stats") == [path]
+    with open(path, "wb") as f:
+        f.write(damage)
+    written.clear()
+    data = load(cfg(d, randomize="gaussian"))
+    np.testing.assert_array_equal(data.stats[0], mean)
+    np.testing.assert_array_equal(data.stats[1], std)
+    assert [p for p in written if "/cache/stats/" in p] == [path] == cache_files(tmp_path / "cache" / "stats")
+    written.clear()
+    data = load(cfg(d, randomize="gaussian"))  # read back: the same float32 values, nothing written
+    np.testing.assert_array_equal(data.stats[0], mean)
+    assert written == []
+
+
+def test_unwritable_cache_does_not_stop_loading(shards, tmp_path, monkeypatch):
+    d, _ = shards
+    (tmp_path / "cache_file").write_text("not a directory")
+    monkeypatch.setenv("RETHINKGEN_DATA_CACHE", str(tmp_path / "cache_file"))
+    data = load(cfg(d, randomize="gaussian"))
+    assert (data.num_train, data.num_test) == (7, 3) and data.stats[0].shape == (3,)

@@ -111,6 +111,29 @@ def test_gaussian_train_stats_and_separate_test_stream(arrays):
     assert np.abs(xe.min()) > 0 or xe.min() < 0  # float Gaussian values are not clipped to [0, 1]
 
 
+@pytest.mark.parametrize("damage", [b"", b'{"mean": [1.0, 2.0', b"\xff\xfe\x00", b"[]", b'{"mean": [1, 2, 3]}',
+                                    b'{"mean": [1, 2, 3], "std": [1, "nan", 1]}'])
+def test_damaged_stats_cache_is_recomputed_and_rewritten(arrays, monkeypatch, damage):
+    from rethinkgen_tf import results
+    from rethinkgen_tf.data import randomize
+    written, write_json = [], results.write_json
+    monkeypatch.setattr(results, "write_json", lambda p, o: (written.append(p), write_json(p, o))[1])
+    monkeypatch.setattr(randomize, "_STATS", {})  # not from memory
+    mean, std = channel_stats(arrays[0])
+    (path,) = written
+    with open(path, "wb") as f:
+        f.write(damage)
+    monkeypatch.setattr(randomize, "_STATS", {})
+    m2, s2 = channel_stats(arrays[0])
+    np.testing.assert_array_equal(m2, mean)
+    np.testing.assert_array_equal(s2, std)
+    assert written == [path, path] and os.listdir(os.path.dirname(path)) == [os.path.basename(path)]
+    monkeypatch.setattr(randomize, "_STATS", {})
+    m3, _ = channel_stats(arrays[0])  # read back from the rewritten file
+    np.testing.assert_array_equal(m3, mean)
+    assert written == [path, path]
+
+
 def test_randomization_fixed_across_epochs_and_runs(arrays):
     c = cfg(corrupt=0.5, randomize="random_pixels", seed=1, shuffle_seed=2)
     d = load(c, arrays)
@@ -218,11 +241,11 @@ def test_bad_config_and_arrays(arrays):
 
 def test_unbalanced_subset_of_class_sorted_source_warns(caplog):
     import logging
-    from rethinkgen_tf.data.pipeline import select_subset
+    from rethinkgen_tf.data.sources import select_subset
     with caplog.at_level(logging.WARNING):
-        select_subset(np.repeat(np.arange(10), 5), 10, False, 10)   # class folders: 0,0,0,0,0,1,...
+        select_subset(np.repeat(np.arange(10), 5), 10, "first", 10)   # class folders: 0,0,0,0,0,1,...
     assert "hold only 2 of the 10 classes" in caplog.text and "--balanced" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        select_subset(np.tile(np.arange(10), 5), 10, False, 10)     # interleaved: every class
+        select_subset(np.tile(np.arange(10), 5), 10, "first", 10)     # interleaved: every class
     assert "classes" not in caplog.text

@@ -193,3 +193,67 @@ def test_tfds_without_internet_says_how_to_provide_data(monkeypatch):
     monkeypatch.setattr(tfds, "load", offline)
     with pytest.raises(DataError, match="Without internet.*cifar-10-python.tar.gz.*data_dir"):
         load_arrays("cifar10")
+
+
+# --------------------------------------------------------------------------- subsets
+# The selections below were computed with the two subset rules as they were before
+# sources.select_subset became their one home (pipeline.select_subset: first n /
+# balanced; sources.random_subset: seeded random).  They must never change: a run's
+# training set is defined by them.
+Y_SORTED = np.repeat(np.arange(4), 6)  # class-ordered, like class folders
+Y_MIXED = np.array([3, 1, 0, 2, 1, 1, 0, 3, 2, 2, 0, 1, 3, 0, 2, 1, 3, 0])
+
+
+@pytest.mark.parametrize("y, n, mode, want", [
+    (Y_SORTED, 5, "first", [0, 1, 2, 3, 4]),
+    (Y_SORTED, 10, "balanced", [0, 1, 2, 6, 7, 8, 12, 13, 18, 19]),
+    (Y_SORTED, 7, "balanced", [0, 1, 6, 7, 12, 13, 18]),
+    (Y_MIXED, 9, "balanced", [0, 1, 2, 3, 4, 6, 7, 8, 10]),
+    (Y_MIXED, 6, "first", [0, 1, 2, 3, 4, 5]),
+    (Y_MIXED, 18, "balanced", list(range(18))),
+    (Y_SORTED, None, "balanced", list(range(24))),
+])
+def test_first_and_balanced_subsets_are_pinned(y, n, mode, want):
+    np.testing.assert_array_equal(sources.select_subset(y, n, mode, 4), want)
+
+
+@pytest.mark.parametrize("n, seed, want", [
+    (10, 0, [0, 1, 3, 8, 11, 13, 21, 26, 34, 40]),
+    (10, 1, [1, 6, 12, 15, 19, 21, 32, 38, 41, 45]),
+    (3, 7, [30, 34, 45]),
+    (49, 2, [i for i in range(50) if i != 17]),
+    (1, 123456789, [45]),
+    (50, 0, list(range(50))),
+    (60, 3, list(range(50))),   # n >= N: all of them
+    (None, 0, list(range(50))),
+])
+def test_random_subsets_are_pinned(n, seed, want):
+    x, y = np.arange(100).reshape(50, 2), np.arange(50) % 7
+    np.testing.assert_array_equal(sources.select_subset(y, n, "random", seed=seed), want)
+    xs, ys = sources.random_subset(x, y, n, seed)
+    np.testing.assert_array_equal(xs, x[want])
+    np.testing.assert_array_equal(ys, y[want])
+
+
+def test_large_subsets_are_pinned():
+    """Subsets of a CIFAR-10-sized split (sha1 of the int64 indices, computed before the merge)."""
+    import hashlib
+    y = np.random.default_rng(3).integers(0, 10, 50000)
+
+    def h(idx):
+        return hashlib.sha1(np.asarray(idx, np.int64).tobytes()).hexdigest()[:16]
+    assert h(sources.select_subset(y, 5000, "balanced", 10)) == "56e855e390a23742"
+    assert h(sources.select_subset(y, 5000, "first", 10)) == "bfece35a9e3bf1fb"
+    assert h(sources.select_subset(y, 1000, "random", seed=1)) == "fd01d685a88ea86d"
+    assert h(sources.random_subset(np.arange(50000), y, 10000, 0)[0]) == "a39031cf4515e596"
+
+
+def test_subset_errors():
+    with pytest.raises(DataError, match="train_size=25 must be between 1 and the 24"):
+        sources.select_subset(Y_SORTED, 25, "first", 4)
+    with pytest.raises(DataError, match="test_size=0 must be between"):
+        sources.select_subset(Y_SORTED, 0, "balanced", 4, what="test_size")
+    with pytest.raises(DataError, match="balanced train_size=8 needs 2 examples of class 2, only 1 exist"):
+        sources.select_subset(np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 3, 3, 3]), 8, "balanced", 4)
+    with pytest.raises(ValueError, match="subset mode"):
+        sources.select_subset(Y_SORTED, 3, "last", 4)

@@ -48,7 +48,7 @@ class DataConfig:
     batch_size: int = 128
     deterministic: bool = True
     image_size: Optional[int] = None  # for imagenet (default 299)
-    # Additions beyond the interface:
+    # Beyond the paper: what the test images are under pixel randomizations, and ImageNet's labels
     test_images: str = "auto"     # auto | original | randomized: test images under pixel randomizations
     num_classes: Optional[int] = None  # imagenet: number of classes (default 1000)
     label_offset: Optional[int] = None  # imagenet TFRecords: subtracted from image/class/label (default 1)
@@ -96,7 +96,7 @@ class Data(NamedTuple):
     input_shape: tuple
     class_names: list
     config: DataConfig
-    # Additions beyond the interface:
+    # For resumable training (a fixed order per epoch) and the Gaussian statistics:
     train_epochs: Optional[Callable] = None  # (start, stop) -> epochs start..stop-1 as one Dataset, each epoch's order fixed by (shuffle_seed, epoch)
     train_indices: Any = None  # example indices of the training examples, in index order (None: streamed)
     stats: Any = None          # (mean, std) per channel of the training images in [0, 255] scale, or None

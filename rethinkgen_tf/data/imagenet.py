@@ -26,7 +26,6 @@ from __future__ import annotations
 import functools
 import glob
 import hashlib
-import json
 import os
 
 import numpy as np
@@ -35,7 +34,8 @@ import tensorflow as tf
 from . import Data, DataConfig, DataError
 from .pipeline import shuffle_seed_for_epoch
 from .preprocess import distort_color
-from .sources import _cache_dir
+from .randomize import parse_stats, plan
+from .sources import _cache_dir, read_cache_json, write_cache_json
 
 SHARD_STRIDE = 1 << 20
 STATS_EXAMPLES = 10_000
@@ -54,15 +54,20 @@ def shard_files(data_dir, split):
 
 
 def _count(files):
+    """The number of records in `files`, counted once and cached (a damaged cache file is counted again)."""
     key = hashlib.sha1("".join(f"{f}:{os.path.getsize(f)}:{os.path.getmtime(f)}\n" for f in files).encode())
     path = os.path.join(_cache_dir(), "counts", key.hexdigest() + ".json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)["count"]
-    count = int(tf.data.TFRecordDataset(files).reduce(np.int64(0), lambda n, _: n + 1))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump({"count": count, "files": len(files)}, f)
+    count = read_cache_json(path, _parse_count)
+    if count is None:
+        count = int(tf.data.TFRecordDataset(files).reduce(np.int64(0), lambda n, _: n + 1))
+        write_cache_json(path, {"count": count, "files": len(files)})
+    return count
+
+
+def _parse_count(d):
+    count = d["count"]
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError(f"count {count!r} is not a number of records")
     return count
 
 
@@ -155,22 +160,18 @@ def load_imagenet(config: DataConfig) -> Data:
         num_test = min(num_test, config.test_size)
         test_rec = test_rec.take(num_test)
 
-    r, p = config.randomize, config.label_prob
+    plans = {split: plan(config, split) for split in ("train", "test")}
     stats = None
-    if r == "gaussian":
+    if plans["train"].kind == "gaussian":
         stats = _stats(train_rec, size, config)
-    test_seed = ops.derive_seed(config.seed, "test")
 
     def images(index, encoded, split):
-        test = split == "test"
-        if r == "gaussian" and (not test or config.test_images != "original"):
-            return ops.gaussian_images(index, test_seed if test else config.seed, (size, size, 3), *stats)
+        p = plans[split]
+        if p.kind == "gaussian":
+            return ops.gaussian_images(index, p.seed, (size, size, 3), *stats)
         img = _decode_resize(encoded, size)
-        if r == "shuffled_pixels" and (not test or config.test_images != "original"):
-            return ops.permute_pixels(img, index, config.seed, mode="shared", unit=config.pixel_unit)
-        if r == "random_pixels" and (not test or config.test_images == "randomized"):
-            return ops.permute_pixels(img, index, test_seed if test else config.seed, mode="per_example",
-                                      unit=config.pixel_unit)
+        if p.mode is not None:
+            return ops.permute_pixels(img, index, p.seed, mode=p.mode, unit=p.unit)
         return img
 
     def finish(img):
@@ -179,8 +180,10 @@ def load_imagenet(config: DataConfig) -> Data:
 
     def train_map(index, encoded, label, augment, aug_seed=None):
         y = tf.cast(label, tf.int32)
-        if p > 0:
-            y = tf.cast(ops.corrupt_labels(label, index, p, k, config.seed), tf.int32)
+        p = plans["train"]
+        if p.label_prob > 0:
+            y = tf.cast(ops.corrupt_labels(label, index, p.label_prob, k, p.label_seed, mode=p.label_mode),
+                        tf.int32)
         img = images(index, encoded, "train")
         if augment:
             img = _augment(img, aug_seed)
@@ -221,10 +224,9 @@ def _stats(train_rec, size, config):
     """Per-channel mean and std ([0, 255] scale) of the first 10,000 training images at the final size, cached."""
     key = hashlib.sha1(f"{os.path.abspath(config.data_dir or 'tfds')}|{size}|{config.train_size}".encode())
     path = os.path.join(_cache_dir(), "stats", "imagenet-" + key.hexdigest() + ".json")
-    if os.path.exists(path):
-        with open(path) as f:
-            d = json.load(f)
-        return np.array(d["mean"], np.float32), np.array(d["std"], np.float32)
+    cached = read_cache_json(path, lambda d: parse_stats(d, 3))
+    if cached is not None:
+        return cached
     s, sq, n = np.zeros(3), np.zeros(3), 0
     ds = train_rec.take(STATS_EXAMPLES).map(lambda i, e, y: _decode_resize(e, size), num_parallel_calls=AUTOTUNE)
     for b in ds.batch(64):
@@ -234,9 +236,7 @@ def _stats(train_rec, size, config):
         raise DataError("imagenet: no training images to compute the Gaussian statistics from")
     mean = s / n
     std = np.sqrt(np.maximum(sq / n - mean * mean, 0))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump({"mean": mean.tolist(), "std": std.tolist(), "examples": n}, f)
+    write_cache_json(path, {"mean": mean.tolist(), "std": std.tolist(), "examples": n})
     return mean.astype(np.float32), std.astype(np.float32)
 
 

@@ -11,39 +11,13 @@ import functools
 
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
 from . import Data, DataConfig, DataError, check_crop
 from .preprocess import preprocess
-from .randomize import channel_stats, randomize_images, randomize_labels
-from .sources import load_arrays
+from .randomize import channel_stats, plan, randomize_images, randomize_labels
+from .sources import load_arrays, select_subset
 
 AUTOTUNE = tf.data.AUTOTUNE
-
-
-def select_subset(y, n, balanced, num_classes, what="train_size"):
-    """Indices of the first n examples in index order, or the first n/K of each class (balanced)."""
-    if n is None:
-        return np.arange(len(y))
-    if n < 1 or n > len(y):
-        raise DataError(f"{what}={n} must be between 1 and the {len(y)} examples of the split")
-    if not balanced:
-        present = len(np.unique(y[:n]))
-        if present < min(num_classes, n):
-            # class-ordered sources (one folder per class) put whole classes first
-            logging.warning("%s=%d: the first %d examples hold only %d of the %d classes "
-                            "(the source is ordered by class); pass --balanced for the first "
-                            "n/K of each class", what, n, n, present, num_classes)
-        return np.arange(n)
-    per, extra = divmod(n, num_classes)
-    picks = []
-    for k in range(num_classes):
-        want = per + (k < extra)
-        idx = np.flatnonzero(y == k)[:want]
-        if len(idx) < want:
-            raise DataError(f"balanced {what}={n} needs {want} examples of class {k}, only {len(idx)} exist")
-        picks.append(idx)
-    return np.sort(np.concatenate(picks))
 
 
 def _check_arrays(x, y, what):
@@ -91,14 +65,15 @@ def load_small(config: DataConfig, arrays=None) -> Data:
     num_classes = len(names)
     if config.augment != "none" and config.crop is None:
         raise DataError(f"augment={config.augment!r} takes a random crop: set crop (paper: 28)")
-    idx = select_subset(y_tr, config.train_size, config.balanced, num_classes)
+    subset = "balanced" if config.balanced else "first"
+    idx = select_subset(y_tr, config.train_size, subset, num_classes)
     x_tr, y_tr = x_tr[idx], y_tr[idx]
     # The test subset is balanced like the training subset: class-folder
     # sources list the test set class by class, so "the first n" alone
     # would hold one or two classes.
-    idx_te = select_subset(y_te, config.test_size, config.balanced, num_classes, "test_size")
+    idx_te = select_subset(y_te, config.test_size, subset, num_classes, what="test_size")
     x_te, y_te = x_te[idx_te], y_te[idx_te]
-    stats = channel_stats(x_tr) if config.randomize == "gaussian" else None
+    stats = channel_stats(x_tr) if plan(config, "train").kind == "gaussian" else None
     y_rand = randomize_labels(y_tr, idx, config, num_classes)
     x_tr = randomize_images(x_tr, idx, config, "train", stats)
     x_te = randomize_images(x_te, idx_te, config, "test", stats)

@@ -1,4 +1,4 @@
-"""The paper's preprocessing (SPEC section 1) and the optional augmentations, on batches.
+"""The paper's preprocessing (docs/paper.md#data) and the optional augmentations, on batches.
 
 Input: images [B, H, W, C], uint8 or float in [0, 255] scale (Gaussian images
 are float and are not clipped).  Steps: divide by 255 -> crop (center, or a

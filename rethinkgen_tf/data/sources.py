@@ -21,6 +21,7 @@ import concurrent.futures
 import contextlib
 import gzip
 import hashlib
+import json
 import os
 import pickle
 import socket
@@ -30,6 +31,8 @@ import urllib.request
 
 import numpy as np
 from absl import logging
+
+from rethinkgen_tf import results  # TF-free: the package's one atomic writer (write_json)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".tif", ".tiff", ".webp")
 SMALL_DATASETS = ("cifar10", "mnist", "fashion_mnist", "folder")
@@ -73,14 +76,59 @@ def _check_labels(y, num_classes, path):
                         "replace it with a fresh copy")
 
 
+SUBSET_MODES = ("first", "balanced", "random")
+
+
+def select_subset(y, n, mode="first", num_classes=None, seed=0, what="train_size"):
+    """Indices, in index order, of the n-example subset of a split with labels y; all of them for n None.
+
+    The one subset rule of the package (the pipelines' train_size/test_size and the
+    experiments' --n/--test_n):
+    - "first": the first n examples; n must be in 1..len(y).  Warns when they miss classes
+      (class-folder sources list a split class by class: pass balanced, or use "random").
+    - "balanced": the first n // K examples of each class (one more for the first n % K
+      classes), K = num_classes; n must be in 1..len(y).
+    - "random": n examples drawn without replacement by np.random.default_rng(seed), sorted;
+      n >= len(y) gives all of them.
+    """
+    if mode not in SUBSET_MODES:
+        raise ValueError(f"subset mode must be one of {SUBSET_MODES}, not {mode!r}")
+    if n is None:
+        return np.arange(len(y))
+    if mode == "random":
+        if n >= len(y):
+            return np.arange(len(y))
+        return np.sort(np.random.default_rng(seed).choice(len(y), n, replace=False))
+    if n < 1 or n > len(y):
+        raise DataError(f"{what}={n} must be between 1 and the {len(y)} examples of the split")
+    if mode == "first":
+        present = len(np.unique(y[:n]))
+        if present < min(num_classes, n):
+            # class-ordered sources (one folder per class) put whole classes first
+            logging.warning("%s=%d: the first %d examples hold only %d of the %d classes "
+                            "(the source is ordered by class); pass --balanced for the first "
+                            "n/K of each class", what, n, n, present, num_classes)
+        return np.arange(n)
+    per, extra = divmod(n, num_classes)
+    picks = []
+    for k in range(num_classes):
+        want = per + (k < extra)
+        idx = np.flatnonzero(y == k)[:want]
+        if len(idx) < want:
+            raise DataError(f"balanced {what}={n} needs {want} examples of class {k}, only {len(idx)} exist")
+        picks.append(idx)
+    return np.sort(np.concatenate(picks))
+
+
 def random_subset(x, y, n, seed):
-    """n examples drawn without replacement (seeded), kept in index order; all if n is None.
+    """n examples drawn without replacement (seeded), kept in index order; all if n is None
+    (select_subset's mode "random").
 
     Not the first n: class-folder datasets (CIFAR-10 JPEG) list each split
     class by class, so the first n would hold one or two classes."""
-    if n is None or n >= x.shape[0]:
+    idx = select_subset(y, n, "random", seed=seed)
+    if len(idx) == x.shape[0]:
         return x, y
-    idx = np.sort(np.random.default_rng(seed).choice(x.shape[0], n, replace=False))
     return x[idx], y[idx]
 
 
@@ -332,6 +380,38 @@ def _decode(path):
 
 def _cache_dir():
     return os.path.expanduser(os.environ.get("RETHINKGEN_DATA_CACHE", "~/.cache/rethinkgen_tf"))
+
+
+def read_cache_json(path, parse):
+    """parse(the JSON object cached at path), or None when there is none or it is damaged.
+
+    A damaged file (not JSON, truncated, or rejected by parse with ValueError, TypeError or
+    KeyError) counts as absent, with a warning: the caller recomputes the value and
+    rewrites the file with write_cache_json."""
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+        if not isinstance(obj, dict):
+            raise ValueError("not a JSON object")
+        return parse(obj)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError) as e:  # UnicodeDecodeError is a ValueError
+        logging.warning("ignoring the damaged cache file %s (%s); computing it again",
+                        path, _one_line(repr(e), 200))
+        return None
+
+
+def write_cache_json(path, obj):
+    """Writes obj to the cache file path atomically (results.write_json: readers, other processes
+    sharing the cache included, see the old file or the new one, never half of one).  The cache
+    only saves time: a read-only or full disk gives a warning, not an error."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        results.write_json(path, obj)
+    except OSError as e:
+        logging.warning("cannot write the cache file %s (%s); set RETHINKGEN_DATA_CACHE to a writable "
+                        "directory to keep it", path, _one_line(e, 200))
 
 
 def load_class_folders(split_dir, cache=False, threads=4):
