@@ -7,9 +7,9 @@ Writes one run directory under --output_dir (see docs/training.md).
 """
 from absl import flags as absl_flags
 
-from rethinkgen_tf import entry, flags
+from rethinkgen_tf import cli, entry
 
 if __name__ == "__main__":
-    flags.define(datasets=("cifar10",), model="inception")
-    absl_flags.adopt_module_key_flags(flags)  # list them in --help
-    entry.run(flags.main)
+    cli.define(datasets=("cifar10",), model="inception")
+    absl_flags.adopt_module_key_flags(cli)  # list them in --help
+    entry.run(cli.main)

@@ -9,17 +9,17 @@ Writes figure1.png/.pdf and one run directory per point under --output_dir.
 """
 from absl import flags
 
-from rethinkgen_tf import entry, figures, plots, suite
+from rethinkgen_tf import entry, grids, plots, suite
 
 suite.define_flags("runs/figure1")
 flags.adopt_module_key_flags(suite)
-flags.DEFINE_list("models", list(figures.FIG1_MODELS), "Models of (b) and (c).")
+flags.DEFINE_list("models", list(grids.FIG1_MODELS), "Models of (b) and (c).")
 flags.DEFINE_string("loss_model", "inception", "Model of (a).")
 flags.DEFINE_string("parts", "abc", "Which panels to run: any of a, b, c.")
 
 
 def points(F):
-    return figures.figure1_points(F.scale, F.data_dir, F.models, F.loss_model, F.seed,
+    return grids.figure1_points(F.scale, F.data_dir, F.models, F.loss_model, F.seed,
                                   parts=F.parts)
 
 

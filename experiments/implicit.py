@@ -6,14 +6,14 @@ accuracy so far shaded (what early stopping could give).
 """
 from absl import flags
 
-from rethinkgen_tf import entry, figures, plots, suite
+from rethinkgen_tf import entry, grids, plots, suite
 
 suite.define_flags("runs/implicit")
 flags.adopt_module_key_flags(suite)
 
 
 def points(F):
-    return figures.implicit_points(F.scale, F.data_dir, F.seed)
+    return grids.implicit_points(F.scale, F.data_dir, F.seed)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,9 @@
 """
 from absl import flags as absl_flags
 
-from rethinkgen_tf import entry, flags
+from rethinkgen_tf import cli, entry
 
 if __name__ == "__main__":
-    flags.define(datasets=("mnist", "fashion_mnist"), model="mlp_1x512")
-    absl_flags.adopt_module_key_flags(flags)  # list them in --help
-    entry.run(flags.main)
+    cli.define(datasets=("mnist", "fashion_mnist"), model="mlp_1x512")
+    absl_flags.adopt_module_key_flags(cli)  # list them in --help
+    entry.run(cli.main)

@@ -6,11 +6,11 @@ as Markdown and LaTeX; --table4 runs Table 4 (random labels with regularizers).
 """
 from absl import flags
 
-from rethinkgen_tf import entry, figures, plots, recipes, suite
+from rethinkgen_tf import entry, grids, plots, recipes, suite
 
 suite.define_flags("runs/table1")
 flags.adopt_module_key_flags(suite)
-flags.DEFINE_list("models", list(figures.TABLE1_MODELS), "Rows of these models.")
+flags.DEFINE_list("models", list(grids.TABLE1_MODELS), "Rows of these models.")
 flags.DEFINE_bool("table4", False, "Table 4 instead: random labels with weight decay, "
                   f"random crop or augmentation, learning-rate decay {recipes.TABLE4_LR_DECAY} "
                   "per epoch (--scale=cpu: per 50,000 examples).")
@@ -18,8 +18,8 @@ flags.DEFINE_bool("table4", False, "Table 4 instead: random labels with weight d
 
 def points(F):
     if F.table4:
-        return figures.table4_points(F.scale, F.data_dir, F.seed)
-    return figures.table1_points(F.scale, F.data_dir, F.models, F.seed)
+        return grids.table4_points(F.scale, F.data_dir, F.seed)
+    return grids.table1_points(F.scale, F.data_dir, F.models, F.seed)
 
 
 def draw(pairs, out_dir):

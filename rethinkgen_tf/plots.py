@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from rethinkgen_tf import results  # noqa: E402
-from rethinkgen_tf.figures import TABLE1, TABLE4  # noqa: E402
+from rethinkgen_tf.grids import TABLE1, TABLE4  # noqa: E402
 
 LABELS = {"none": "true labels", "labels": "random labels", "shuffled_pixels": "shuffled pixels",
           "random_pixels": "random pixels", "gaussian": "Gaussian"}

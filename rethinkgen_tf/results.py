@@ -1,4 +1,4 @@
-"""Run directories: what one training run leaves on disk, and how to read it back.
+"""Run directories: what one training run leaves on disk, its name, and how to read it back.
 
     run_dir/
       config.json     resolved TrainConfig and DataConfig (written first)
@@ -99,7 +99,27 @@ def write_json(path, obj):
     atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def read_json(path, what="state"):
+def run_name(cfg, data):
+    """e.g. cifar10_mlp_1x512_labels_s0, cifar10_inception_corrupt0.5_wd0.0005_s0."""
+    parts = [data.dataset, cfg.model]
+    if data.randomize != "none":
+        parts.append(data.randomize)
+    if data.corrupt:
+        parts.append(f"corrupt{data.corrupt:g}")
+    if cfg.batchnorm is False:
+        parts.append("nobn")
+    if cfg.weight_decay:
+        parts.append(f"wd{cfg.weight_decay:g}")
+    if cfg.dropout:
+        parts.append(f"dropout{cfg.dropout:g}")
+    if data.augment != "none":
+        parts.append(data.augment)
+    if data.train_size:
+        parts.append(f"n{data.train_size}")
+    return "_".join(parts + [f"s{cfg.seed}"])
+
+
+def read_json(path):
     """The JSON object in `path`; StateError (one line) if it is damaged."""
     try:
         with open(path) as f:

@@ -61,8 +61,7 @@ def _non_default(obj):
 
 
 def run_dir(p, output_dir):
-    from rethinkgen_tf.flags import run_name
-    return Path(output_dir) / f"{run_name(p.train, p.data)}-{config_key(p)}"
+    return Path(output_dir) / f"{results.run_name(p.train, p.data)}-{config_key(p)}"
 
 
 def parse_shard(text):

@@ -10,14 +10,14 @@ import pytest
 import tensorflow as tf
 from absl import flags as absl_flags
 
-from rethinkgen_tf import flags
+from rethinkgen_tf import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 FLAGS = absl_flags.FLAGS
 
 
-def cli(module, *args):
+def command(module, *args):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
@@ -27,12 +27,12 @@ def cli(module, *args):
 @pytest.fixture
 def parse():
     if "corrupt" not in FLAGS:
-        flags.define(("cifar10",), "inception")
+        cli.define(("cifar10",), "inception")
 
     def parse(*args):
         FLAGS.unparse_flags()
         FLAGS(["prog", *args])
-        return flags.configs()
+        return cli.configs()
 
     yield parse
     FLAGS.unparse_flags()
@@ -76,7 +76,7 @@ def test_errors_are_one_line():
     # Exactly one line on stderr, whatever the CPU: TensorFlow's load-time C++
     # log lines (oneDNN on AVX-512 machines) are not shown (rethinkgen_tf.entry).
     for args in (["--corrupt=2"], ["--model=resnet"], ["--nosuchflag"]):
-        p = cli("experiments.cifar", *args)
+        p = command("experiments.cifar", *args)
         assert p.returncode == 1 and p.stdout == "", p
         assert len(p.stderr.splitlines()) == 1 and p.stderr.startswith("error: "), p.stderr
 
@@ -101,7 +101,7 @@ def test_import_quiet_keeps_other_stderr_lines():
 
 
 def test_help_text(parse):
-    text = FLAGS.module_help(flags)
+    text = FLAGS.module_help(cli)
     for name in ("corrupt", "randomize", "model", "epochs", "strategy", "weight_decay"):
         assert f"--{name}" in text
     assert "label corruption probability" in text.lower()
@@ -119,21 +119,21 @@ def test_cifar_end_to_end(tmp_path):
                 (d / f"{i}.png").write_bytes(png.numpy())
     args = [f"--data_dir={tmp_path / 'data'}", "--model=mlp_1x32", "--epochs=2",
             "--batch_size=8", "--randomize=labels", f"--output_dir={tmp_path / 'runs'}"]
-    p = cli("experiments.cifar", *args)
+    p = command("experiments.cifar", *args)
     assert p.returncode == 0, p.stderr
     run_dir = tmp_path / "runs" / "cifar10_mlp_1x32_labels_s0"
     assert str(run_dir) in p.stdout and "test acc" in p.stdout
     assert "epoch 2 step 8" in p.stderr  # one log line per epoch
     result = json.loads((run_dir / "result.json").read_text())
     assert result["epochs"] == 2 and result["corrupt"] == 1.0
-    p = cli("experiments.cifar", *args)  # finished: not redone
+    p = command("experiments.cifar", *args)  # finished: not redone
     assert p.returncode == 0 and "finished already" in p.stderr
     assert json.loads((run_dir / "result.json").read_text()) == result
 
 
 @pytest.mark.skipif(not FASHION.exists(), reason="needs Debian package dataset-fashion-mnist")
 def test_mnist_end_to_end(tmp_path):
-    p = cli("experiments.mnist", "--dataset=fashion_mnist", f"--data_dir={FASHION}",
+    p = command("experiments.mnist", "--dataset=fashion_mnist", f"--data_dir={FASHION}",
             "--model=mlp_1x32", "--epochs=1", "--train_size=512", "--test_size=256",
             f"--output_dir={tmp_path}", "--run_name=fm")
     assert p.returncode == 0, p.stderr

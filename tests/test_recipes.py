@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 from absl import flags as absl_flags
 
-from rethinkgen_tf import figures, flags, models, recipes, suite
+from rethinkgen_tf import cli, grids, models, recipes, suite
 from rethinkgen_tf.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # suite.run_dir(point, "runs/x") of grid points, computed before recipes.py existed
-# (figures.py held the cpu sizes, train.py/models.py the schedules).  A change here
+# (grids.py held the cpu sizes, train.py/models.py the schedules).  A change here
 # orphans every finished run of that point: `run_grid` would train it again.
 PINNED = {
     # (grid, scale, data_dir, seed, index in the grid): run directory name
@@ -40,8 +40,8 @@ PINNED = {
     ("implicit", "cpu", None, 0, 0): "cifar10_inception_n500_s0-ca69dbac8f",
     ("implicit", "cpu", None, 0, 1): "cifar10_inception_nobn_n500_s0-35304650f7",
 }
-GRIDS = {"figure1": figures.figure1_points, "table1": figures.table1_points,
-         "table4": figures.table4_points, "implicit": figures.implicit_points}
+GRIDS = {"figure1": grids.figure1_points, "table1": grids.table1_points,
+         "table4": grids.table4_points, "implicit": grids.implicit_points}
 
 
 def test_pinned_suite_keys_and_run_dirs_unchanged():
@@ -53,7 +53,7 @@ def test_pinned_suite_keys_and_run_dirs_unchanged():
     for scale, k, name in [("cpu", 8, "cifar10_mlp_3x512_corrupt0.6_n2000_s0-c6efc4025e"),
                            ("cpu", 15, "cifar10_wrn_28_10_corrupt0.8_n500_s0-bb6a26953f"),
                            ("paper", 15, "cifar10_wrn_28_10_corrupt0.8_s0-c46f446b7b")]:
-        p = figures.figure1_points(scale, None, models=("mlp_3x512", "wrn_28_10"),
+        p = grids.figure1_points(scale, None, models=("mlp_3x512", "wrn_28_10"),
                                    loss_model="alexnet")[k]
         assert suite.run_dir(p, "o").name == name
 
@@ -92,7 +92,7 @@ def test_train_config_validates_itself():
 def test_scales():
     assert recipes.SCALES == {"paper": recipes.PAPER, "cpu": recipes.CPU}
     with pytest.raises(ValueError, match="unknown scale 'gpu'; choose paper or cpu"):
-        figures.table1_points("gpu", None)
+        grids.table1_points("gpu", None)
     cpu = recipes.CPU
     t, d = cpu.configs("mlp_1x512", "/data", 2, corrupt=0.4, weight_decay=1e-3)
     assert (d.train_size, d.balanced, d.test_size, d.corrupt, d.seed, d.shuffle_seed) == \
@@ -122,10 +122,10 @@ def test_scales():
         cpu.train_size["mlp"] = 1
     with pytest.raises(ValueError, match="other"):
         dataclasses.replace(cpu, train_size={"mlp": 10})
-    # the names figures.py had, read from the current cpu scale
-    assert figures.CPU_TABLE_EPOCHS["mlp"] == 100 and figures.CPU_TEST_EVERY == 10
-    assert figures.CPU_TRAIN_SIZE["inception"] == 500 and figures.CPU_TEST_SIZE == 2000
-    assert figures.BN_FAMILIES == ("inception", "wrn") and figures.PAPER_DECAY == 0.95
+    # the names grids.py had, read from the current cpu scale
+    assert grids.CPU_TABLE_EPOCHS["mlp"] == 100 and grids.CPU_TEST_EVERY == 10
+    assert grids.CPU_TRAIN_SIZE["inception"] == 500 and grids.CPU_TEST_SIZE == 2000
+    assert grids.BN_FAMILIES == ("inception", "wrn") and grids.PAPER_DECAY == 0.95
 
 
 def test_no_scale_branches_outside_recipes():
@@ -136,7 +136,7 @@ def test_no_scale_branches_outside_recipes():
 
 def test_flag_help_quotes_the_recipes():
     if "corrupt" not in absl_flags.FLAGS:
-        flags.define(("cifar10",), "inception")
+        cli.define(("cifar10",), "inception")
     help_of = lambda name: absl_flags.FLAGS[name].help
     mlp = recipes.recipe("mlp")
     assert f"{recipes.recipe('inception').epochs} for Inception" in help_of("epochs")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rethinkgen_tf import figures, plots, recipes, suite
+from rethinkgen_tf import grids, plots, recipes, suite
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -38,23 +38,23 @@ def tiny_scale(monkeypatch):
 
 
 def test_grid_points_and_keys(tiny_scale):
-    pts = figures.figure1_points("cpu", "/data", models=("mlp_1x512", "alexnet"))
+    pts = grids.figure1_points("cpu", "/data", models=("mlp_1x512", "alexnet"))
     assert len(pts) == 5 + 2 * 6
     assert len({suite.config_key(p) for p in pts}) == len(pts)  # every run its own directory
     bc = [p for p in pts if p.tag["part"] == "bc"]
     assert all(p.train.stop_on_overfit and p.data.train_size == 40 for p in bc)
-    assert sorted({p.data.corrupt for p in bc}) == list(figures.CORRUPTIONS)
+    assert sorted({p.data.corrupt for p in bc}) == list(grids.CORRUPTIONS)
     assert all(p.data.randomize != "none" or p.data.corrupt == 0 or p.tag["part"] == "bc" for p in pts)
     # The cpu scale keeps the paper's learning-rate decay per step.
     assert bc[0].train.lr_decay == pytest.approx(0.95 ** (40 / 50_000))
-    t1 = figures.table1_points("paper", None, models=("mlp_1x512",))
+    t1 = grids.table1_points("paper", None, models=("mlp_1x512",))
     assert len(t1) == 3 and {p.train.weight_decay for p in t1} == {0.0, 5e-4}
     assert all(p.data.train_size is None for p in t1)
     # Table 1 at the cpu scale stops once fit, with an epoch cap per model family.
-    t1c = figures.table1_points("cpu", "/data", models=("mlp_1x512", "alexnet"))
+    t1c = grids.table1_points("cpu", "/data", models=("mlp_1x512", "alexnet"))
     assert len(t1c) == 8 and all(p.train.stop_on_overfit for p in t1c)
     assert {p.train.model: p.train.epochs for p in t1c} == {
-        "mlp_1x512": figures.CPU_TABLE_EPOCHS["mlp"], "alexnet": figures.CPU_TABLE_EPOCHS["alexnet"]}
+        "mlp_1x512": grids.CPU_TABLE_EPOCHS["mlp"], "alexnet": grids.CPU_TABLE_EPOCHS["alexnet"]}
     with pytest.raises(ValueError, match="shard"):
         suite.parse_shard("3/2")
     # Only non-default settings enter the key: a new setting left at its
@@ -63,18 +63,18 @@ def test_grid_points_and_keys(tiny_scale):
     assert suite.config_key(p) == suite.config_key(
         suite.Point(p.tags, dataclasses.replace(p.train, verbose=1, overwrite=True,
                                                 test_every=1), p.data))
-    assert all(q.train.test_every == figures.CPU_TEST_EVERY for q in bc)
+    assert all(q.train.test_every == grids.CPU_TEST_EVERY for q in bc)
     # Batch norm models at the cpu scale: moving averages over the same fraction of an epoch.
-    inc = figures.configs("inception", "cpu", "/data")[0]
+    inc = grids.configs("inception", "cpu", "/data")[0]
     assert inc.bn_momentum == pytest.approx(0.997 ** (50_000 / 40), abs=1e-4)
-    assert figures.configs("inception_nobn", "cpu", "/data")[0].bn_momentum is None
-    assert figures.configs("inception", "paper", "/data")[0].bn_momentum is None
+    assert grids.configs("inception_nobn", "cpu", "/data")[0].bn_momentum is None
+    assert grids.configs("inception", "paper", "/data")[0].bn_momentum is None
     assert suite.config_key(p) != suite.config_key(
         suite.Point(p.tags, dataclasses.replace(p.train, max_steps=5), p.data))
 
 
 def test_shards_merge_skip_and_plot(tiny_cifar, tiny_scale, tmp_path, capsys):
-    pts = figures.figure1_points("cpu", tiny_cifar, models=("mlp_1x512",),
+    pts = grids.figure1_points("cpu", tiny_cifar, models=("mlp_1x512",),
                                  corruptions=(0.0, 1.0), parts="bc")
     a, b, merged = tmp_path / "a", tmp_path / "b", tmp_path / "m"
     ra = suite.run_grid(pts, a, shard=(0, 2), data_cache={})
@@ -94,7 +94,7 @@ def test_shards_merge_skip_and_plot(tiny_cifar, tiny_scale, tmp_path, capsys):
 
 
 def test_table_markdown_has_paper_numbers(tiny_cifar, tiny_scale, tmp_path):
-    pts = figures.table1_points("cpu", tiny_cifar, models=("mlp_1x512",))
+    pts = grids.table1_points("cpu", tiny_cifar, models=("mlp_1x512",))
     pairs = [(p, None) for p in pts]
     out = plots.table1(pairs, tmp_path)
     assert "50.51" in out["markdown"] and "10.61" in out["markdown"] and "(not run)" in out["markdown"]

@@ -1,7 +1,7 @@
-"""absl flags shared by the experiment entry points (experiments/cifar.py, mnist.py).
+"""The command line of one run, shared by experiments/cifar.py and mnist.py.
 
-    flags.define(datasets=("cifar10",), model="inception")
-    entry.run(flags.main)
+    cli.define(datasets=("cifar10",), model="inception")
+    entry.run(cli.main)
 
 Every TrainConfig / DataConfig field the paper varies is a flag; defaults
 mirror the paper (rethinkgen_tf/recipes.py, which the help strings quote; see
@@ -15,6 +15,7 @@ from pathlib import Path
 from absl import flags, logging
 
 from rethinkgen_tf import recipes, train
+from rethinkgen_tf.results import run_name
 from rethinkgen_tf.data import AUGMENTATIONS, RANDOMIZATIONS, DataConfig
 
 FLAGS = flags.FLAGS
@@ -139,26 +140,6 @@ def run_dir_of(output_dir, name):
                                  "choose another --output_dir")
             break
     return out / name
-
-
-def run_name(cfg, data):
-    """e.g. cifar10_mlp_1x512_labels_s0, cifar10_inception_corrupt0.5_wd0.0005_s0."""
-    parts = [data.dataset, cfg.model]
-    if data.randomize != "none":
-        parts.append(data.randomize)
-    if data.corrupt:
-        parts.append(f"corrupt{data.corrupt:g}")
-    if cfg.batchnorm is False:
-        parts.append("nobn")
-    if cfg.weight_decay:
-        parts.append(f"wd{cfg.weight_decay:g}")
-    if cfg.dropout:
-        parts.append(f"dropout{cfg.dropout:g}")
-    if data.augment != "none":
-        parts.append(data.augment)
-    if data.train_size:
-        parts.append(f"n{data.train_size}")
-    return "_".join(parts + [f"s{cfg.seed}"])
 
 
 def main(argv):
