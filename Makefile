@@ -43,6 +43,8 @@ test-determinism: setup
 
 bench: setup
 	$(PY) -m benchmarks.ops
+	$(PY) -m benchmarks.pipeline
+	$(PY) -m benchmarks.train
 
 clean:
 	rm -rf build *.egg-info rethinkgen_tf/*.so $(OP)

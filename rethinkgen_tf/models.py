@@ -93,10 +93,18 @@ def build(name, input_shape=(28, 28, 3), num_classes=10, weight_decay=0.0, **opt
     model = fn(*args, input_shape=tuple(input_shape), num_classes=num_classes, **opts)
     if weight_decay:
         reg = keras.regularizers.L2(weight_decay / 2)
-        for layer in model._flatten_layers():
+        for layer in all_layers(model):
             if getattr(layer, "kernel", None) is not None:
                 layer.kernel.regularizer = reg
     return model
+
+
+def all_layers(model):
+    """Every layer of a model, nested models' layers included (public API only)."""
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from all_layers(layer)
 
 
 def paper_param_count(model):
