@@ -7,6 +7,10 @@ Every TrainConfig / DataConfig field the paper varies is a flag; defaults
 mirror the paper (rethinkgen_tf/recipes.py, which the help strings quote; see
 docs/training.md).  Invalid values and conflicting flags end the program with
 a one-line error.
+
+The experiments on random subsets of a small dataset (experiments/expressivity.py,
+kernel.py) share `define_subset_flags` (--dataset, --data_dir, --n, --test_n,
+--out) and `check_out`.
 """
 
 import os
@@ -15,8 +19,8 @@ from pathlib import Path
 from absl import flags, logging
 
 from rethinkgen_tf import recipes, train
-from rethinkgen_tf.results import run_name
 from rethinkgen_tf.data import AUGMENTATIONS, RANDOMIZATIONS, DataConfig
+from rethinkgen_tf.results import run_name
 
 FLAGS = flags.FLAGS
 
@@ -140,6 +144,30 @@ def run_dir_of(output_dir, name):
                                  "choose another --output_dir")
             break
     return out / name
+
+
+def define_subset_flags(datasets):
+    """--dataset (one of `datasets`, the first by default), --data_dir, --n, --test_n and --out:
+    the flags of the experiments on random subsets of a small dataset that write one JSON
+    summary (experiments/expressivity.py and kernel.py; the subsets come from
+    rethinkgen_tf.data.sources.load_subsets)."""
+    f = flags
+    f.DEFINE_enum("dataset", datasets[0], list(datasets), "Dataset.")
+    f.DEFINE_string("data_dir", None, "Local copy of the dataset (default: tensorflow-datasets).")
+    f.DEFINE_integer("n", None, "Use n random training images (default: all).", lower_bound=1)
+    f.DEFINE_integer("test_n", None, "Use n random test images (default: all).", lower_bound=1)
+    f.DEFINE_string("out", None, "Write the JSON summary here.")
+
+
+def check_out(out):
+    """--out (a file to write, or None) must be writable: ValueError (one line) now rather than
+    after the work."""
+    if out:
+        path = os.path.abspath(out)
+        if os.path.isdir(path):
+            raise ValueError(f"--out={out} is a directory; pass a file name")
+        if not os.path.isdir(os.path.dirname(path)):
+            raise ValueError(f"--out={out}: directory {os.path.dirname(path)} does not exist")
 
 
 def main(argv):

@@ -18,8 +18,6 @@ import shutil
 import time
 from pathlib import Path
 
-from absl import logging
-
 from rethinkgen_tf import results, train
 from rethinkgen_tf.data import DataConfig
 

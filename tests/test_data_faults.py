@@ -111,7 +111,8 @@ def test_train_and_test_with_different_class_names(tmp_path):
 def test_data_dir_is_a_file(tmp_path):
     f = tmp_path / "cifar-10-python.tar.gz"
     f.write_bytes(b"\x1f\x8b not extracted")
-    msg = raises_one_line(r"--data_dir .* is a file, not a directory: pass the directory", load_arrays, "cifar10", str(f))
+    msg = raises_one_line(r"--data_dir .* is a file, not a directory: pass the directory",
+                          load_arrays, "cifar10", str(f))
     assert str(f) in msg and "does not exist" not in msg
     raises_one_line(r"is a file, not a directory", load_arrays, "folder", str(f), "test")
     raises_one_line(r"does not exist", load_arrays, "mnist", str(tmp_path / "nope"))
@@ -146,7 +147,8 @@ def test_crop_larger_than_source_images_fails_before_the_pipeline(tmp_path, augm
     msg = raises_one_line(r"--crop=28 is larger than the 12x12 images", load,
                           DataConfig(dataset="folder", data_dir=str(tmp_path), crop=28, augment=augment))
     assert str(tmp_path) in msg
-    assert load(DataConfig(dataset="folder", data_dir=str(tmp_path), crop=12, augment=augment)).input_shape == (12, 12, 1)
+    small = DataConfig(dataset="folder", data_dir=str(tmp_path), crop=12, augment=augment)
+    assert load(small).input_shape == (12, 12, 1)
 
 
 # --------------------------------------------------------------------------- 4: tensorflow-datasets offline

@@ -207,7 +207,8 @@ def test_model_receives_randomized_tensors(arrays):
         rec = Recorder(model.inputs, model.outputs)
         rec.compile(run_eagerly=True)
         rec.fit(d.train, epochs=1, verbose=0, shuffle=False)
-        x = np.concatenate([s[0] for s in seen]); y = np.concatenate([s[1] for s in seen]); seen.clear()
+        x, y = np.concatenate([s[0] for s in seen]), np.concatenate([s[1] for s in seen])
+        seen.clear()
         xe, ye, _ = collect(d.train_eval)
         key = {xe[i].tobytes(): ye[i] for i in range(N)}
         assert len(x) == N and all(key[x[i].tobytes()] == y[i] for i in range(N))
@@ -241,6 +242,7 @@ def test_bad_config_and_arrays(arrays):
 
 def test_unbalanced_subset_of_class_sorted_source_warns(caplog):
     import logging
+
     from rethinkgen_tf.data.sources import select_subset
     with caplog.at_level(logging.WARNING):
         select_subset(np.repeat(np.arange(10), 5), 10, "first", 10)   # class folders: 0,0,0,0,0,1,...

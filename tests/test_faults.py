@@ -4,21 +4,17 @@ phase of a run, a full disk, damaged state files, Ctrl-C, bad input.
 Each test asserts the exact outcome: one line on stderr, the exit code, and
 results bit-identical (timing columns aside) to an undisturbed run.
 """
-import errno
-import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from rethinkgen_tf import results
-from rethinkgen_tf.data import DataConfig, load
+from rethinkgen_tf.data import load
 from rethinkgen_tf.train import TrainConfig, run
 
 ROOT = Path(__file__).resolve().parents[1]

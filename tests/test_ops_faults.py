@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rethinkgen_tf import _checks, layers, ops, reference as ref
+from rethinkgen_tf import _checks, layers, ops
+from rethinkgen_tf import reference as ref
 
 native_numpy = pytest.importorskip("rethinkgen_tf.native_numpy")
 keras = pytest.importorskip("keras")
@@ -216,7 +217,7 @@ def test_native_threads_too_many_is_value_error_not_abort():
     the module itself, called directly, caps its threads and finishes."""
     r = _subprocess("""
         import numpy as np
-        from rethinkgen_tf import native_numpy as rn, _rethinkgen_np as ext
+        from rethinkgen_tf import _rethinkgen_np as ext, native_numpy as rn
         n = 200_000
         labels, idx = np.arange(n) % 10, np.arange(n)
         try:

@@ -5,9 +5,9 @@ real-data test reads a CIFAR-10 subset from ../shared/data/cifar10-jpeg.tar.gz.
 """
 import json
 import os
+import shutil
 import socket
 import subprocess
-import shutil
 import sys
 from pathlib import Path
 

@@ -97,7 +97,8 @@ class Data(NamedTuple):
     class_names: list
     config: DataConfig
     # For resumable training (a fixed order per epoch) and the Gaussian statistics:
-    train_epochs: Optional[Callable] = None  # (start, stop) -> epochs start..stop-1 as one Dataset, each epoch's order fixed by (shuffle_seed, epoch)
+    # (start, stop) -> epochs start..stop-1 as one Dataset, each epoch's order fixed by (shuffle_seed, epoch)
+    train_epochs: Optional[Callable] = None
     train_indices: Any = None  # example indices of the training examples, in index order (None: streamed)
     stats: Any = None          # (mean, std) per channel of the training images in [0, 255] scale, or None
 

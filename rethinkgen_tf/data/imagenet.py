@@ -231,7 +231,7 @@ def _stats(train_rec, size, config):
     ds = train_rec.take(STATS_EXAMPLES).map(lambda i, e, y: _decode_resize(e, size), num_parallel_calls=AUTOTUNE)
     for b in ds.batch(64):
         b = b.numpy().astype(np.float64).reshape(-1, 3)
-        s += b.sum(0); sq += (b * b).sum(0); n += len(b)
+        s, sq, n = s + b.sum(0), sq + (b * b).sum(0), n + len(b)
     if n == 0:
         raise DataError("imagenet: no training images to compute the Gaussian statistics from")
     mean = s / n
