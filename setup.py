@@ -26,6 +26,9 @@ from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(HERE, "csrc")
+# The op library's host sources: op registration, then the kernels (CPU
+# functors + DEVICE_CPU registrations); csrc/build_cuda.py adds the GPU ones.
+OP_SOURCES = ["randomize_ops.cc", "randomize_kernels.cc"]
 HOST_FLAGS = ["-O3", "-fPIC", "-ffp-contract=off", "-fno-fast-math", "-fno-math-errno",
               "-Wno-deprecated-declarations"]
 
@@ -41,7 +44,11 @@ class BuildExt(build_ext):
         import pybind11
         for ext in self.extensions:
             ext.include_dirs += [pybind11.get_include(), CSRC]
-            ext.extra_compile_args += HOST_FLAGS + ["-std=c++17"]
+            # Hidden visibility (pybind11's advice): the module binds its own
+            # copies of the header code, even where the op library, loaded
+            # into the global symbol scope by TensorFlow, exports the same
+            # names; so each library runs, and reports, its own CPU path.
+            ext.extra_compile_args += HOST_FLAGS + ["-std=c++17", "-fvisibility=hidden"]
         super().build_extensions()
         self.build_tf_ops()
 
@@ -73,7 +80,7 @@ class BuildExt(build_ext):
         objects, gpu = objects or [], gpu or "built"
         target = os.path.join(out_dir, "_rethinkgen_ops.so")
         cmd = ([cxx, "-shared", "-I" + CSRC] + HOST_FLAGS + cflags
-               + [os.path.join(CSRC, "randomize_ops.cc")] + list(objects)
+               + [os.path.join(CSRC, f) for f in OP_SOURCES] + list(objects)
                + ["-o", target] + lflags)
         if objects:
             cmd += build_cuda.link_flags()
@@ -109,7 +116,7 @@ setup(
                            language="c++")],
     cmdclass={"build_ext": BuildExt},
     python_requires=">=3.10",
-    install_requires=["numpy", "scipy", "absl-py", "keras>=3", "matplotlib", "pillow",
+    install_requires=["numpy", "scipy", "absl-py", "keras>=3.15,<3.16", "matplotlib", "pillow",
                       "tensorflow-datasets", "importlib_resources", "pybind11"],
     extras_require={"test": ["pytest", "hypothesis"]},
 )

@@ -137,8 +137,11 @@ py::array CorruptLabels(py::array labels, py::array indices, double p,
           "num_classes must be in [1, 2^32]");
   Require(mode == "uniform" || mode == "permute",
           "mode must be 'uniform' or 'permute'");
-  auto idx = AsInt64(indices);
   const bool permute = mode == "permute";
+  Require(!permute || labels.size() < kMaxPermuteLabels,
+          std::string(kPermuteLabelsRule) + ", got " +
+              std::to_string(labels.size()));
+  auto idx = AsInt64(indices);
   if (labels.dtype().is(py::dtype::of<int32_t>()))
     return CorruptTyped<int32_t>(labels, idx, p, num_classes, seed, permute,
                                  threads);
@@ -286,6 +289,18 @@ py::array PhiloxBlocks(py::array_t<uint32_t, py::array::c_style |
 
 PYBIND11_MODULE(_rethinkgen_np, m) {
   m.doc() = "rethinkgen_tf's CPU randomization kernels on NumPy arrays.";
+  // The CPU path is fixed here, when the module loads (cpu_path.h).
+  const CpuPathChoice& path = ActiveCpuPathChoice();
+  ActiveCpuKernels();
+  if (!path.warning.empty() &&
+      PyErr_WarnEx(PyExc_RuntimeWarning,
+                   ("rethinkgen_tf._rethinkgen_np: " + path.warning).c_str(),
+                   1) != 0)
+    throw py::error_already_set();
+  m.def(
+      "cpu_path", [] { return std::string(CpuPathName(ActiveCpuKernels().path)); },
+      "The CPU code path this module runs: 'avx2' or 'generic' (fixed when "
+      "the module loads; RETHINKGEN_CPU_PATH=generic|avx2|auto).");
   m.def("corrupt_labels", &CorruptLabels, py::arg("labels"),
         py::arg("indices"), py::arg("corrupt_prob"), py::arg("num_classes"),
         py::arg("seed"), py::arg("mode") = "uniform", py::arg("threads") = 0);

@@ -1,8 +1,10 @@
-// Host-side reading and validation of the ops' arguments, shared by the CPU
-// kernels (randomize_ops.cc) and the GPU kernels (randomize_ops_gpu.cu.cc):
-// every error is an InvalidArgument naming the argument.  What depends on
-// the tensors' contents (labels in range, indices >= 0) is checked by each
-// device's kernel: on the host for CPU, by a reduction kernel on the GPU.
+// Host-side reading and validation of the ops' arguments, for every device:
+// the OpKernel templates of randomize_kernels.h call these once, whatever
+// device the kernel runs on.  Every error is an InvalidArgument naming the
+// argument.  What depends on the tensors' contents (labels in range,
+// indices >= 0) is found by each device's functor where the data lives (on
+// the host for CPU, by a reduction kernel on the GPU) and worded here
+// (BadEntriesStatus), so both devices report it alike.
 #ifndef RETHINKGEN_RANDOMIZE_OP_ARGS_H_
 #define RETHINKGEN_RANDOMIZE_OP_ARGS_H_
 
@@ -14,6 +16,7 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/framework/tensor_shape.h"
+#include "rethinkgen/randomize.h"
 
 namespace tensorflow {
 namespace rethinkgen_args {
@@ -36,7 +39,8 @@ struct LabelArgs {
   int64_t seed = 0;
 };
 
-inline absl::Status ReadLabelArgs(OpKernelContext* ctx, LabelArgs* a) {
+inline absl::Status ReadLabelArgs(OpKernelContext* ctx, bool permute,
+                                  LabelArgs* a) {
   TF_RETURN_IF_ERROR(Scalar<double>(ctx, 2, "corrupt_prob", &a->p));
   TF_RETURN_IF_ERROR(Scalar<int64_t>(ctx, 3, "num_classes", &a->num_classes));
   TF_RETURN_IF_ERROR(Scalar<int64_t>(ctx, 4, "seed", &a->seed));
@@ -52,6 +56,30 @@ inline absl::Status ReadLabelArgs(OpKernelContext* ctx, LabelArgs* a) {
   if (a->num_classes < 1 || a->num_classes > (int64_t{1} << 32))
     return absl::InvalidArgumentError(absl::StrCat(
         "num_classes must be in [1, 2^32], got ", a->num_classes));
+  if (permute && labels.NumElements() >= rethinkgen::kMaxPermuteLabels)
+    return absl::InvalidArgumentError(absl::StrCat(
+        rethinkgen::kPermuteLabelsRule, ", got ", labels.NumElements()));
+  return absl::OkStatus();
+}
+
+// The contents rules.  Each device's FindBadEntries functor fills this in;
+// the first negative index is reported before the first bad label.
+struct BadEntries {
+  int64_t index_at = -1;  // first position with indices[i] < 0, or -1
+  int64_t index = 0;      // indices[index_at]
+  int64_t label_at = -1;  // first position with labels[i] outside [0, K), or -1
+  int64_t label = 0;      // labels[label_at]
+  bool any() const { return index_at >= 0 || label_at >= 0; }
+};
+
+inline absl::Status BadEntriesStatus(const BadEntries& b, int64_t num_classes) {
+  if (b.index_at >= 0)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "indices must be >= 0, got indices[", b.index_at, "] = ", b.index));
+  if (b.label_at >= 0)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "labels must be in [0, num_classes=", num_classes, "), got labels[",
+        b.label_at, "] = ", b.label));
   return absl::OkStatus();
 }
 

@@ -8,7 +8,10 @@
 3. The nvcc flags never allow fast math / FMA contraction; setup's GPU build
    is skipped with one clear line where TensorFlow has no CUDA.
 4. Opt-in (RETHINKGEN_TEST_TF_GPU_COMPILE=1, slow: TF headers through nvcc):
-   the TF GPU OpKernels (randomize_ops_gpu.cu.cc) compile with nvcc.
+   the TF GPU kernels (randomize_ops_gpu.cu.cc: the GPU functors and the
+   DEVICE_GPU registrations of the OpKernel templates) compile with nvcc.
+5. The GPU kernels run the CPU kernels' argument checks: one OpKernel
+   template per op (randomize_kernels.h), no validation of their own.
 
 Env: RETHINKGEN_CI_CUDA_ARCH (default 80) for the compile-only check.
 """
@@ -98,3 +101,31 @@ def test_nvcc_compiles_tf_gpu_opkernels(tmp_path):
                                         check_tf=False,
                                         archs=os.environ.get("RETHINKGEN_CI_CUDA_ARCH", "80"))
     assert objs and all(os.path.getsize(o) > 0 for o in objs), reason
+
+
+def _read(*parts):
+    with open(os.path.join(ROOT, *parts)) as f:
+        return f.read()
+
+
+def test_gpu_kernels_share_the_opkernel_templates():
+    """The GPU file holds GPU functors and DEVICE_GPU registrations only: the
+    OpKernel templates of randomize_kernels.h (argument reading, the rules and
+    their messages, e.g. permute mode's < 2^31 labels, output allocation) are
+    the same code for both devices, so a rule cannot drift between them."""
+    gpu = _read("csrc", "randomize_ops_gpu.cu.cc")
+    cpu = _read("csrc", "randomize_kernels.cc")
+    kernels = _read("csrc", "randomize_kernels.h")
+    assert "public OpKernel" not in gpu and "InvalidArgument" not in gpu
+    assert "ReadLabelArgs" not in gpu and "allocate_output" not in gpu
+    for op in ("CorruptLabelsOp", "PermutePixelsOp", "GaussianImagesOp"):
+        assert f"class {op} : public OpKernel" in kernels
+        assert f"{op}<GPUDevice, " in gpu and f"{op}<CPUDevice, " in cpu
+    assert "ReadLabelArgs(ctx, permute_, &args)" in kernels
+    # Each rule's words are written once (the NumPy module reuses the constant).
+    homes = []
+    for d, _, files in os.walk(os.path.join(ROOT, "csrc")):
+        for name in files:
+            if name.endswith((".h", ".cc", ".cuh")) and "permute mode takes" in _read(d, name):
+                homes.append(os.path.relpath(os.path.join(d, name), ROOT))
+    assert homes == [os.path.join("csrc", "rethinkgen", "randomize.h")], homes

@@ -3,6 +3,7 @@ statistics, bad input.  Four implementations are compared: the compiled
 TensorFlow op, the pure-TensorFlow fallback, the pybind11 module and the
 NumPy reference."""
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -117,6 +118,162 @@ def test_gaussian_bit_exact(dtype, shape):
                                   tf.constant(shape, tf.int64), tf.constant(mean, tf.float32),
                                   tf.constant(std, tf.float32), tf_dtype).numpy()
     np.testing.assert_array_equal(fb.view(np.uint8), want.view(np.uint8))
+
+
+# ---- the CPU paths (generic, AVX2): same bits, chosen once per library ----
+# Sizes around the vector loops' widths: 16 labels per AVX2 step, 64 lanes
+# per Philox batch (labels, Fisher-Yates draws: 2 per block), 8/32 values per
+# AVX2 register group, 2048-value Gaussian chunks; each with a tail.
+TAIL_LABELS = [1, 15, 16, 17, 63, 64, 65, 129, 1000]
+TAIL_UNITS = [(1, 1), (1, 3), (2, 64), (1, 129), (16, 16), (13, 11)]      # (H, W): P = H*W
+TAIL_VALUES = [(1, 1, 1), (1, 7, 1), (1, 1, 9), (31, 1, 1), (33, 1, 1), (1, 257, 1),
+               (3, 683, 1), (1, 1025, 2), (2049, 1, 1), (1, 1367, 3)]   # H*W*C values
+
+
+@pytest.mark.parametrize("mode", ["uniform", "permute"])
+@pytest.mark.parametrize("dtype,idx_dtype,k", [(np.int32, np.int32, 10), (np.int64, np.int64, 10),
+                                               (np.int32, np.int64, 2**31 + 5),
+                                               (np.int64, np.int32, 2**32)])
+def test_labels_bit_exact_on_vector_tails(mode, dtype, idx_dtype, k):
+    rng = np.random.default_rng(11)
+    for n in TAIL_LABELS:
+        labels = rng.integers(0, min(k, 2**31 - 1), n).astype(dtype)
+        top = 2**31 - 4 * n if idx_dtype == np.int32 else 2**40  # high bits set, no overflow
+        indices = (rng.permutation(3 * n)[:n] + top).astype(idx_dtype)
+        for p in (0.3, 1.0):
+            want = ref.corrupt_labels(labels, indices, p, k, -99, mode)
+            np.testing.assert_array_equal(ops.corrupt_labels(labels, indices, p, k, -99, mode), want,
+                                          err_msg=f"n={n} p={p}")
+            np.testing.assert_array_equal(
+                native_numpy.corrupt_labels(labels, indices, p, k, -99, mode), want, err_msg=f"n={n} p={p}")
+
+
+@pytest.mark.parametrize("mode", ["shared", "per_example"])
+@pytest.mark.parametrize("unit", ["position", "value"])
+@pytest.mark.parametrize("dtype,c", [(np.uint8, 3), (ml_dtypes.bfloat16, 1), (np.float64, 4)])
+def test_pixels_bit_exact_on_vector_tails(mode, unit, dtype, c):
+    rng = np.random.default_rng(12)
+    for h, w in TAIL_UNITS:
+        images = (rng.random((3, h, w, c)) * 255).astype(dtype)
+        indices = np.array([2**33 + 1, 0, 77])
+        want = ref.permute_pixels(images, indices, 31, mode, unit).view(np.uint8)
+        got = ops.permute_pixels(images, indices, 31, mode, unit).numpy()
+        np.testing.assert_array_equal(got.view(np.uint8), want, err_msg=f"{h}x{w}")
+        np.testing.assert_array_equal(
+            native_numpy.permute_pixels(images, indices, 31, mode, unit).view(np.uint8), want,
+            err_msg=f"{h}x{w}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, ml_dtypes.bfloat16])
+def test_gaussian_bit_exact_on_vector_tails(dtype):
+    indices = np.array([5, 2**35 + 3])
+    for shape in TAIL_VALUES:
+        mean, std = np.linspace(-2, 2, shape[-1]), np.linspace(0.25, 3, shape[-1])
+        want = ref.gaussian_images(indices, -4, shape, mean, std, dtype).view(np.uint8)
+        got = ops.gaussian_images(indices, -4, shape, mean, std, tf.as_dtype(dtype)).numpy()
+        np.testing.assert_array_equal(got.view(np.uint8), want, err_msg=str(shape))
+        np.testing.assert_array_equal(
+            native_numpy.gaussian_images(indices, -4, shape, mean, std, dtype).view(np.uint8), want,
+            err_msg=str(shape))
+
+
+def _cpu_has_avx2():
+    """True/False from /proc/cpuinfo on x86-64 Linux, else None (unknown)."""
+    import platform
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            return " avx2" in f.read()
+    except OSError:
+        return None
+
+
+def test_cpu_path_reported_alike():
+    """Both libraries read RETHINKGEN_CPU_PATH once, by the same rule
+    (csrc/rethinkgen/cpu_path.h), and report the same path."""
+    from rethinkgen_tf import _rethinkgen_np
+    path = _rethinkgen_np.cpu_path()
+    assert path in ("avx2", "generic")
+    if ops.NATIVE:
+        assert ops._lib.rethinkgen_cpu_path().numpy().decode() == path
+    request = os.environ.get("RETHINKGEN_CPU_PATH", "auto").lower()
+    avx2 = _cpu_has_avx2()
+    if request == "generic":
+        assert path == "generic"
+    elif request in ("avx2", "auto") and avx2 is not None:
+        assert path == ("avx2" if avx2 else "generic")
+
+
+@pytest.mark.parametrize("path", ["generic", "avx2"])
+def test_bit_exact_on_each_cpu_path(path):
+    """The path is fixed when the libraries load, so each one gets a process:
+    every bit-exactness test of this file (ops and native_numpy against the
+    NumPy reference, all three ops) runs with RETHINKGEN_CPU_PATH=path."""
+    env = dict(os.environ, RETHINKGEN_CPU_PATH=path)
+    env.pop("RETHINKGEN_FORCE_FALLBACK", None)
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        os.path.join(REPO, "tests", "test_ops.py"), "-k",
+                        "(bit_exact and not each_cpu_path) or cpu_path_reported or compiled_op_is_loaded"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-4000:]
+    summary = r.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"\d+ passed, \d+ deselected in .*", summary), summary  # none skipped
+    if path == "avx2" and _cpu_has_avx2() is False:
+        assert "no AVX2" in out  # the one warning of the fallback to generic
+
+
+def test_permute_label_limit_is_one_rule():
+    """Mode "permute" takes < 2^31 labels: one rule, read by the OpKernel
+    template every device runs (randomize_kernels.h) and by the NumPy module,
+    worded alike; checked from the shape alone, before any work.  2^31 int32
+    labels and indices are mapped but never touched (no copies: DLPack)."""
+    code = """
+        import numpy as np, tensorflow as tf
+        from rethinkgen_tf import _rethinkgen_np, ops
+        n = 2**31
+        def zeros(n):  # 64-byte aligned, as a TensorFlow tensor's buffer must be
+            buf = np.zeros(4 * n + 64, np.uint8)
+            off = -buf.ctypes.data % 64
+            return buf[off:off + 4 * n].view(np.int32)
+        try:
+            lab, idx = zeros(n), zeros(n)
+        except MemoryError:
+            print("SKIP: no address space for 2 x 8 GiB"); raise SystemExit(0)
+        def tensor(a):
+            return tf.experimental.dlpack.from_dlpack(a.__dlpack__())
+        want = "permute mode takes < 2^31 labels, got 2147483648"
+        for fn in (ops._lib.rethinkgen_corrupt_labels,
+                   tf.function(ops._lib.rethinkgen_corrupt_labels)):
+            try:
+                with tf.device("/CPU:0"):
+                    fn(tensor(lab), tensor(idx), 0.5, 10, 0, mode="permute")
+                raise SystemExit("the op took 2^31 labels")
+            except tf.errors.InvalidArgumentError as e:
+                assert want in e.message, e.message
+        try:
+            _rethinkgen_np.corrupt_labels(lab, idx, 0.5, 10, 0, "permute", 1)
+            raise SystemExit("the NumPy module took 2^31 labels")
+        except ValueError as e:
+            assert str(e) == want, e
+        # 2^31 - 1 labels pass the rule: the op goes on to the contents
+        # (an index is reported before a label).
+        lab[0], idx[0] = 99, -1
+        try:
+            with tf.device("/CPU:0"):
+                ops._lib.rethinkgen_corrupt_labels(tensor(lab[:-1]), tensor(idx[:-1]), 0.5, 10, 0,
+                                                   mode="permute")
+            raise SystemExit("no error")
+        except tf.errors.InvalidArgumentError as e:
+            assert "indices must be >= 0, got indices[0] = -1" in e.message, e.message
+        print("ok")
+    """
+    r = _run(code)
+    assert r.returncode == 0, r.stderr[-3000:]
+    if "SKIP" in r.stdout:
+        pytest.skip(r.stdout.strip())
+    assert "ok" in r.stdout, r.stdout + r.stderr[-2000:]
 
 
 def test_fallback_gaussian_exact_inside_tf_function():

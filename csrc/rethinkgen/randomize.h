@@ -92,6 +92,12 @@ RG_HD uint32_t UniformIndex32(uint32_t hi, uint32_t lo, uint32_t m) {
   return static_cast<uint32_t>((a + b) >> 32);
 }
 
+// Mode "permute" takes fewer than 2^31 labels: the compiled op on every
+// device and the NumPy module (the GPU kernel counts items in int; the CPU
+// alone would reach 2^32).
+constexpr int64_t kMaxPermuteLabels = int64_t{1} << 31;
+constexpr char kPermuteLabelsRule[] = "permute mode takes < 2^31 labels";
+
 // floor(p * 2^32) for p in [0, 1]; a word w is "corrupted" iff w < threshold.
 inline uint64_t CorruptThreshold(double p) {
   if (!(p > 0.0)) return 0;

@@ -7,9 +7,10 @@
 // instruction here, in the same order (no FMA, no reassociation; the
 // polynomials are evaluated exactly as LogF and SinCosQuarter do).
 //
-// Everything is compiled with target("avx2") and reached only after a
-// runtime check (HaveAvx2 in randomize_cpu.h), so the library still loads
-// and runs on x86-64 CPUs without AVX2.
+// Everything is compiled with target("avx2") and reached only through the
+// AVX2 kernel table of randomize_cpu.h (Avx2CpuKernels), which is used only
+// where the CPU has AVX2 (cpu_path.h), so the library still loads and runs on
+// x86-64 CPUs without AVX2.
 #ifndef RETHINKGEN_RANDOMIZE_AVX2_H_
 #define RETHINKGEN_RANDOMIZE_AVX2_H_
 

@@ -6,6 +6,15 @@
 // [0, total).  The TensorFlow kernels pass TensorFlow's work sharder, the
 // pybind11 module passes a std::thread pool.  Results never depend on how
 // the range is split.
+//
+// Two code paths (cpu_path.h) compute the same bits: "generic" (portable
+// C++ compiled for the baseline instruction set) and "avx2" (x86-64: the
+// hand-written intrinsics of randomize_avx2.h, and the same lane loops as
+// generic compiled with target("avx2")).  The path is chosen in one place:
+// ActiveCpuKernels() below, evaluated once per library, maps the choice of
+// cpu_path.h (CPU features, RETHINKGEN_CPU_PATH) to a table of function
+// pointers (CpuKernels); the drivers reach every path-specific loop through
+// that table and nothing else tests the CPU.
 #ifndef RETHINKGEN_RANDOMIZE_CPU_H_
 #define RETHINKGEN_RANDOMIZE_CPU_H_
 
@@ -18,33 +27,33 @@
 #include <type_traits>
 #include <vector>
 
+#include "rethinkgen/cpu_path.h"
 #include "rethinkgen/randomize.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__)
-#define RG_HAVE_AVX2_PATH 1
+#ifdef RG_HAVE_AVX2_PATH
 #include "rethinkgen/randomize_avx2.h"
 #endif
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
 
+#if defined(__GNUC__)
+#define RG_ALWAYS_INLINE __attribute__((always_inline)) inline
+#else
+#define RG_ALWAYS_INLINE inline
+#endif
+
 namespace rethinkgen {
 
 using RangeFn = std::function<void(int64_t, int64_t)>;
 
-// ---- vectorizable Philox ------------------------------------------------
-// The hot loops below work on kLanes independent Philox blocks at once in
-// struct-of-arrays form, which GCC and Clang vectorize; the x86-64 build
-// also carries an AVX2 clone chosen at load time.  The hottest loops
-// (Philox, Gaussian images, uniform label corruption) have hand-written
-// AVX2 versions (randomize_avx2.h), chosen at run time by HaveAvx2().
-// Integer results and IEEE float results are the same on every path.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__)
-#define RG_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define RG_CLONES
-#endif
-
+// ---- the per-path loops ---------------------------------------------------
+// The hot loops work on kLanes independent Philox blocks at once in
+// struct-of-arrays form, which compilers vectorize.  A loop shared by the two
+// paths is written once as an always-inlined template body (...Body) and
+// instantiated into one entry point per path (...Generic, ...Avx2), so each
+// copy is compiled for its path's instruction set.  Integer results and IEEE
+// float results are the same on every path.
 constexpr int kLanes = 64;
 
 struct Lanes {
@@ -52,6 +61,8 @@ struct Lanes {
 };
 
 // Philox4x32-10 on every lane, in place (counter in, random words out).
+using PhiloxLanesFn = void (*)(Lanes*, Key);
+
 inline void PhiloxLanesGeneric(Lanes* x, Key key) {
   uint32_t k0 = key.k0, k1 = key.k1;
 #pragma GCC unroll 1
@@ -72,12 +83,6 @@ inline void PhiloxLanesGeneric(Lanes* x, Key key) {
 }
 
 #ifdef RG_HAVE_AVX2_PATH
-// Whether this CPU runs the AVX2 paths (checked once).
-inline bool HaveAvx2() {
-  static const bool avx2 = __builtin_cpu_supports("avx2");
-  return avx2;
-}
-
 RG_AVX2 inline void PhiloxLanesAvx2(Lanes* x, Key key) {
   const avx2::RoundKeys keys = avx2::MakeRoundKeys(key);
   uint32_t* words[4] = {x->c0, x->c1, x->c2, x->c3};
@@ -92,21 +97,12 @@ RG_AVX2 inline void PhiloxLanesAvx2(Lanes* x, Key key) {
                           avx2::Join(c[w][0], c[w][1]));
   }
 }
-
-inline void PhiloxLanes(Lanes* x, Key key) {
-  if (HaveAvx2())
-    PhiloxLanesAvx2(x, key);
-  else
-    PhiloxLanesGeneric(x, key);
-}
-#else
-inline bool HaveAvx2() { return false; }
-inline void PhiloxLanes(Lanes* x, Key key) { PhiloxLanesGeneric(x, key); }
 #endif
 
 // Blocks b0 .. b0+kLanes-1 of one (purpose, index) stream.
-inline void StreamLanes(Lanes* x, Key key, uint32_t purpose, int64_t index,
-                        uint32_t b0) {
+template <PhiloxLanesFn Philox>
+RG_ALWAYS_INLINE void StreamLanes(Lanes* x, Key key, uint32_t purpose,
+                                  int64_t index, uint32_t b0) {
   const uint64_t i = static_cast<uint64_t>(index);
   for (int l = 0; l < kLanes; ++l) {
     x->c0[l] = b0 + static_cast<uint32_t>(l);
@@ -114,17 +110,191 @@ inline void StreamLanes(Lanes* x, Key key, uint32_t purpose, int64_t index,
     x->c2[l] = static_cast<uint32_t>(i);
     x->c3[l] = static_cast<uint32_t>(i >> 32);
   }
-  PhiloxLanes(x, key);
+  Philox(x, key);
 }
+
+// Fisher-Yates draws r[t], t < n-1, of one stream (draws holds n rounded up
+// to 2 * kLanes).
+using ShuffleDrawsFn = void (*)(Key key, uint32_t purpose, int64_t index,
+                                uint32_t n, uint32_t* draws);
+
+template <PhiloxLanesFn Philox>
+RG_ALWAYS_INLINE void ShuffleDrawsBody(Key key, uint32_t purpose,
+                                       int64_t index, uint32_t n,
+                                       uint32_t* draws) {
+  Lanes x;
+  const uint32_t blocks = n / 2;  // ceil((n - 1) / 2)
+  for (uint32_t b = 0; b < blocks; b += kLanes) {
+    StreamLanes<Philox>(&x, key, purpose, index, b);
+    for (int l = 0; l < kLanes; ++l) {
+      const uint32_t bound = n - 2 * (b + static_cast<uint32_t>(l));  // n - t
+      draws[2 * (b + l)] = UniformIndex32(x.c0[l], x.c1[l], bound);
+      draws[2 * (b + l) + 1] = UniformIndex32(x.c2[l], x.c3[l], bound - 1);
+    }
+  }
+}
+
+// Label draws for kLanes example indices (block 0 of kLabelCorrupt).
+using LabelLanesFn = void (*)(Key key, const int64_t* index,
+                              uint64_t threshold, uint64_t num_classes,
+                              uint8_t* corrupted, uint32_t* random_class);
+
+template <PhiloxLanesFn Philox>
+RG_ALWAYS_INLINE void LabelLanesBody(Key key, const int64_t* index,
+                                     uint64_t threshold, uint64_t num_classes,
+                                     uint8_t* corrupted,
+                                     uint32_t* random_class) {
+  Lanes x;
+  for (int l = 0; l < kLanes; ++l) {
+    const uint64_t i = static_cast<uint64_t>(index[l]);
+    x.c0[l] = 0;
+    x.c1[l] = kLabelCorrupt;
+    x.c2[l] = static_cast<uint32_t>(i);
+    x.c3[l] = static_cast<uint32_t>(i >> 32);
+  }
+  Philox(&x, key);
+  // num_classes = 2^32 draws the high word itself (UniformIndex's value).
+  const bool all = num_classes >> 32;
+  const uint32_t k = static_cast<uint32_t>(num_classes);
+  for (int l = 0; l < kLanes; ++l) {
+    corrupted[l] = static_cast<uint64_t>(x.c0[l]) < threshold;
+    random_class[l] = all ? x.c1[l] : UniformIndex32(x.c1[l], x.c2[l], k);
+  }
+}
+
+inline void ShuffleDrawsGeneric(Key key, uint32_t purpose, int64_t index,
+                                uint32_t n, uint32_t* draws) {
+  ShuffleDrawsBody<PhiloxLanesGeneric>(key, purpose, index, n, draws);
+}
+inline void LabelLanesGeneric(Key key, const int64_t* index,
+                              uint64_t threshold, uint64_t num_classes,
+                              uint8_t* corrupted, uint32_t* random_class) {
+  LabelLanesBody<PhiloxLanesGeneric>(key, index, threshold, num_classes,
+                                     corrupted, random_class);
+}
+#ifdef RG_HAVE_AVX2_PATH
+RG_AVX2 inline void ShuffleDrawsAvx2(Key key, uint32_t purpose, int64_t index,
+                                     uint32_t n, uint32_t* draws) {
+  ShuffleDrawsBody<PhiloxLanesAvx2>(key, purpose, index, n, draws);
+}
+RG_AVX2 inline void LabelLanesAvx2(Key key, const int64_t* index,
+                                   uint64_t threshold, uint64_t num_classes,
+                                   uint8_t* corrupted, uint32_t* random_class) {
+  LabelLanesBody<PhiloxLanesAvx2>(key, index, threshold, num_classes,
+                                  corrupted, random_class);
+}
+#endif
+
+// Applies fn(i, corrupted, random_class) to examples [begin, end).
+template <typename Idx, typename Fn>
+void ForLabelDraws(LabelLanesFn label_lanes, const Idx* indices, int64_t begin,
+                   int64_t end, Key key, uint64_t threshold,
+                   uint64_t num_classes, Fn&& fn) {
+  int64_t idx[kLanes];
+  uint8_t corrupted[kLanes];
+  uint32_t cls[kLanes];
+  for (int64_t i0 = begin; i0 < end; i0 += kLanes) {
+    const int m = static_cast<int>(std::min<int64_t>(kLanes, end - i0));
+    for (int l = 0; l < kLanes; ++l)
+      idx[l] = l < m ? static_cast<int64_t>(indices[i0 + l]) : 0;
+    label_lanes(key, idx, threshold, num_classes, corrupted, cls);
+    for (int l = 0; l < m; ++l) fn(i0 + l, corrupted[l] != 0, cls[l]);
+  }
+}
+
+// ---- validation (returns the position of the first bad entry, or -1) ----
+template <typename T>
+int64_t FirstNegative(const T* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (x[i] < 0) return i;
+  return -1;
+}
+
+template <typename T>
+int64_t FirstOutsideRange(const T* x, int64_t n, int64_t hi) {
+  for (int64_t i = 0; i < n; ++i)
+    if (x[i] < 0 || static_cast<int64_t>(x[i]) >= hi) return i;
+  return -1;
+}
+
+// Uniform corruption of labels [begin, end), with the input checks done in
+// the same pass over the range: returns false if a label is outside
+// [0, num_classes) or an index is negative (out is then unspecified; the
+// callers name the first bad entry).
+template <typename T, typename Idx>
+using LabelsUniformFn = bool (*)(const T* labels, const Idx* indices,
+                                 int64_t begin, int64_t end, Key key,
+                                 uint64_t threshold, uint64_t num_classes,
+                                 T* out);
+
+template <typename T, typename Idx, LabelLanesFn LabelLanes>
+bool CorruptLabelsUniformRange(const T* labels, const Idx* indices,
+                               int64_t begin, int64_t end, Key key,
+                               uint64_t threshold, uint64_t num_classes,
+                               T* out) {
+  if (FirstNegative(indices + begin, end - begin) >= 0 ||
+      FirstOutsideRange(labels + begin, end - begin,
+                        static_cast<int64_t>(num_classes)) >= 0)
+    return false;
+  ForLabelDraws(LabelLanes, indices, begin, end, key, threshold, num_classes,
+                [&](int64_t i, bool corrupted, uint32_t cls) {
+                  out[i] = corrupted ? static_cast<T>(cls) : labels[i];
+                });
+  return true;
+}
+
+#ifdef RG_HAVE_AVX2_PATH
+// The same, 16 labels at a time, checks and draws in registers; the last
+// < 16 labels go through the lane loop.
+template <typename T, typename Idx>
+RG_AVX2 bool CorruptLabelsUniformAvx2(const T* labels, const Idx* indices,
+                                      int64_t begin, int64_t end, Key key,
+                                      uint64_t threshold, uint64_t num_classes,
+                                      T* out) {
+  const avx2::RoundKeys keys = avx2::MakeRoundKeys(key);
+  const __m256i thr = _mm256_set1_epi64x(static_cast<int64_t>(threshold));
+  const __m256i k = _mm256_set1_epi64x(static_cast<int64_t>(num_classes));
+  const bool all = num_classes >> 32;
+  const __m256i k_minus_1 =
+      avx2::KMinus1(static_cast<int64_t>(num_classes) - 1, labels);
+  __m256i bad = _mm256_setzero_si256();
+  int64_t i = begin;
+  for (; i + 16 <= end; i += 16) {
+    __m256i c[4][4];  // register j: examples i + 4j .. i + 4j + 3
+    for (int j = 0; j < 4; ++j) {
+      c[0][j] = _mm256_setzero_si256();
+      c[1][j] = avx2::Set(static_cast<uint32_t>(kLabelCorrupt));
+      bad = _mm256_or_si256(
+          bad, avx2::LoadIndices(indices + i + 4 * j, &c[2][j], &c[3][j]));
+    }
+    avx2::Philox(c, keys);
+    for (int h = 0; h < 2; ++h) {
+      __m256i corrupted[2], cls[2];
+      for (int j = 0; j < 2; ++j)
+        avx2::DrawLabels(c[0][2 * h + j], c[1][2 * h + j], c[2][2 * h + j],
+                         thr, k, all, &corrupted[j], &cls[j]);
+      bad = _mm256_or_si256(
+          bad, avx2::SelectLabels(labels + i + 8 * h, corrupted, cls,
+                                  k_minus_1, out + i + 8 * h));
+    }
+  }
+  if (!_mm256_testz_si256(bad, bad)) return false;
+  return CorruptLabelsUniformRange<T, Idx, LabelLanesAvx2>(
+      labels, indices, i, end, key, threshold, num_classes, out);
+}
+#endif
 
 // Standard normals of blocks [b0, b0 + n) of example `index`: 4 per block,
 // written to z[0 .. 4n) (z must hold 4 * n rounded up to kLanes blocks).
-inline void GaussianRunGeneric(Key key, int64_t index, uint32_t b0, uint32_t n,
-                               float* z) {
+using GaussianNormalsFn = void (*)(Key key, int64_t index, uint32_t b0,
+                                   uint32_t n, float* z);
+
+inline void GaussianNormalsGeneric(Key key, int64_t index, uint32_t b0,
+                                   uint32_t n, float* z) {
   Lanes x;
   float z0[kLanes], z1[kLanes], z2[kLanes], z3[kLanes];
   for (uint32_t b = 0; b < n; b += kLanes) {
-    StreamLanes(&x, key, kGaussian, index, b0 + b);
+    StreamLanes<PhiloxLanesGeneric>(&x, key, kGaussian, index, b0 + b);
     for (int l = 0; l < kLanes; ++l) {
       GaussianPair(x.c0[l], x.c1[l], &z0[l], &z1[l]);
       GaussianPair(x.c2[l], x.c3[l], &z2[l], &z3[l]);
@@ -139,9 +309,15 @@ inline void GaussianRunGeneric(Key key, int64_t index, uint32_t b0, uint32_t n,
   }
 }
 
-#ifdef RG_HAVE_AVX2_PATH
 // Normals e < count of blocks b0, b0 + 1, ... of example `index` (the
-// generic path's element order).  Writes
+// element order of GaussianNormals), fused with the affine map:
+//   out[e] = mean[e] + stddev[e] * z[e]   (Affine).
+using GaussianAffineFn = void (*)(Key key, int64_t index, uint32_t b0,
+                                  int64_t count, const float* mean,
+                                  const float* stddev, float* out);
+
+#ifdef RG_HAVE_AVX2_PATH
+// GaussianValuesAvx2 writes
 //   out[e] = mean[e] + stddev[e] * z[e]   (Affine) when mean is given,
 //   out[e] = z[e]                         otherwise.
 RG_AVX2 inline void GaussianValuesAvx2(Key key, int64_t index, uint32_t b0,
@@ -213,84 +389,91 @@ RG_AVX2 inline void GaussianValuesAvx2(Key key, int64_t index, uint32_t b0,
     }
   }
 }
+
+RG_AVX2 inline void GaussianNormalsAvx2(Key key, int64_t index, uint32_t b0,
+                                        uint32_t n, float* z) {
+  GaussianValuesAvx2(key, index, b0, 4 * int64_t{n}, nullptr, nullptr, z);
+}
 #endif
 
-inline void GaussianRun(Key key, int64_t index, uint32_t b0, uint32_t n,
-                        float* z) {
+// ---- the path, chosen once ------------------------------------------------
+// Every path-specific loop the drivers run.
+struct CpuKernels {
+  CpuPath path;
+  ShuffleDrawsFn shuffle_draws;
+  LabelLanesFn label_lanes;
+  LabelsUniformFn<int32_t, int32_t> labels_uniform_i32_i32;
+  LabelsUniformFn<int32_t, int64_t> labels_uniform_i32_i64;
+  LabelsUniformFn<int64_t, int32_t> labels_uniform_i64_i32;
+  LabelsUniformFn<int64_t, int64_t> labels_uniform_i64_i64;
+  GaussianNormalsFn gaussian_normals;
+  // Fused normals + affine for float32 outputs; null where the path has
+  // none (the driver then maps gaussian_normals' output itself).
+  GaussianAffineFn gaussian_affine_f32;
+};
+
+inline CpuKernels GenericCpuKernels() {
+  CpuKernels k;
+  k.path = CpuPath::kGeneric;
+  k.shuffle_draws = ShuffleDrawsGeneric;
+  k.label_lanes = LabelLanesGeneric;
+  k.labels_uniform_i32_i32 =
+      CorruptLabelsUniformRange<int32_t, int32_t, LabelLanesGeneric>;
+  k.labels_uniform_i32_i64 =
+      CorruptLabelsUniformRange<int32_t, int64_t, LabelLanesGeneric>;
+  k.labels_uniform_i64_i32 =
+      CorruptLabelsUniformRange<int64_t, int32_t, LabelLanesGeneric>;
+  k.labels_uniform_i64_i64 =
+      CorruptLabelsUniformRange<int64_t, int64_t, LabelLanesGeneric>;
+  k.gaussian_normals = GaussianNormalsGeneric;
+  k.gaussian_affine_f32 = nullptr;
+  return k;
+}
+
 #ifdef RG_HAVE_AVX2_PATH
-  if (HaveAvx2())
-    return GaussianValuesAvx2(key, index, b0, 4 * int64_t{n}, nullptr, nullptr, z);
+inline CpuKernels Avx2CpuKernels() {
+  CpuKernels k;
+  k.path = CpuPath::kAvx2;
+  k.shuffle_draws = ShuffleDrawsAvx2;
+  k.label_lanes = LabelLanesAvx2;
+  k.labels_uniform_i32_i32 = CorruptLabelsUniformAvx2<int32_t, int32_t>;
+  k.labels_uniform_i32_i64 = CorruptLabelsUniformAvx2<int32_t, int64_t>;
+  k.labels_uniform_i64_i32 = CorruptLabelsUniformAvx2<int64_t, int32_t>;
+  k.labels_uniform_i64_i64 = CorruptLabelsUniformAvx2<int64_t, int64_t>;
+  k.gaussian_normals = GaussianNormalsAvx2;
+  k.gaussian_affine_f32 = GaussianValuesAvx2;
+  return k;
+}
 #endif
-  GaussianRunGeneric(key, index, b0, n, z);
+
+// The table of a path (kAvx2 needs an AVX2 CPU: cpu_path.h only picks it
+// where CpuRunsAvx2Path()).
+inline CpuKernels CpuKernelsFor(CpuPath path) {
+#ifdef RG_HAVE_AVX2_PATH
+  if (path == CpuPath::kAvx2) return Avx2CpuKernels();
+#endif
+  (void)path;
+  return GenericCpuKernels();
 }
 
-// Fisher-Yates draws r[t], t < n-1, of one stream (draws holds n rounded up
-// to 2 * kLanes).
-static RG_CLONES void ShuffleDraws(Key key, uint32_t purpose, int64_t index,
-                                   uint32_t n, uint32_t* draws) {
-  Lanes x;
-  const uint32_t blocks = n / 2;  // ceil((n - 1) / 2)
-  for (uint32_t b = 0; b < blocks; b += kLanes) {
-    StreamLanes(&x, key, purpose, index, b);
-    for (int l = 0; l < kLanes; ++l) {
-      const uint32_t bound = n - 2 * (b + static_cast<uint32_t>(l));  // n - t
-      draws[2 * (b + l)] = UniformIndex32(x.c0[l], x.c1[l], bound);
-      draws[2 * (b + l) + 1] = UniformIndex32(x.c2[l], x.c3[l], bound - 1);
-    }
+// This library's table: built once, from ActiveCpuPathChoice().
+inline const CpuKernels& ActiveCpuKernels() {
+  static const CpuKernels kernels = CpuKernelsFor(ActiveCpuPathChoice().path);
+  return kernels;
+}
+
+template <typename T, typename Idx>
+LabelsUniformFn<T, Idx> LabelsUniformOf(const CpuKernels& k) {
+  static_assert((std::is_same<T, int32_t>::value || std::is_same<T, int64_t>::value) &&
+                    (std::is_same<Idx, int32_t>::value || std::is_same<Idx, int64_t>::value),
+                "labels and indices are int32 or int64");
+  if constexpr (std::is_same<T, int32_t>::value) {
+    if constexpr (std::is_same<Idx, int32_t>::value) return k.labels_uniform_i32_i32;
+    else return k.labels_uniform_i32_i64;
+  } else {
+    if constexpr (std::is_same<Idx, int32_t>::value) return k.labels_uniform_i64_i32;
+    else return k.labels_uniform_i64_i64;
   }
-}
-
-// Label draws for kLanes example indices (block 0 of kLabelCorrupt).
-static RG_CLONES void LabelLanes(Key key, const int64_t* index,
-                                 uint64_t threshold, uint64_t num_classes,
-                                 uint8_t* corrupted, uint32_t* random_class) {
-  Lanes x;
-  for (int l = 0; l < kLanes; ++l) {
-    const uint64_t i = static_cast<uint64_t>(index[l]);
-    x.c0[l] = 0;
-    x.c1[l] = kLabelCorrupt;
-    x.c2[l] = static_cast<uint32_t>(i);
-    x.c3[l] = static_cast<uint32_t>(i >> 32);
-  }
-  PhiloxLanes(&x, key);
-  // num_classes = 2^32 draws the high word itself (UniformIndex's value).
-  const bool all = num_classes >> 32;
-  const uint32_t k = static_cast<uint32_t>(num_classes);
-  for (int l = 0; l < kLanes; ++l) {
-    corrupted[l] = static_cast<uint64_t>(x.c0[l]) < threshold;
-    random_class[l] = all ? x.c1[l] : UniformIndex32(x.c1[l], x.c2[l], k);
-  }
-}
-
-// Applies fn(i, corrupted, random_class) to examples [begin, end).
-template <typename Idx, typename Fn>
-void ForLabelDraws(const Idx* indices, int64_t begin, int64_t end, Key key,
-                   uint64_t threshold, uint64_t num_classes, Fn&& fn) {
-  int64_t idx[kLanes];
-  uint8_t corrupted[kLanes];
-  uint32_t cls[kLanes];
-  for (int64_t i0 = begin; i0 < end; i0 += kLanes) {
-    const int m = static_cast<int>(std::min<int64_t>(kLanes, end - i0));
-    for (int l = 0; l < kLanes; ++l)
-      idx[l] = l < m ? static_cast<int64_t>(indices[i0 + l]) : 0;
-    LabelLanes(key, idx, threshold, num_classes, corrupted, cls);
-    for (int l = 0; l < m; ++l) fn(i0 + l, corrupted[l] != 0, cls[l]);
-  }
-}
-
-// ---- validation (returns the position of the first bad entry, or -1) ----
-template <typename T>
-int64_t FirstNegative(const T* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i)
-    if (x[i] < 0) return i;
-  return -1;
-}
-
-template <typename T>
-int64_t FirstOutsideRange(const T* x, int64_t n, int64_t hi) {
-  for (int64_t i = 0; i < n; ++i)
-    if (x[i] < 0 || static_cast<int64_t>(x[i]) >= hi) return i;
-  return -1;
 }
 
 // Scratch size for ShuffleDraws over n items.
@@ -300,11 +483,12 @@ inline size_t DrawsSize(size_t n) {
 
 // Fisher-Yates (randomize.h) with the random draws computed first in
 // vectorized form, then the sequential swap chain.  draws: DrawsSize(n).
-inline void FisherYatesFast(uint32_t* perm, uint32_t* draws, uint32_t n,
-                            Key key, uint32_t purpose, int64_t index) {
+inline void FisherYatesFast(const CpuKernels& kernels, uint32_t* perm,
+                            uint32_t* draws, uint32_t n, Key key,
+                            uint32_t purpose, int64_t index) {
   for (uint32_t k = 0; k < n; ++k) perm[k] = k;
   if (n < 2) return;
-  ShuffleDraws(key, purpose, index, n, draws);
+  kernels.shuffle_draws(key, purpose, index, n, draws);
   for (uint32_t t = 0; t + 1 < n; ++t) {
     const uint32_t j = n - 1 - t;
     const uint32_t r = draws[t];
@@ -337,67 +521,6 @@ inline void AdviseHugePages(void* p, size_t bytes) {
 }
 
 // ---- labels --------------------------------------------------------------
-// Uniform corruption of labels [begin, end), with the input checks done in
-// the same pass over the range: returns false if a label is outside
-// [0, num_classes) or an index is negative (out is then unspecified; the
-// callers name the first bad entry).
-template <typename T, typename Idx>
-bool CorruptLabelsUniformGeneric(const T* labels, const Idx* indices,
-                                 int64_t begin, int64_t end, Key key,
-                                 uint64_t threshold, uint64_t num_classes,
-                                 T* out) {
-  if (FirstNegative(indices + begin, end - begin) >= 0 ||
-      FirstOutsideRange(labels + begin, end - begin,
-                        static_cast<int64_t>(num_classes)) >= 0)
-    return false;
-  ForLabelDraws(indices, begin, end, key, threshold, num_classes,
-                [&](int64_t i, bool corrupted, uint32_t cls) {
-                  out[i] = corrupted ? static_cast<T>(cls) : labels[i];
-                });
-  return true;
-}
-
-#ifdef RG_HAVE_AVX2_PATH
-// The same, 16 labels at a time, checks and draws in registers; the last
-// < 16 labels go the generic way.
-template <typename T, typename Idx>
-RG_AVX2 bool CorruptLabelsUniformAvx2(const T* labels, const Idx* indices,
-                                      int64_t begin, int64_t end, Key key,
-                                      uint64_t threshold, uint64_t num_classes,
-                                      T* out) {
-  const avx2::RoundKeys keys = avx2::MakeRoundKeys(key);
-  const __m256i thr = _mm256_set1_epi64x(static_cast<int64_t>(threshold));
-  const __m256i k = _mm256_set1_epi64x(static_cast<int64_t>(num_classes));
-  const bool all = num_classes >> 32;
-  const __m256i k_minus_1 =
-      avx2::KMinus1(static_cast<int64_t>(num_classes) - 1, labels);
-  __m256i bad = _mm256_setzero_si256();
-  int64_t i = begin;
-  for (; i + 16 <= end; i += 16) {
-    __m256i c[4][4];  // register j: examples i + 4j .. i + 4j + 3
-    for (int j = 0; j < 4; ++j) {
-      c[0][j] = _mm256_setzero_si256();
-      c[1][j] = avx2::Set(static_cast<uint32_t>(kLabelCorrupt));
-      bad = _mm256_or_si256(
-          bad, avx2::LoadIndices(indices + i + 4 * j, &c[2][j], &c[3][j]));
-    }
-    avx2::Philox(c, keys);
-    for (int h = 0; h < 2; ++h) {
-      __m256i corrupted[2], cls[2];
-      for (int j = 0; j < 2; ++j)
-        avx2::DrawLabels(c[0][2 * h + j], c[1][2 * h + j], c[2][2 * h + j],
-                         thr, k, all, &corrupted[j], &cls[j]);
-      bad = _mm256_or_si256(
-          bad, avx2::SelectLabels(labels + i + 8 * h, corrupted, cls,
-                                  k_minus_1, out + i + 8 * h));
-    }
-  }
-  if (!_mm256_testz_si256(bad, bad)) return false;
-  return CorruptLabelsUniformGeneric(labels, indices, i, end, key, threshold,
-                                     num_classes, out);
-}
-#endif
-
 // Cost of one label for the work sharder (about a CPU cycle), set below the
 // real few cycles on purpose: handing half of a 50,000-label batch (~0.2 ms
 // of work) to a second thread was measured to cost more than it saves, so
@@ -410,21 +533,13 @@ template <typename T, typename Idx, typename PF>
 bool CorruptLabelsUniform(const T* labels, const Idx* indices, int64_t n,
                           double p, uint64_t num_classes, int64_t seed, T* out,
                           PF&& pf) {
+  const LabelsUniformFn<T, Idx> range = LabelsUniformOf<T, Idx>(ActiveCpuKernels());
   const Key key = KeyFromSeed(seed);
   const uint64_t thr = CorruptThreshold(p);
   std::atomic<bool> ok{true};
   pf(n, kLabelCost, [&](int64_t begin, int64_t end) {
-#ifdef RG_HAVE_AVX2_PATH
-    const bool range_ok =
-        HaveAvx2() ? CorruptLabelsUniformAvx2(labels, indices, begin, end, key,
-                                              thr, num_classes, out)
-                   : CorruptLabelsUniformGeneric(labels, indices, begin, end,
-                                                 key, thr, num_classes, out);
-#else
-    const bool range_ok = CorruptLabelsUniformGeneric(
-        labels, indices, begin, end, key, thr, num_classes, out);
-#endif
-    if (!range_ok) ok.store(false, std::memory_order_relaxed);
+    if (!range(labels, indices, begin, end, key, thr, num_classes, out))
+      ok.store(false, std::memory_order_relaxed);
   });
   return ok.load();
 }
@@ -433,11 +548,12 @@ bool CorruptLabelsUniform(const T* labels, const Idx* indices, int64_t n,
 template <typename T, typename Idx, typename PF>
 void CorruptLabelsPermute(const T* labels, const Idx* indices, int64_t n,
                           double p, int64_t seed, T* out, PF&& pf) {
+  const CpuKernels& kernels = ActiveCpuKernels();
   const Key key = KeyFromSeed(seed);
   const uint64_t thr = CorruptThreshold(p);
   std::vector<uint8_t> chosen(n);
   pf(n, 50, [&](int64_t begin, int64_t end) {
-    ForLabelDraws(indices, begin, end, key, thr, 1,
+    ForLabelDraws(kernels.label_lanes, indices, begin, end, key, thr, 1,
                   [&](int64_t i, bool corrupted, uint32_t) {
                     chosen[i] = corrupted;
                   });
@@ -451,8 +567,8 @@ void CorruptLabelsPermute(const T* labels, const Idx* indices, int64_t n,
   std::copy(labels, labels + n, out);
   if (pos.size() < 2) return;
   std::vector<uint32_t> perm(pos.size()), draws(DrawsSize(pos.size()));
-  FisherYatesFast(perm.data(), draws.data(), static_cast<uint32_t>(pos.size()),
-                  key, kLabelPermute, 0);
+  FisherYatesFast(kernels, perm.data(), draws.data(),
+                  static_cast<uint32_t>(pos.size()), key, kLabelPermute, 0);
   for (size_t k = 0; k < pos.size(); ++k) out[pos[k]] = labels[pos[perm[k]]];
 }
 
@@ -483,12 +599,14 @@ template <typename E, typename Idx, typename PF>
 void PermutePixels(const E* in, const Idx* indices, int64_t batch, uint32_t P,
                    int64_t C, int64_t seed, bool per_example, E* out,
                    PF&& pf) {
+  const CpuKernels& kernels = ActiveCpuKernels();
   const Key key = KeyFromSeed(seed);
   const int64_t stride = static_cast<int64_t>(P) * C;
   AdviseHugePages(out, sizeof(E) * batch * stride);
   if (!per_example) {
     std::vector<uint32_t> perm(P), draws(DrawsSize(P));
-    FisherYatesFast(perm.data(), draws.data(), P, key, kPixelsShared, 0);
+    FisherYatesFast(kernels, perm.data(), draws.data(), P, key, kPixelsShared,
+                    0);
     pf(batch, stride * 2, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b)
         GatherUnits(in + b * stride, out + b * stride, perm.data(), P, C);
@@ -499,8 +617,8 @@ void PermutePixels(const E* in, const Idx* indices, int64_t batch, uint32_t P,
      [&](int64_t begin, int64_t end) {
        std::vector<uint32_t> perm(P), draws(DrawsSize(P));
        for (int64_t b = begin; b < end; ++b) {
-         FisherYatesFast(perm.data(), draws.data(), P, key, kPixelsPerExample,
-                         static_cast<int64_t>(indices[b]));
+         FisherYatesFast(kernels, perm.data(), draws.data(), P, key,
+                         kPixelsPerExample, static_cast<int64_t>(indices[b]));
          GatherUnits(in + b * stride, out + b * stride, perm.data(), P, C);
        }
      });
@@ -526,6 +644,7 @@ template <typename Store, typename Idx, typename PF>
 void GaussianImages(const Idx* indices, int64_t batch, int64_t N, int64_t C,
                     const float* mean, const float* stddev, int64_t seed,
                     typename Store::Bits* out, PF&& pf) {
+  const CpuKernels& kernels = ActiveCpuKernels();
   const Key key = KeyFromSeed(seed);
   const int64_t blocks = (N + 3) / 4;
   const int64_t chunks = (blocks + kGaussChunkBlocks - 1) / kGaussChunkBlocks;
@@ -553,17 +672,15 @@ void GaussianImages(const Idx* indices, int64_t batch, int64_t N, int64_t C,
       typename Store::Bits* o = out + b * N + e0;
       const float* m = mv.data() + off;
       const float* s = sv.data() + off;
-#ifdef RG_HAVE_AVX2_PATH
       if constexpr (std::is_same<Store, StoreFloat>::value) {
-        if (HaveAvx2()) {  // normals and affine fused, no z round trip
-          GaussianValuesAvx2(key, index, static_cast<uint32_t>(blk0), e1 - e0,
-                             m, s, o);
+        if (kernels.gaussian_affine_f32) {  // fused, no z round trip
+          kernels.gaussian_affine_f32(key, index, static_cast<uint32_t>(blk0),
+                                      e1 - e0, m, s, o);
           continue;
         }
       }
-#endif
-      GaussianRun(key, index, static_cast<uint32_t>(blk0),
-                  static_cast<uint32_t>(blk1 - blk0), z);
+      kernels.gaussian_normals(key, index, static_cast<uint32_t>(blk0),
+                               static_cast<uint32_t>(blk1 - blk0), z);
       for (int64_t e = 0; e < e1 - e0; ++e)
         o[e] = Store::Convert(Affine(z[e], m[e], s[e]));
     }

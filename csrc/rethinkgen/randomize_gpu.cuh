@@ -1,5 +1,5 @@
 // CUDA kernels and launchers for the randomizations in randomize.h, free of
-// TensorFlow.  Used by the TensorFlow GPU OpKernels (randomize_ops_gpu.cu.cc)
+// TensorFlow.  Used by the TensorFlow GPU functors (randomize_ops_gpu.cu.cc)
 // and by the TF-free GPU harness (tests/gpu/).
 //
 // The file has two layers:
