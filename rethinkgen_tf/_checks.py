@@ -31,6 +31,7 @@ GAUSSIAN_DTYPES = ("float32", "float16", "bfloat16")
 
 SEED_MIN, SEED_MAX = -2**63, 2**63 - 1   # the ops' int64 seed
 MAX_NUM_CLASSES = 2**32                  # uniform_index draws below m <= 2^32
+MAX_PERMUTE_LABELS = 2**31               # permute mode: the GPU sort counts items in int32
 MAX_PIXEL_UNITS = 2**32                  # permuted units (and channels) per image: < 2^32
 MAX_GAUSSIAN_BLOCKS = 2**32              # Philox blocks per image, (H*W*C + 3) // 4: < 2^32
 

@@ -98,8 +98,8 @@ def _label_checks(labels, indices, p, k, seed, mode):
                 "labels must be in [0, num_classes={}), got labels[{}] = {}", k, pos, val),
     ]
     if mode == "permute":
-        checks.append(_assert(tf.size(labels, tf.int64) < 2**32,
-                              "permute mode takes < 2^32 labels"))
+        checks.append(_assert(tf.size(labels, tf.int64) < _checks.MAX_PERMUTE_LABELS,
+                              "permute mode takes < 2^31 labels, got {}", tf.size(labels, tf.int64)))
     return checks
 
 
