@@ -39,8 +39,7 @@ struct ThreadParallelFor {
     const int64_t step = (total + t - 1) / t;
     int64_t b = 0;
     try {
-      for (; b < total; b += step)
-        pool.emplace_back(fn, b, std::min(total, b + step));
+      for (; b < total; b += step) pool.emplace_back(fn, b, std::min(total, b + step));
     } catch (const std::system_error&) {
       for (; b < total; b += step) fn(b, std::min(total, b + step));
     }
@@ -67,11 +66,10 @@ std::vector<int64_t> Shape(const py::array& a) {
 
 py::array_t<int64_t> AsInt64(const py::array& indices) {
   Require(py::isinstance<py::array_t<int32_t>>(indices) ||
-              py::isinstance<py::array_t<int64_t>>(indices) ||
-              indices.dtype().kind() == 'i' || indices.dtype().kind() == 'u',
+              py::isinstance<py::array_t<int64_t>>(indices) || indices.dtype().kind() == 'i' ||
+              indices.dtype().kind() == 'u',
           "indices must be an integer array");
-  return py::array_t<int64_t, py::array::c_style | py::array::forcecast>(
-      indices);
+  return py::array_t<int64_t, py::array::c_style | py::array::forcecast>(indices);
 }
 
 void RequireNonNegative(const int64_t* idx, int64_t n) {
@@ -89,21 +87,18 @@ py::array_t<int64_t> AsIndices(const py::array& indices) {
 
 // Names the first negative index or out-of-range label.
 template <typename T>
-void CheckLabelInputs(const T* labels, const int64_t* idx, int64_t n,
-                      int64_t k) {
+void CheckLabelInputs(const T* labels, const int64_t* idx, int64_t n, int64_t k) {
   RequireNonNegative(idx, n);
   const int64_t bad = FirstOutsideRange(labels, n, k);
-  Require(bad < 0,
-          "labels must be in [0, num_classes=" + std::to_string(k) +
-              "), got labels[" + std::to_string(bad) + "] = " +
-              std::to_string(bad >= 0 ? static_cast<int64_t>(labels[bad]) : 0));
+  Require(bad < 0, "labels must be in [0, num_classes=" + std::to_string(k) + "), got labels[" +
+                       std::to_string(bad) +
+                       "] = " + std::to_string(bad >= 0 ? static_cast<int64_t>(labels[bad]) : 0));
 }
 
 template <typename T>
-py::array CorruptTyped(py::array labels_in, py::array_t<int64_t> idx, double p,
-                       int64_t k, int64_t seed, bool permute, int threads) {
-  auto labels =
-      py::array_t<T, py::array::c_style | py::array::forcecast>(labels_in);
+py::array CorruptTyped(py::array labels_in, py::array_t<int64_t> idx, double p, int64_t k,
+                       int64_t seed, bool permute, int threads) {
+  auto labels = py::array_t<T, py::array::c_style | py::array::forcecast>(labels_in);
   const int64_t n = labels.size();
   py::array_t<T> out(Shape(labels));
   ThreadParallelFor pf{Threads(threads)};
@@ -117,8 +112,7 @@ py::array CorruptTyped(py::array labels_in, py::array_t<int64_t> idx, double p,
     if (permute)
       CorruptLabelsPermute(src, ix, n, p, seed, dst, pf);
     else  // validates as it draws
-      ok = CorruptLabelsUniform(src, ix, n, p, static_cast<uint64_t>(k), seed,
-                                dst, pf);
+      ok = CorruptLabelsUniform(src, ix, n, p, static_cast<uint64_t>(k), seed, dst, pf);
   }
   if (!ok) {
     CheckLabelInputs(src, ix, n, k);
@@ -127,34 +121,27 @@ py::array CorruptTyped(py::array labels_in, py::array_t<int64_t> idx, double p,
   return out;
 }
 
-py::array CorruptLabels(py::array labels, py::array indices, double p,
-                        int64_t num_classes, int64_t seed,
-                        const std::string& mode, int threads) {
-  Require(Shape(labels) == Shape(indices),
-          "labels and indices must have the same shape");
+py::array CorruptLabels(py::array labels, py::array indices, double p, int64_t num_classes,
+                        int64_t seed, const std::string& mode, int threads) {
+  Require(Shape(labels) == Shape(indices), "labels and indices must have the same shape");
   Require(p >= 0.0 && p <= 1.0, "corrupt_prob must be in [0, 1]");
   Require(num_classes >= 1 && num_classes <= (int64_t{1} << 32),
           "num_classes must be in [1, 2^32]");
-  Require(mode == "uniform" || mode == "permute",
-          "mode must be 'uniform' or 'permute'");
+  Require(mode == "uniform" || mode == "permute", "mode must be 'uniform' or 'permute'");
   const bool permute = mode == "permute";
   Require(!permute || labels.size() < kMaxPermuteLabels,
-          std::string(kPermuteLabelsRule) + ", got " +
-              std::to_string(labels.size()));
+          std::string(kPermuteLabelsRule) + ", got " + std::to_string(labels.size()));
   auto idx = AsInt64(indices);
   if (labels.dtype().is(py::dtype::of<int32_t>()))
-    return CorruptTyped<int32_t>(labels, idx, p, num_classes, seed, permute,
-                                 threads);
+    return CorruptTyped<int32_t>(labels, idx, p, num_classes, seed, permute, threads);
   Require(labels.dtype().kind() == 'i' || labels.dtype().kind() == 'u',
           "labels must be an integer array");
-  return CorruptTyped<int64_t>(labels, idx, p, num_classes, seed, permute,
-                               threads);
+  return CorruptTyped<int64_t>(labels, idx, p, num_classes, seed, permute, threads);
 }
 
 template <typename E>
-void PermuteTyped(const py::array& in, py::array& out, const int64_t* idx,
-                  int64_t batch, uint32_t units, int64_t c, int64_t seed,
-                  bool per_example, int threads) {
+void PermuteTyped(const py::array& in, py::array& out, const int64_t* idx, int64_t batch,
+                  uint32_t units, int64_t c, int64_t seed, bool per_example, int threads) {
   ThreadParallelFor pf{Threads(threads)};
   const E* src = static_cast<const E*>(in.data());
   E* dst = static_cast<E*>(out.mutable_data());
@@ -162,13 +149,10 @@ void PermuteTyped(const py::array& in, py::array& out, const int64_t* idx,
   PermutePixels(src, idx, batch, units, c, seed, per_example, dst, pf);
 }
 
-py::array Permute(py::array images_in, py::array indices, int64_t seed,
-                  const std::string& mode, const std::string& unit,
-                  int threads) {
-  Require(mode == "shared" || mode == "per_example",
-          "mode must be 'shared' or 'per_example'");
-  Require(unit == "position" || unit == "value",
-          "unit must be 'position' or 'value'");
+py::array Permute(py::array images_in, py::array indices, int64_t seed, const std::string& mode,
+                  const std::string& unit, int threads) {
+  Require(mode == "shared" || mode == "per_example", "mode must be 'shared' or 'per_example'");
+  Require(unit == "position" || unit == "value", "unit must be 'position' or 'value'");
   Require(images_in.ndim() >= 3, "images must have shape [..., H, W, C]");
   // Values are moved as raw bits: never Python objects.
   Require(images_in.dtype().kind() != 'O', "images must not be an object array");
@@ -176,8 +160,7 @@ py::array Permute(py::array images_in, py::array indices, int64_t seed,
   auto shape = Shape(images);
   const size_t r = shape.size();
   std::vector<int64_t> batch_shape(shape.begin(), shape.end() - 3);
-  Require(Shape(indices) == batch_shape,
-          "indices must have shape images.shape[:-3]");
+  Require(Shape(indices) == batch_shape, "indices must have shape images.shape[:-3]");
   auto idx = AsIndices(indices);
   int64_t units = shape[r - 3] * shape[r - 2], c = shape[r - 1];
   if (unit == "value") {
@@ -191,20 +174,16 @@ py::array Permute(py::array images_in, py::array indices, int64_t seed,
   const bool per_ex = mode == "per_example";
   switch (images.itemsize()) {
     case 1:
-      PermuteTyped<uint8_t>(images, out, idx.data(), idx.size(), units, c,
-                            seed, per_ex, threads);
+      PermuteTyped<uint8_t>(images, out, idx.data(), idx.size(), units, c, seed, per_ex, threads);
       break;
     case 2:
-      PermuteTyped<uint16_t>(images, out, idx.data(), idx.size(), units, c,
-                             seed, per_ex, threads);
+      PermuteTyped<uint16_t>(images, out, idx.data(), idx.size(), units, c, seed, per_ex, threads);
       break;
     case 4:
-      PermuteTyped<uint32_t>(images, out, idx.data(), idx.size(), units, c,
-                             seed, per_ex, threads);
+      PermuteTyped<uint32_t>(images, out, idx.data(), idx.size(), units, c, seed, per_ex, threads);
       break;
     case 8:
-      PermuteTyped<uint64_t>(images, out, idx.data(), idx.size(), units, c,
-                             seed, per_ex, threads);
+      PermuteTyped<uint64_t>(images, out, idx.data(), idx.size(), units, c, seed, per_ex, threads);
       break;
     default:
       throw py::value_error("unsupported image dtype");
@@ -213,18 +192,14 @@ py::array Permute(py::array images_in, py::array indices, int64_t seed,
 }
 
 py::array Gaussian(py::array indices, int64_t seed, std::vector<int64_t> shape,
-                   py::array_t<float, py::array::c_style | py::array::forcecast>
-                       mean,
-                   py::array_t<float, py::array::c_style | py::array::forcecast>
-                       stddev,
+                   py::array_t<float, py::array::c_style | py::array::forcecast> mean,
+                   py::array_t<float, py::array::c_style | py::array::forcecast> stddev,
                    const std::string& dtype, int threads) {
   Require(!shape.empty(), "shape must be non-empty, like [H, W, C]");
   for (int64_t s : shape) Require(s >= 1, "shape entries must be >= 1");
   const int64_t c = shape.back();
-  Require(mean.ndim() == 1 && mean.size() == c && stddev.ndim() == 1 &&
-              stddev.size() == c,
-          "mean and stddev must be vectors of length C = shape[-1] = " +
-              std::to_string(c));
+  Require(mean.ndim() == 1 && mean.size() == c && stddev.ndim() == 1 && stddev.size() == c,
+          "mean and stddev must be vectors of length C = shape[-1] = " + std::to_string(c));
   for (int64_t i = 0; i < c; ++i) {
     Require(std::isfinite(mean.data()[i]), "mean must be finite");
     Require(std::isfinite(stddev.data()[i]) && stddev.data()[i] >= 0,
@@ -246,40 +221,33 @@ py::array Gaussian(py::array indices, int64_t seed, std::vector<int64_t> shape,
     float* o = out.mutable_data();
     {
       py::gil_scoped_release release;
-      GaussianImages<StoreFloat>(idx.data(), batch, n, c, mean.data(),
-                                 stddev.data(), seed, o, pf);
+      GaussianImages<StoreFloat>(idx.data(), batch, n, c, mean.data(), stddev.data(), seed, o, pf);
     }
     return out;
   }
-  Require(dtype == "float16" || dtype == "bfloat16",
-          "dtype must be float32, float16 or bfloat16");
+  Require(dtype == "float16" || dtype == "bfloat16", "dtype must be float32, float16 or bfloat16");
   // Returned as uint16 bit patterns; the Python wrapper views them.
   py::array_t<uint16_t> out(out_shape);
   uint16_t* o = out.mutable_data();
   {
     py::gil_scoped_release release;
     if (dtype == "float16")
-      GaussianImages<StoreHalf>(idx.data(), batch, n, c, mean.data(),
-                                stddev.data(), seed, o, pf);
+      GaussianImages<StoreHalf>(idx.data(), batch, n, c, mean.data(), stddev.data(), seed, o, pf);
     else
-      GaussianImages<StoreBfloat16>(idx.data(), batch, n, c, mean.data(),
-                                    stddev.data(), seed, o, pf);
+      GaussianImages<StoreBfloat16>(idx.data(), batch, n, c, mean.data(), stddev.data(), seed, o,
+                                    pf);
   }
   return out;
 }
 
-py::array PhiloxBlocks(py::array_t<uint32_t, py::array::c_style |
-                                                  py::array::forcecast>
-                           counters,
+py::array PhiloxBlocks(py::array_t<uint32_t, py::array::c_style | py::array::forcecast> counters,
                        uint32_t k0, uint32_t k1) {
-  Require(counters.ndim() == 2 && counters.shape(1) == 4,
-          "counters must have shape [n, 4]");
+  Require(counters.ndim() == 2 && counters.shape(1) == 4, "counters must have shape [n, 4]");
   py::array_t<uint32_t> out(Shape(counters));
   const uint32_t* c = counters.data();
   uint32_t* o = out.mutable_data();
   for (int64_t i = 0; i < counters.shape(0); ++i) {
-    U32x4 w = Philox4x32(c[4 * i], c[4 * i + 1], c[4 * i + 2], c[4 * i + 3],
-                         k0, k1);
+    U32x4 w = Philox4x32(c[4 * i], c[4 * i + 1], c[4 * i + 2], c[4 * i + 3], k0, k1);
     for (int j = 0; j < 4; ++j) o[4 * i + j] = w.v[j];
   }
   return out;
@@ -293,24 +261,20 @@ PYBIND11_MODULE(_rethinkgen_np, m) {
   const CpuPathChoice& path = ActiveCpuPathChoice();
   ActiveCpuKernels();
   if (!path.warning.empty() &&
-      PyErr_WarnEx(PyExc_RuntimeWarning,
-                   ("rethinkgen_tf._rethinkgen_np: " + path.warning).c_str(),
+      PyErr_WarnEx(PyExc_RuntimeWarning, ("rethinkgen_tf._rethinkgen_np: " + path.warning).c_str(),
                    1) != 0)
     throw py::error_already_set();
   m.def(
       "cpu_path", [] { return std::string(CpuPathName(ActiveCpuKernels().path)); },
       "The CPU code path this module runs: 'avx2' or 'generic' (fixed when "
       "the module loads; RETHINKGEN_CPU_PATH=generic|avx2|auto).");
-  m.def("corrupt_labels", &CorruptLabels, py::arg("labels"),
-        py::arg("indices"), py::arg("corrupt_prob"), py::arg("num_classes"),
-        py::arg("seed"), py::arg("mode") = "uniform", py::arg("threads") = 0);
-  m.def("permute_pixels", &Permute, py::arg("images"), py::arg("indices"),
-        py::arg("seed"), py::arg("mode") = "per_example",
-        py::arg("unit") = "position", py::arg("threads") = 0);
-  m.def("gaussian_images", &Gaussian, py::arg("indices"), py::arg("seed"),
-        py::arg("shape"), py::arg("mean"), py::arg("stddev"),
-        py::arg("dtype") = "float32", py::arg("threads") = 0);
+  m.def("corrupt_labels", &CorruptLabels, py::arg("labels"), py::arg("indices"),
+        py::arg("corrupt_prob"), py::arg("num_classes"), py::arg("seed"),
+        py::arg("mode") = "uniform", py::arg("threads") = 0);
+  m.def("permute_pixels", &Permute, py::arg("images"), py::arg("indices"), py::arg("seed"),
+        py::arg("mode") = "per_example", py::arg("unit") = "position", py::arg("threads") = 0);
+  m.def("gaussian_images", &Gaussian, py::arg("indices"), py::arg("seed"), py::arg("shape"),
+        py::arg("mean"), py::arg("stddev"), py::arg("dtype") = "float32", py::arg("threads") = 0);
   m.attr("MAX_THREADS") = kMaxThreads;
-  m.def("philox4x32", &PhiloxBlocks, py::arg("counters"), py::arg("k0"),
-        py::arg("k1"));
+  m.def("philox4x32", &PhiloxBlocks, py::arg("counters"), py::arg("k0"), py::arg("k1"));
 }

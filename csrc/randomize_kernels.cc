@@ -19,8 +19,7 @@ namespace {
 // followed (RETHINKGEN_CPU_PATH) is reported once, here.
 [[maybe_unused]] const bool kCpuPathChosen = [] {
   const rethinkgen::CpuPathChoice& choice = rethinkgen::ActiveCpuPathChoice();
-  if (!choice.warning.empty())
-    LOG(WARNING) << "rethinkgen_tf ops: " << choice.warning;
+  if (!choice.warning.empty()) LOG(WARNING) << "rethinkgen_tf ops: " << choice.warning;
   rethinkgen::ActiveCpuKernels();
   return true;
 }();
@@ -28,8 +27,7 @@ namespace {
 // Work sharder as the drivers' ParallelFor.
 struct TfParallelFor {
   OpKernelContext* ctx;
-  void operator()(int64_t total, int64_t cost,
-                  const rethinkgen::RangeFn& fn) const {
+  void operator()(int64_t total, int64_t cost, const rethinkgen::RangeFn& fn) const {
     auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
     Shard(workers->num_threads, workers->workers, total, cost, fn);
   }
@@ -38,11 +36,17 @@ struct TfParallelFor {
 template <typename T>
 struct StoreFor;
 template <>
-struct StoreFor<float> { using type = rethinkgen::StoreFloat; };
+struct StoreFor<float> {
+  using type = rethinkgen::StoreFloat;
+};
 template <>
-struct StoreFor<Eigen::half> { using type = rethinkgen::StoreHalf; };
+struct StoreFor<Eigen::half> {
+  using type = rethinkgen::StoreHalf;
+};
 template <>
-struct StoreFor<bfloat16> { using type = rethinkgen::StoreBfloat16; };
+struct StoreFor<bfloat16> {
+  using type = rethinkgen::StoreBfloat16;
+};
 
 }  // namespace
 
@@ -50,16 +54,13 @@ namespace functor {
 
 template <typename T, typename Idx>
 struct FindBadEntries<CPUDevice, T, Idx> {
-  absl::Status operator()(OpKernelContext*, const CPUDevice&, const T* labels,
-                          int64_t num_classes, const Idx* indices, int64_t n,
-                          rethinkgen_args::BadEntries* bad) const {
+  absl::Status operator()(OpKernelContext*, const CPUDevice&, const T* labels, int64_t num_classes,
+                          const Idx* indices, int64_t n, rethinkgen_args::BadEntries* bad) const {
     bad->index_at = rethinkgen::FirstNegative(indices, n);
-    if (bad->index_at >= 0)
-      bad->index = static_cast<int64_t>(indices[bad->index_at]);
+    if (bad->index_at >= 0) bad->index = static_cast<int64_t>(indices[bad->index_at]);
     if (labels != nullptr) {
       bad->label_at = rethinkgen::FirstOutsideRange(labels, n, num_classes);
-      if (bad->label_at >= 0)
-        bad->label = static_cast<int64_t>(labels[bad->label_at]);
+      if (bad->label_at >= 0) bad->label = static_cast<int64_t>(labels[bad->label_at]);
     }
     return absl::OkStatus();
   }
@@ -67,21 +68,19 @@ struct FindBadEntries<CPUDevice, T, Idx> {
 
 template <typename T, typename Idx>
 struct CorruptLabelsFunctor<CPUDevice, T, Idx> {
-  absl::Status operator()(OpKernelContext* ctx, const CPUDevice&,
-                          const T* labels, const Idx* indices, int64_t n,
-                          const rethinkgen_args::LabelArgs& args, bool permute,
-                          T* out, bool* contents_ok) const {
+  absl::Status operator()(OpKernelContext* ctx, const CPUDevice&, const T* labels,
+                          const Idx* indices, int64_t n, const rethinkgen_args::LabelArgs& args,
+                          bool permute, T* out, bool* contents_ok) const {
     if (permute) {
       *contents_ok = rethinkgen::FirstNegative(indices, n) < 0 &&
-                     rethinkgen::FirstOutsideRange(labels, n,
-                                                   args.num_classes) < 0;
+                     rethinkgen::FirstOutsideRange(labels, n, args.num_classes) < 0;
       if (*contents_ok)
-        rethinkgen::CorruptLabelsPermute(labels, indices, n, args.p, args.seed,
-                                         out, TfParallelFor{ctx});
+        rethinkgen::CorruptLabelsPermute(labels, indices, n, args.p, args.seed, out,
+                                         TfParallelFor{ctx});
     } else {  // the draw loop checks as it goes
-      *contents_ok = rethinkgen::CorruptLabelsUniform(
-          labels, indices, n, args.p, static_cast<uint64_t>(args.num_classes),
-          args.seed, out, TfParallelFor{ctx});
+      *contents_ok = rethinkgen::CorruptLabelsUniform(labels, indices, n, args.p,
+                                                      static_cast<uint64_t>(args.num_classes),
+                                                      args.seed, out, TfParallelFor{ctx});
     }
     return absl::OkStatus();
   }
@@ -89,28 +88,22 @@ struct CorruptLabelsFunctor<CPUDevice, T, Idx> {
 
 template <typename E, typename Idx>
 struct PermutePixelsFunctor<CPUDevice, E, Idx> {
-  absl::Status operator()(OpKernelContext* ctx, const CPUDevice&, const E* in,
-                          const Idx* indices,
-                          const rethinkgen_args::PixelArgs& args,
-                          bool per_example, E* out) const {
-    rethinkgen::PermutePixels(in, indices, args.batch,
-                              static_cast<uint32_t>(args.units), args.channels,
-                              args.seed, per_example, out, TfParallelFor{ctx});
+  absl::Status operator()(OpKernelContext* ctx, const CPUDevice&, const E* in, const Idx* indices,
+                          const rethinkgen_args::PixelArgs& args, bool per_example, E* out) const {
+    rethinkgen::PermutePixels(in, indices, args.batch, static_cast<uint32_t>(args.units),
+                              args.channels, args.seed, per_example, out, TfParallelFor{ctx});
     return absl::OkStatus();
   }
 };
 
 template <typename T, typename Idx>
 struct GaussianImagesFunctor<CPUDevice, T, Idx> {
-  absl::Status operator()(OpKernelContext* ctx, const CPUDevice&,
-                          const Idx* indices, int64_t batch,
-                          const rethinkgen_args::GaussianArgs& args,
-                          T* out) const {
+  absl::Status operator()(OpKernelContext* ctx, const CPUDevice&, const Idx* indices, int64_t batch,
+                          const rethinkgen_args::GaussianArgs& args, T* out) const {
     using Store = typename StoreFor<T>::type;
     rethinkgen::GaussianImages<Store>(
-        indices, batch, args.values, args.channels, args.mean, args.stddev,
-        args.seed, reinterpret_cast<typename Store::Bits*>(out),
-        TfParallelFor{ctx});
+        indices, batch, args.values, args.channels, args.mean, args.stddev, args.seed,
+        reinterpret_cast<typename Store::Bits*>(out), TfParallelFor{ctx});
     return absl::OkStatus();
   }
 };
@@ -126,46 +119,43 @@ class CpuPathOp : public OpKernel {
   void Compute(OpKernelContext* ctx) override {
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({}), &out));
-    out->scalar<tstring>()() =
-        rethinkgen::CpuPathName(rethinkgen::ActiveCpuKernels().path);
+    out->scalar<tstring>()() = rethinkgen::CpuPathName(rethinkgen::ActiveCpuKernels().path);
   }
 };
 
 }  // namespace
 
-REGISTER_KERNEL_BUILDER(Name("RethinkgenCpuPath").Device(DEVICE_CPU),
-                        CpuPathOp);
+REGISTER_KERNEL_BUILDER(Name("RethinkgenCpuPath").Device(DEVICE_CPU), CpuPathOp);
 
-#define RG_CPU_LABELS(T, Idx)                                   \
-  REGISTER_KERNEL_BUILDER(Name("RethinkgenCorruptLabels")       \
-                              .Device(DEVICE_CPU)               \
-                              .TypeConstraint<T>("T")           \
-                              .TypeConstraint<Idx>("Tidx"),     \
+#define RG_CPU_LABELS(T, Idx)                               \
+  REGISTER_KERNEL_BUILDER(Name("RethinkgenCorruptLabels")   \
+                              .Device(DEVICE_CPU)           \
+                              .TypeConstraint<T>("T")       \
+                              .TypeConstraint<Idx>("Tidx"), \
                           CorruptLabelsOp<CPUDevice, T, Idx>);
 RG_CPU_LABELS(int32_t, int32_t)
 RG_CPU_LABELS(int32_t, int64_t)
 RG_CPU_LABELS(int64_t, int32_t)
 RG_CPU_LABELS(int64_t, int64_t)
 
-#define RG_CPU_PIXELS_IDX(T, Idx)                               \
-  REGISTER_KERNEL_BUILDER(Name("RethinkgenPermutePixels")       \
-                              .Device(DEVICE_CPU)               \
-                              .TypeConstraint<T>("T")           \
-                              .TypeConstraint<Idx>("Tidx"),     \
+#define RG_CPU_PIXELS_IDX(T, Idx)                           \
+  REGISTER_KERNEL_BUILDER(Name("RethinkgenPermutePixels")   \
+                              .Device(DEVICE_CPU)           \
+                              .TypeConstraint<T>("T")       \
+                              .TypeConstraint<Idx>("Tidx"), \
                           PermutePixelsOp<CPUDevice, T, Idx>);
-#define RG_CPU_PIXELS(T) \
-  RG_CPU_PIXELS_IDX(T, int32_t) RG_CPU_PIXELS_IDX(T, int64_t)
+#define RG_CPU_PIXELS(T) RG_CPU_PIXELS_IDX(T, int32_t) RG_CPU_PIXELS_IDX(T, int64_t)
 RG_CPU_PIXELS(uint8_t)
 RG_CPU_PIXELS(Eigen::half)
 RG_CPU_PIXELS(bfloat16)
 RG_CPU_PIXELS(float)
 RG_CPU_PIXELS(double)
 
-#define RG_CPU_GAUSS_IDX(T, Idx)                                \
-  REGISTER_KERNEL_BUILDER(Name("RethinkgenGaussianImages")      \
-                              .Device(DEVICE_CPU)               \
-                              .TypeConstraint<T>("dtype")       \
-                              .TypeConstraint<Idx>("Tidx"),     \
+#define RG_CPU_GAUSS_IDX(T, Idx)                            \
+  REGISTER_KERNEL_BUILDER(Name("RethinkgenGaussianImages")  \
+                              .Device(DEVICE_CPU)           \
+                              .TypeConstraint<T>("dtype")   \
+                              .TypeConstraint<Idx>("Tidx"), \
                           GaussianImagesOp<CPUDevice, T, Idx>);
 #define RG_CPU_GAUSS(T) RG_CPU_GAUSS_IDX(T, int32_t) RG_CPU_GAUSS_IDX(T, int64_t)
 RG_CPU_GAUSS(float)

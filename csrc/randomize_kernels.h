@@ -38,13 +38,21 @@ using GPUDevice = Eigen::GpuDevice;
 template <int kBytes>
 struct BitsOfWidth;
 template <>
-struct BitsOfWidth<1> { using type = uint8_t; };
+struct BitsOfWidth<1> {
+  using type = uint8_t;
+};
 template <>
-struct BitsOfWidth<2> { using type = uint16_t; };
+struct BitsOfWidth<2> {
+  using type = uint16_t;
+};
 template <>
-struct BitsOfWidth<4> { using type = uint32_t; };
+struct BitsOfWidth<4> {
+  using type = uint32_t;
+};
 template <>
-struct BitsOfWidth<8> { using type = uint64_t; };
+struct BitsOfWidth<8> {
+  using type = uint64_t;
+};
 template <typename T>
 using BitsOf = typename BitsOfWidth<sizeof(T)>::type;
 
@@ -54,9 +62,8 @@ namespace functor {
 // be null: indices only), with their values, in *bad.  n >= 0.
 template <typename Device, typename T, typename Idx>
 struct FindBadEntries {
-  absl::Status operator()(OpKernelContext* ctx, const Device& d,
-                          const T* labels, int64_t num_classes,
-                          const Idx* indices, int64_t n,
+  absl::Status operator()(OpKernelContext* ctx, const Device& d, const T* labels,
+                          int64_t num_classes, const Idx* indices, int64_t n,
                           rethinkgen_args::BadEntries* bad) const;
 };
 
@@ -66,43 +73,36 @@ struct FindBadEntries {
 // failure (memory, CUDA).
 template <typename Device, typename T, typename Idx>
 struct CorruptLabelsFunctor {
-  absl::Status operator()(OpKernelContext* ctx, const Device& d,
-                          const T* labels, const Idx* indices, int64_t n,
-                          const rethinkgen_args::LabelArgs& args, bool permute,
-                          T* out, bool* contents_ok) const;
+  absl::Status operator()(OpKernelContext* ctx, const Device& d, const T* labels,
+                          const Idx* indices, int64_t n, const rethinkgen_args::LabelArgs& args,
+                          bool permute, T* out, bool* contents_ok) const;
 };
 
 // out = the permuted images, moved as bits E (a non-empty batch; indices
 // already checked).
 template <typename Device, typename E, typename Idx>
 struct PermutePixelsFunctor {
-  absl::Status operator()(OpKernelContext* ctx, const Device& d, const E* in,
-                          const Idx* indices,
-                          const rethinkgen_args::PixelArgs& args,
-                          bool per_example, E* out) const;
+  absl::Status operator()(OpKernelContext* ctx, const Device& d, const E* in, const Idx* indices,
+                          const rethinkgen_args::PixelArgs& args, bool per_example, E* out) const;
 };
 
 // out = one Gaussian image per index (batch >= 1; indices already checked).
 template <typename Device, typename T, typename Idx>
 struct GaussianImagesFunctor {
-  absl::Status operator()(OpKernelContext* ctx, const Device& d,
-                          const Idx* indices, int64_t batch,
-                          const rethinkgen_args::GaussianArgs& args,
-                          T* out) const;
+  absl::Status operator()(OpKernelContext* ctx, const Device& d, const Idx* indices, int64_t batch,
+                          const rethinkgen_args::GaussianArgs& args, T* out) const;
 };
 
 }  // namespace functor
 
 // InvalidArgument for the first bad entry (FindBadEntries on Device).
 template <typename Device, typename T, typename Idx>
-absl::Status CheckContents(OpKernelContext* ctx, const T* labels,
-                           int64_t num_classes, const Idx* indices,
-                           int64_t n) {
+absl::Status CheckContents(OpKernelContext* ctx, const T* labels, int64_t num_classes,
+                           const Idx* indices, int64_t n) {
   if (n <= 0) return absl::OkStatus();
   rethinkgen_args::BadEntries bad;
   TF_RETURN_IF_ERROR(functor::FindBadEntries<Device, T, Idx>()(
-      ctx, ctx->eigen_device<Device>(), labels, num_classes, indices, n,
-      &bad));
+      ctx, ctx->eigen_device<Device>(), labels, num_classes, indices, n, &bad));
   return rethinkgen_args::BadEntriesStatus(bad, num_classes);
 }
 
@@ -130,15 +130,13 @@ class CorruptLabelsOp : public OpKernel {
     const Idx* idx = indices.flat<Idx>().data();
     bool contents_ok = true;
     OP_REQUIRES_OK(ctx, functor::CorruptLabelsFunctor<Device, T, Idx>()(
-                            ctx, ctx->eigen_device<Device>(), lab, idx, n,
-                            args, permute_, out->flat<T>().data(),
-                            &contents_ok));
+                            ctx, ctx->eigen_device<Device>(), lab, idx, n, args, permute_,
+                            out->flat<T>().data(), &contents_ok));
     if (contents_ok) return;
-    const absl::Status named =
-        CheckContents<Device, T, Idx>(ctx, lab, args.num_classes, idx, n);
+    const absl::Status named = CheckContents<Device, T, Idx>(ctx, lab, args.num_classes, idx, n);
     OP_REQUIRES_OK(ctx, named);
-    ctx->CtxFailure(absl::InternalError(
-        "corrupt_labels: the kernel rejected inputs that the checks accept"));
+    ctx->CtxFailure(
+        absl::InternalError("corrupt_labels: the kernel rejected inputs that the checks accept"));
   }
 
  private:
@@ -163,17 +161,15 @@ class PermutePixelsOp : public OpKernel {
     rethinkgen_args::PixelArgs args;
     OP_REQUIRES_OK(ctx, rethinkgen_args::ReadPixelArgs(ctx, per_value_, &args));
     const Idx* idx = indices.flat<Idx>().data();
-    OP_REQUIRES_OK(ctx, (CheckContents<Device, int32_t, Idx>(
-                            ctx, nullptr, 0, idx, args.batch)));
+    OP_REQUIRES_OK(ctx, (CheckContents<Device, int32_t, Idx>(ctx, nullptr, 0, idx, args.batch)));
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, images.shape(), &out));
     if (images.NumElements() == 0) return;
     using E = BitsOf<T>;
     OP_REQUIRES_OK(ctx, functor::PermutePixelsFunctor<Device, E, Idx>()(
                             ctx, ctx->eigen_device<Device>(),
-                            reinterpret_cast<const E*>(images.flat<T>().data()),
-                            idx, args, per_example_,
-                            reinterpret_cast<E*>(out->flat<T>().data())));
+                            reinterpret_cast<const E*>(images.flat<T>().data()), idx, args,
+                            per_example_, reinterpret_cast<E*>(out->flat<T>().data())));
   }
 
  private:
@@ -193,16 +189,15 @@ class GaussianImagesOp : public OpKernel {
     OP_REQUIRES_OK(ctx, rethinkgen_args::ReadGaussianArgs(ctx, &args));
     const int64_t batch = indices.NumElements();
     const Idx* idx = indices.flat<Idx>().data();
-    OP_REQUIRES_OK(ctx, (CheckContents<Device, int32_t, Idx>(ctx, nullptr, 0,
-                                                             idx, batch)));
+    OP_REQUIRES_OK(ctx, (CheckContents<Device, int32_t, Idx>(ctx, nullptr, 0, idx, batch)));
     TensorShape out_shape = indices.shape();
     OP_REQUIRES_OK(ctx, out_shape.AppendShapeWithStatus(args.image_shape));
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &out));
     if (batch == 0) return;  // (shape entries are >= 1: nothing else empties)
-    OP_REQUIRES_OK(ctx, functor::GaussianImagesFunctor<Device, T, Idx>()(
-                            ctx, ctx->eigen_device<Device>(), idx, batch, args,
-                            out->flat<T>().data()));
+    OP_REQUIRES_OK(
+        ctx, functor::GaussianImagesFunctor<Device, T, Idx>()(ctx, ctx->eigen_device<Device>(), idx,
+                                                              batch, args, out->flat<T>().data()));
   }
 };
 

@@ -25,8 +25,7 @@ REGISTER_OP("RethinkgenCorruptLabels")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle s;
       TF_RETURN_IF_ERROR(c->Merge(c->input(0), c->input(1), &s));
-      for (int i = 2; i < 5; ++i)
-        TF_RETURN_IF_ERROR(c->WithRank(c->input(i), 0, &s));
+      for (int i = 2; i < 5; ++i) TF_RETURN_IF_ERROR(c->WithRank(c->input(i), 0, &s));
       c->set_output(0, c->input(0));
       return absl::OkStatus();
     })

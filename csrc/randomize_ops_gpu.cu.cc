@@ -71,12 +71,10 @@ absl::Status CudaStatus(cudaError_t e, const char* what, const TempScratch& s) {
 template <typename T>
 absl::Status ReadElement(const GPUDevice& d, const T* p, int64_t* value) {
   T v{};
-  cudaError_t e =
-      cudaMemcpyAsync(&v, p, sizeof(T), cudaMemcpyDeviceToHost, d.stream());
+  cudaError_t e = cudaMemcpyAsync(&v, p, sizeof(T), cudaMemcpyDeviceToHost, d.stream());
   if (e == cudaSuccess) e = cudaStreamSynchronize(d.stream());
   if (e != cudaSuccess)
-    return absl::InternalError(
-        absl::StrCat("reading a bad entry: ", cudaGetErrorString(e)));
+    return absl::InternalError(absl::StrCat("reading a bad entry: ", cudaGetErrorString(e)));
   *value = static_cast<int64_t>(v);
   return absl::OkStatus();
 }
@@ -84,11 +82,17 @@ absl::Status ReadElement(const GPUDevice& d, const T* p, int64_t* value) {
 template <typename T>
 struct GaussStoreFor;
 template <>
-struct GaussStoreFor<float> { using type = rethinkgen::gpu::GaussFloat; };
+struct GaussStoreFor<float> {
+  using type = rethinkgen::gpu::GaussFloat;
+};
 template <>
-struct GaussStoreFor<Eigen::half> { using type = rethinkgen::gpu::GaussHalf; };
+struct GaussStoreFor<Eigen::half> {
+  using type = rethinkgen::gpu::GaussHalf;
+};
 template <>
-struct GaussStoreFor<bfloat16> { using type = rethinkgen::gpu::GaussBfloat16; };
+struct GaussStoreFor<bfloat16> {
+  using type = rethinkgen::gpu::GaussBfloat16;
+};
 
 }  // namespace
 
@@ -96,120 +100,108 @@ namespace functor {
 
 template <typename T, typename Idx>
 struct FindBadEntries<GPUDevice, T, Idx> {
-  absl::Status operator()(OpKernelContext* ctx, const GPUDevice& d,
-                          const T* labels, int64_t num_classes,
-                          const Idx* indices, int64_t n,
+  absl::Status operator()(OpKernelContext* ctx, const GPUDevice& d, const T* labels,
+                          int64_t num_classes, const Idx* indices, int64_t n,
                           rethinkgen_args::BadEntries* bad) const {
     TempScratch scratch(ctx);
-    cudaError_t e = rethinkgen::gpu::Validate<T, Idx>(
-        labels, num_classes, indices, n, d.stream(), scratch.Fn(),
-        &bad->label_at, &bad->index_at);
+    cudaError_t e = rethinkgen::gpu::Validate<T, Idx>(labels, num_classes, indices, n, d.stream(),
+                                                      scratch.Fn(), &bad->label_at, &bad->index_at);
     TF_RETURN_IF_ERROR(CudaStatus(e, "validation kernel", scratch));
     if (bad->index_at >= 0)
       TF_RETURN_IF_ERROR(ReadElement(d, indices + bad->index_at, &bad->index));
-    if (bad->label_at >= 0)
-      TF_RETURN_IF_ERROR(ReadElement(d, labels + bad->label_at, &bad->label));
+    if (bad->label_at >= 0) TF_RETURN_IF_ERROR(ReadElement(d, labels + bad->label_at, &bad->label));
     return absl::OkStatus();
   }
 };
 
 template <typename T, typename Idx>
 struct CorruptLabelsFunctor<GPUDevice, T, Idx> {
-  absl::Status operator()(OpKernelContext* ctx, const GPUDevice& d,
-                          const T* labels, const Idx* indices, int64_t n,
-                          const rethinkgen_args::LabelArgs& args, bool permute,
-                          T* out, bool* contents_ok) const {
+  absl::Status operator()(OpKernelContext* ctx, const GPUDevice& d, const T* labels,
+                          const Idx* indices, int64_t n, const rethinkgen_args::LabelArgs& args,
+                          bool permute, T* out, bool* contents_ok) const {
     TempScratch scratch(ctx);
     int64_t bad_label = -1, bad_index = -1;
     cudaError_t e = rethinkgen::gpu::Validate<T, Idx>(
-        labels, args.num_classes, indices, n, d.stream(), scratch.Fn(),
-        &bad_label, &bad_index);
+        labels, args.num_classes, indices, n, d.stream(), scratch.Fn(), &bad_label, &bad_index);
     TF_RETURN_IF_ERROR(CudaStatus(e, "validation kernel", scratch));
     *contents_ok = bad_label < 0 && bad_index < 0;
     if (!*contents_ok) return absl::OkStatus();
     if (permute)  // n < 2^31, checked by the OpKernel
-      e = rethinkgen::gpu::CorruptLabelsPermute<T, Idx>(
-          labels, indices, n, args.p, args.seed, out, d.stream(),
-          scratch.Fn());
+      e = rethinkgen::gpu::CorruptLabelsPermute<T, Idx>(labels, indices, n, args.p, args.seed, out,
+                                                        d.stream(), scratch.Fn());
     else
-      e = rethinkgen::gpu::CorruptLabelsUniform<T, Idx>(
-          labels, indices, n, args.p, static_cast<uint64_t>(args.num_classes),
-          args.seed, out, d.stream());
+      e = rethinkgen::gpu::CorruptLabelsUniform<T, Idx>(labels, indices, n, args.p,
+                                                        static_cast<uint64_t>(args.num_classes),
+                                                        args.seed, out, d.stream());
     return CudaStatus(e, "corrupt_labels kernel", scratch);
   }
 };
 
 template <typename E, typename Idx>
 struct PermutePixelsFunctor<GPUDevice, E, Idx> {
-  absl::Status operator()(OpKernelContext* ctx, const GPUDevice& d, const E* in,
-                          const Idx* indices,
-                          const rethinkgen_args::PixelArgs& args,
-                          bool per_example, E* out) const {
+  absl::Status operator()(OpKernelContext* ctx, const GPUDevice& d, const E* in, const Idx* indices,
+                          const rethinkgen_args::PixelArgs& args, bool per_example, E* out) const {
     TempScratch scratch(ctx);
     cudaError_t e = rethinkgen::gpu::PermutePixels<E, Idx>(
         in, indices, args.batch, static_cast<uint32_t>(args.units),
-        static_cast<uint32_t>(args.channels), args.seed, per_example, out,
-        d.stream(), scratch.Fn());
+        static_cast<uint32_t>(args.channels), args.seed, per_example, out, d.stream(),
+        scratch.Fn());
     return CudaStatus(e, "permute_pixels kernel", scratch);
   }
 };
 
 template <typename T, typename Idx>
 struct GaussianImagesFunctor<GPUDevice, T, Idx> {
-  absl::Status operator()(OpKernelContext* ctx, const GPUDevice& d,
-                          const Idx* indices, int64_t batch,
-                          const rethinkgen_args::GaussianArgs& args,
-                          T* out) const {
+  absl::Status operator()(OpKernelContext* ctx, const GPUDevice& d, const Idx* indices,
+                          int64_t batch, const rethinkgen_args::GaussianArgs& args, T* out) const {
     using Store = typename GaussStoreFor<T>::type;
     TempScratch scratch(ctx);
     cudaError_t e = rethinkgen::gpu::GaussianImages<Store, Idx>(
-        indices, batch, args.values, args.channels, args.mean, args.stddev,
-        args.seed, reinterpret_cast<typename Store::Bits*>(out), d.stream(),
-        scratch.Fn());
+        indices, batch, args.values, args.channels, args.mean, args.stddev, args.seed,
+        reinterpret_cast<typename Store::Bits*>(out), d.stream(), scratch.Fn());
     return CudaStatus(e, "gaussian_images kernel", scratch);
   }
 };
 
 }  // namespace functor
 
-#define RG_GPU_LABELS(T, Idx)                                   \
-  REGISTER_KERNEL_BUILDER(Name("RethinkgenCorruptLabels")       \
-                              .Device(DEVICE_GPU)               \
-                              .TypeConstraint<T>("T")           \
-                              .TypeConstraint<Idx>("Tidx")      \
-                              .HostMemory("corrupt_prob")       \
-                              .HostMemory("num_classes")        \
-                              .HostMemory("seed"),              \
+#define RG_GPU_LABELS(T, Idx)                              \
+  REGISTER_KERNEL_BUILDER(Name("RethinkgenCorruptLabels")  \
+                              .Device(DEVICE_GPU)          \
+                              .TypeConstraint<T>("T")      \
+                              .TypeConstraint<Idx>("Tidx") \
+                              .HostMemory("corrupt_prob")  \
+                              .HostMemory("num_classes")   \
+                              .HostMemory("seed"),         \
                           CorruptLabelsOp<GPUDevice, T, Idx>);
 RG_GPU_LABELS(int32_t, int32_t)
 RG_GPU_LABELS(int32_t, int64_t)
 RG_GPU_LABELS(int64_t, int32_t)
 RG_GPU_LABELS(int64_t, int64_t)
 
-#define RG_GPU_PIXELS_IDX(T, Idx)                               \
-  REGISTER_KERNEL_BUILDER(Name("RethinkgenPermutePixels")       \
-                              .Device(DEVICE_GPU)               \
-                              .TypeConstraint<T>("T")           \
-                              .TypeConstraint<Idx>("Tidx")      \
-                              .HostMemory("seed"),              \
+#define RG_GPU_PIXELS_IDX(T, Idx)                          \
+  REGISTER_KERNEL_BUILDER(Name("RethinkgenPermutePixels")  \
+                              .Device(DEVICE_GPU)          \
+                              .TypeConstraint<T>("T")      \
+                              .TypeConstraint<Idx>("Tidx") \
+                              .HostMemory("seed"),         \
                           PermutePixelsOp<GPUDevice, T, Idx>);
-#define RG_GPU_PIXELS(T) \
-  RG_GPU_PIXELS_IDX(T, int32_t) RG_GPU_PIXELS_IDX(T, int64_t)
+#define RG_GPU_PIXELS(T) RG_GPU_PIXELS_IDX(T, int32_t) RG_GPU_PIXELS_IDX(T, int64_t)
 RG_GPU_PIXELS(uint8_t)
 RG_GPU_PIXELS(Eigen::half)
 RG_GPU_PIXELS(bfloat16)
 RG_GPU_PIXELS(float)
 RG_GPU_PIXELS(double)
 
-#define RG_GPU_GAUSS_IDX(T, Idx)                                \
-  REGISTER_KERNEL_BUILDER(Name("RethinkgenGaussianImages")      \
-                              .Device(DEVICE_GPU)               \
-                              .TypeConstraint<T>("dtype")       \
-                              .TypeConstraint<Idx>("Tidx")      \
-                              .HostMemory("seed")               \
-                              .HostMemory("shape")              \
-                              .HostMemory("mean")               \
-                              .HostMemory("stddev"),            \
+#define RG_GPU_GAUSS_IDX(T, Idx)                           \
+  REGISTER_KERNEL_BUILDER(Name("RethinkgenGaussianImages") \
+                              .Device(DEVICE_GPU)          \
+                              .TypeConstraint<T>("dtype")  \
+                              .TypeConstraint<Idx>("Tidx") \
+                              .HostMemory("seed")          \
+                              .HostMemory("shape")         \
+                              .HostMemory("mean")          \
+                              .HostMemory("stddev"),       \
                           GaussianImagesOp<GPUDevice, T, Idx>);
 #define RG_GPU_GAUSS(T) RG_GPU_GAUSS_IDX(T, int32_t) RG_GPU_GAUSS_IDX(T, int64_t)
 RG_GPU_GAUSS(float)

@@ -14,10 +14,14 @@ Two solvers (see docs/theory.md for the sizes and timings):
   recomputed from x in row blocks in float64 (nothing else stored).  This is mixed-precision
   iterative refinement: a few iterations bring the residual from float32 level to the
   tolerance.  All right-hand sides (true and random labels) are solved together.
+
+The experiment of experiments/kernel.py is `kernel_experiment`: plain arguments in, the summary
+dict out (and its JSON, if asked).
 """
 from __future__ import annotations
 
 import math
+import resource
 import time
 from typing import Callable, NamedTuple, Optional
 
@@ -358,3 +362,133 @@ def random_conv_features(images, filters=1024, kernel=5, pool=4, seed=0, batch=2
         if progress and (i // batch) % 40 == 39:
             progress(f"  random conv features {min(i + batch, x.shape[0])}/{x.shape[0]}")
     return np.concatenate(out)
+
+
+# --------------------------------------------------------------------------- the experiment
+# experiments/kernel.py is its command line: each argument below is the flag of the same name, and
+# errors name the flags (they reach the user as one line `error: ...`, see rethinkgen_tf.entry).
+def _quiet(msg):
+    pass
+
+
+def peak_rss_gib() -> float:
+    """Peak resident memory of this process so far (max RSS), GiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def kernel_features(x, features="raw", conv_filters=1024, conv_kernel=5, conv_pool=4, seed=0,
+                    progress: Optional[Callable] = _log) -> np.ndarray:
+    """Images x [N, H, W(, C)] (pixels 0..255) -> the kernel's inputs [N, dim]: "raw" pixels scaled
+    to [0, 1], or "random_conv" features (random_conv_features with these filters, kernel, pool
+    and seed)."""
+    if features == "raw":
+        return x.reshape(x.shape[0], -1).astype(np.float32) / 255.0
+    if features != "random_conv":
+        raise ValueError(f"--features must be raw or random_conv, not {features!r}")
+    try:
+        return random_conv_features(x, conv_filters, conv_kernel, conv_pool, seed, progress=progress)
+    except ValueError as e:
+        raise ValueError(f"--conv_kernel={conv_kernel}, --conv_pool={conv_pool}: {e}") from None
+
+
+def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=None, features="raw",
+                      conv_filters=1024, conv_kernel=5, conv_pool=4, bandwidth=None, bandwidth_factor=None,
+                      method="auto", tol=1e-4, max_abs_tol=1e-3, maxiter=100, ridge=1e-3, random_labels=True,
+                      seed=0, out=None, progress: Optional[Callable] = _log) -> dict:
+    """experiments/kernel.py: minimum-norm Gaussian-kernel interpolation of a random subset of n
+    training images (seed seed + 1, kept in index order; None: all) of `dataset` (read from
+    data_dir, None: tensorflow-datasets), tested on test_n test images.
+
+    One kernel matrix (kernel_features; bandwidth sigma = `bandwidth`, or bandwidth_factor times
+    the median pairwise distance, the factor 0.25 for raw MNIST-format pixels and 1 otherwise by
+    default) is solved (interpolate: method, tol, max_abs_tol, maxiter) for the one-hot true
+    labels and, if random_labels, uniform random labels (seed `seed`) together, then, if ridge,
+    K + ridge I for the true labels.  Returns the summary (dataset, n, test_n, features, dim,
+    median_distance, sigma, method, solver, iterations, residuals, jitter, timings, peak_rss_gib,
+    results: {true, random, true_ridge}: train_error, test_error, rkhs_norm, max_abs_residual);
+    writes it as JSON to `out` if given (atomically), once before the ridge solve and once at
+    the end.  Checks `out` before any work."""
+    from rethinkgen_tf import results
+    from rethinkgen_tf.cli import check_out
+    from rethinkgen_tf.data.sources import load_subsets
+    log = progress or _quiet
+    if features not in ("raw", "random_conv"):
+        raise ValueError(f"--features must be raw or random_conv, not {features!r}")
+    if method not in ("auto", "direct", "mixed"):
+        raise ValueError(f"--method must be auto, direct or mixed, not {method!r}")
+    for name, v in (("bandwidth", bandwidth), ("bandwidth_factor", bandwidth_factor)):
+        if v is not None and not 0 < v < math.inf:
+            raise ValueError(f"--{name} must be finite and > 0")
+    check_out(out)
+    t_all = time.time()
+    # random subsets (seed + 1), kept in index order
+    x, y, xt, yt, names = load_subsets(dataset, data_dir, n, test_n, seed + 1)
+    k, n = len(names), x.shape[0]
+    if n < 2 and bandwidth is None:
+        raise ValueError(f"{n} training image has no median distance to set the bandwidth from; pass --bandwidth")
+    log(f"{dataset}: {n} train, {xt.shape[0]} test, features={features}")
+    t = time.time()
+    conv = dict(features=features, conv_filters=conv_filters, conv_kernel=conv_kernel, conv_pool=conv_pool,
+                seed=seed, progress=progress)
+    f, ft = kernel_features(x, **conv), kernel_features(xt, **conv)
+    log(f"features {f.shape[1]}-dimensional ({time.time() - t:.0f} s)")
+    med = median_distance(f, seed=seed) if n > 1 else None  # n = 1: bandwidth is given
+    factor = bandwidth_factor
+    if factor is None:
+        factor = 0.25 if dataset != "cifar10" and features == "raw" else 1.0
+    sigma = bandwidth if bandwidth is not None else factor * med
+    log(f"median distance {'-' if med is None else f'{med:.4g}'}, bandwidth sigma {sigma:.4g}")
+    ys = {"true": y}
+    if random_labels:
+        ys["random"] = np.random.default_rng(seed).integers(0, k, n)
+    targets = np.hstack([np.eye(k)[v] for v in ys.values()])
+    summary = dict(dataset=dataset, n=n, test_n=int(xt.shape[0]), features=features,
+                   dim=int(f.shape[1]), median_distance=med, sigma=sigma, method=method, results={})
+    if features == "random_conv":
+        summary.update(conv_filters=conv_filters, conv_kernel=conv_kernel, conv_pool=conv_pool)
+    solve_kw = dict(method=method, tol=tol, max_abs_tol=max_abs_tol, maxiter=maxiter, progress=progress)
+    t = time.time()
+    kmat, sol = interpolate(f, targets, sigma, **solve_kw)
+    summary.update(solve_seconds=time.time() - t, iterations=sol.iterations, max_abs_residual=sol.residual_max,
+                   relative_residual=sol.residual_rel, jitter=getattr(kmat, "jitter", 0.0),
+                   interpolation_seconds=time.time() - t_all)
+    log(f"solved K alpha = Y for {list(ys)} labels: {sol.iterations} iterations, max |K alpha - Y| "
+        f"{sol.residual_max:.2e}, relative {sol.residual_rel:.2e}, {time.time() - t:.0f} s, "
+        f"peak {peak_rss_gib():.2f} GiB")
+    t = time.time()
+    pred_test = predict(f, sol.alpha, ft, sigma)
+    fitted = sol.fitted
+    for j, (name, labels) in enumerate(ys.items()):
+        cols = slice(j * k, (j + 1) * k)
+        a = sol.alpha[:, cols]
+        r = dict(train_error=float(np.mean(np.argmax(fitted[:, cols], 1) != labels)),
+                 test_error=float(np.mean(np.argmax(pred_test[:, cols], 1) != yt)),
+                 rkhs_norm=rkhs_norm(a, fitted[:, cols]),
+                 max_abs_residual=float(np.abs(fitted[:, cols] - targets[:, cols]).max()))
+        summary["results"][name] = r
+        log(f"{name} labels: train error {r['train_error']:.4f}, test error {r['test_error']:.4f} "
+            f"(true test labels), RKHS norm {r['rkhs_norm']:.4g}, max |K alpha - Y| {r['max_abs_residual']:.2e}")
+    log(f"evaluation {time.time() - t:.0f} s")
+    summary["solver"] = "mixed" if isinstance(kmat, LargeKernel) else "direct"
+    if out:  # the interpolation results are safe before the ridge solve starts
+        results.write_json(out, summary)
+    if ridge:
+        t = time.time()
+        if isinstance(kmat, LargeKernel):
+            log(f"ridge {ridge}: factoring K + ridge I (as long as the first factorization)")
+            kmat = None  # free the first factor before the second
+        _, sr = interpolate(f, targets[:, :k], sigma, ridge=ridge, kmat=kmat, **solve_kw)
+        fit_r = sr.fitted
+        r = dict(ridge=ridge, train_error=float(np.mean(np.argmax(fit_r, 1) != y)),
+                 test_error=float(np.mean(np.argmax(predict(f, sr.alpha, ft, sigma), 1) != yt)),
+                 rkhs_norm=rkhs_norm(sr.alpha, fit_r), iterations=sr.iterations,
+                 max_abs_residual=sr.residual_max, seconds=time.time() - t)
+        summary["results"]["true_ridge"] = r
+        log(f"ridge {ridge}: train error {r['train_error']:.4f}, test error {r['test_error']:.4f}, "
+            f"RKHS norm {r['rkhs_norm']:.4g} ({r['seconds']:.0f} s)")
+    summary.update(total_seconds=time.time() - t_all, peak_rss_gib=peak_rss_gib())
+    log(f"total {summary['total_seconds']:.0f} s, peak memory (max RSS) {summary['peak_rss_gib']:.2f} GiB")
+    if out:
+        results.write_json(out, summary)  # atomic: no half-written file on interruption
+        log(f"wrote {out}")
+    return summary

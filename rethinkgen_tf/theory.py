@@ -15,6 +15,10 @@ model with exactly d + n + n*K weights (K outputs; 2n + d for one output);
 `build_deep_model` is the depth-k corollary with the same weights spread over
 k - 1 ReLU layers of width ceil(n / (k-1)) + 1 + 2K.  See docs/theory.md.
 
+The experiment of experiments/expressivity.py is `expressivity_experiment` (a random subset of a
+dataset -> `theorem1_experiment`, then `rademacher_experiment`): plain arguments in, the summary
+dict out (and its JSON, if asked).
+
 O(n) solve.  c is piecewise linear with slope S_i = w_1 + ... + w_i on
 (b_i, b_{i+1}), so with x_{i-1} < b_i < x_i:
 
@@ -32,7 +36,8 @@ min_i (x_i - b_i) = (1 - knot) * min gap.
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+import time
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -58,7 +63,7 @@ class Theorem1Fit(NamedTuple):
 def _samples(z) -> np.ndarray:
     z = np.asarray(z)
     if z.ndim < 1:
-        raise ValueError(f"samples must have shape [n, ...], got a scalar")
+        raise ValueError("samples must have shape [n, ...], got a scalar")
     if z.shape[0] == 0:
         raise ValueError("no samples (n = 0): Theorem 1 needs at least one sample")
     z = z.reshape(z.shape[0], -1).astype(np.float64)
@@ -419,3 +424,179 @@ def keras_fit_predict(build: Callable, epochs=100, batch_size=128, learning_rate
         return logits[:, 1] - logits[:, 0]
 
     return fit_predict
+
+
+# --------------------------------------------------------------------------- the experiment
+# experiments/expressivity.py is its command line: each argument below is the flag of the same name,
+# and errors name the flags (they reach the user as one line `error: ...`, see rethinkgen_tf.entry).
+RADEMACHER_CROP = {"cifar10": 28, "mnist": None, "fashion_mnist": None}  # the paper's inputs: CIFAR-10 at 28x28
+
+
+def _log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _quiet(msg):
+    pass
+
+
+def _accuracy(pred, labels):
+    return float(np.mean(np.argmax(pred, axis=1) == labels))
+
+
+def theorem1_experiment(x, y, xt, yt, num_classes, labels="random", seed=0, knot=0.1, tries=8, depth=0,
+                        keras=True, progress: Optional[Callable] = _log) -> dict:
+    """The Theorem 1 network for the training images x [n, ...] (true labels y) with `labels`
+    ("random": uniform over the num_classes classes, seed `seed`; "true": y) as one-hot targets,
+    without any training.  Returns its summary: n, d, num_classes, labels, weights (d + n + n*K),
+    min_gap, lambda_min (Lemma 1), residual_recurrence (of the O(n) solve), solve_seconds,
+    residual_network_float64, train/test accuracy of the float64 NumPy network (test: xt against
+    the true labels yt), norms; with keras, train/test accuracy of the Keras model in float64 and
+    float32; with depth >= 2, "deep": the depth-k network's depth, weights, widths, train_acc and
+    max_diff_vs_depth2."""
+    log = progress or _quiet
+    n = x.shape[0]
+    k = num_classes
+    if labels == "random":
+        targets = np.random.default_rng(seed).integers(0, k, n)
+    elif labels == "true":
+        targets = y
+    else:
+        raise ValueError(f"--labels must be random or true, not {labels!r}")
+    log(f"checking {n} samples are distinct")
+    check_distinct(x, targets)
+    t = time.time()
+    fit = fit_theorem1(x, one_hot(targets, k), seed=seed, knot=knot, tries=tries)
+    solve_s = time.time() - t
+    d = fit.a.size
+    log(f"Theorem 1 network: n={n} d={d} K={k}: {fit.num_weights} weights (= d + n + n*K; "
+        f"{2 * n + d} = 2n + d per output); O(n) solve {solve_s:.2f} s")
+    log(f"min gap {fit.min_gap:.3e}, Lemma 1 smallest eigenvalue {fit.lambda_min:.3e}, "
+        f"max |A w - y| {fit.residual:.3e}")
+    t = time.time()
+    p = predict_numpy(fit, x)
+    r = dict(n=n, d=d, num_classes=k, labels=labels, weights=fit.num_weights, min_gap=fit.min_gap,
+             lambda_min=fit.lambda_min, residual_recurrence=fit.residual, solve_seconds=solve_s,
+             residual_network_float64=float(np.max(np.abs(p - one_hot(targets, k)))),
+             train_acc_numpy_float64=_accuracy(p, targets),
+             test_acc_numpy_float64=_accuracy(predict_numpy(fit, xt), yt),
+             norms=weight_norms(fit))
+    log(f"float64 NumPy network: max |c(z_i) - y_i| = {r['residual_network_float64']:.3e}, "
+        f"train acc {r['train_acc_numpy_float64']:.4f} ({labels} labels), "
+        f"test acc {r['test_acc_numpy_float64']:.4f} (true test labels) [{time.time() - t:.1f} s]")
+    log(f"weight norms: {r['norms']}")
+    if keras:
+        for dtype in ("float64", "float32"):
+            t = time.time()
+            model = build_model(fit, x.shape[1:], dtype=dtype)
+            assert model.count_params() == fit.num_weights
+            r[f"train_acc_keras_{dtype}"] = _accuracy(keras_predict(model, x, dtype=dtype), targets)
+            r[f"test_acc_keras_{dtype}"] = _accuracy(keras_predict(model, xt, dtype=dtype), yt)
+            log(f"Keras {dtype} model ({model.count_params()} params): train acc "
+                f"{r[f'train_acc_keras_{dtype}']:.4f}, test acc {r[f'test_acc_keras_{dtype}']:.4f} "
+                f"[{time.time() - t:.1f} s]")
+    if depth:
+        t = time.time()
+        model = build_deep_model(fit, depth, x.shape[1:])
+        pd = keras_predict(model, x)
+        r["deep"] = dict(depth=depth, weights=model.count_params(),
+                         widths=[int(l.output.shape[-1]) for l in model.layers[3:-1]],
+                         train_acc=_accuracy(pd, targets),
+                         max_diff_vs_depth2=float(np.max(np.abs(pd - p))))
+        log(f"depth-{depth} Keras float64 model: {r['deep']}  [{time.time() - t:.1f} s]")
+    return r
+
+
+def check_rademacher_models(names: Sequence[str], dataset) -> None:
+    """Builds each model (rethinkgen_tf.models names) once on the input shape that
+    rademacher_experiment gives it (a few seconds), so that a bad name or a model that cannot
+    take these inputs stops the run before any work (ValueError naming --rademacher_models)."""
+    from rethinkgen_tf import models
+    if not names:
+        return
+    if dataset not in RADEMACHER_CROP:
+        raise ValueError(f"--dataset={dataset}: Rademacher estimates are for {sorted(RADEMACHER_CROP)}")
+    side = RADEMACHER_CROP[dataset] or 28
+    shape = (side, side, 3 if dataset == "cifar10" else 1)
+    for name in names:
+        if not models.known(name):
+            raise ValueError(f"--rademacher_models: unknown model {name!r}; known: {models.NAMES}")
+        try:
+            models.build(name, shape, 2)
+        except ValueError as e:
+            raise ValueError(f"--rademacher_models: {name} on {shape[0]}x{shape[1]}x{shape[2]} images: "
+                             f"{e}") from e
+
+
+def rademacher_experiment(x, dataset, model_names: Sequence[str] = (), n=1000, draws=3, epochs=100, seed=0,
+                          progress: Optional[Callable] = _log) -> dict:
+    """Empirical Rademacher complexity (rademacher_estimate) of each model in model_names and of
+    the Theorem 1 class, on n random images of x (raw pixels 0..255; seed seed + 1, as the
+    subsets of expressivity_experiment).  The models see the paper's inputs (per-image
+    standardized, CIFAR-10 center-cropped to 28x28: RADEMACHER_CROP) and train with their
+    family's default learning rate for at most `epochs` epochs per draw; the Theorem 1 class
+    sees the raw pixels.  Returns {name: {estimate, draws, n, seconds}, "theorem1": {estimate,
+    draws, n}}."""
+    from rethinkgen_tf import models
+    from rethinkgen_tf.data.preprocess import preprocess
+    from rethinkgen_tf.data.sources import random_subset
+    log = progress or _quiet
+    # random images (seed + 1, as the n subset; CIFAR-10 class folders are class-sorted)
+    x, _ = random_subset(x, np.zeros(x.shape[0]), n, seed + 1)
+    n = x.shape[0]
+    crop = RADEMACHER_CROP[dataset]
+    xs = np.asarray(preprocess(x, crop=crop, standardize=True))
+    res = {}
+    for name in model_names:
+        lr = models.DEFAULT_LEARNING_RATE.get(models.family(name), 0.01)
+        log(f"Rademacher estimate of {name} on {n} images (lr {lr}, <= {epochs} epochs)")
+        fp = keras_fit_predict(lambda: models.build(name, xs.shape[1:], 2), epochs=epochs,
+                               learning_rate=lr, seed=seed, progress=progress)
+        t = time.time()
+        res[name] = rademacher_estimate(fp, xs, draws, seed, progress=progress)
+        res[name]["seconds"] = time.time() - t
+        log(f"{name}: empirical Rademacher complexity >= {res[name]['estimate']:.4f}")
+    res["theorem1"] = rademacher_estimate(theorem1_fit_predict, x.reshape(n, -1), draws, seed, progress=None)
+    log(f"Theorem 1 class: {res['theorem1']['estimate']:.4f}")
+    return res
+
+
+def expressivity_experiment(dataset="cifar10", data_dir=None, n=None, test_n=None, labels="random", seed=0,
+                            knot=0.1, tries=8, depth=0, keras=True, rademacher_models: Sequence[str] = (),
+                            rademacher_n=1000, rademacher_draws=3, rademacher_epochs=100, out=None,
+                            progress: Optional[Callable] = _log) -> dict:
+    """experiments/expressivity.py: the Theorem 1 network (theorem1_experiment) for a random subset
+    of n training and test_n test images (seed seed + 1, kept in index order; None: all) of
+    `dataset` (read from data_dir, None: tensorflow-datasets), then, if rademacher_models names
+    any, the Rademacher estimates (rademacher_experiment).  Returns the summary {dataset, seed,
+    knot, theorem1[, rademacher]} and writes it as JSON to `out` if given (atomically).
+
+    Checks what it can before any work: out is a writable file name, each Rademacher model
+    builds on its inputs, and there are at least depth - 1 training images."""
+    from rethinkgen_tf import results
+    from rethinkgen_tf.cli import check_out
+    from rethinkgen_tf.data.sources import load_subsets
+    log = progress or _quiet
+    if not 0.0 < knot <= 0.5:
+        raise ValueError(f"--knot must lie in (0, 0.5], got {knot}")
+    if depth == 1 or depth < 0:
+        raise ValueError(f"--depth must be 0 (skip) or >= 2, got {depth}")
+    check_out(out)
+    if rademacher_models:
+        check_rademacher_models(rademacher_models, dataset)
+    # random subsets (seed + 1), kept in index order
+    x, y, xt, yt, names = load_subsets(dataset, data_dir, n, test_n, seed + 1)
+    log(f"{dataset}: {x.shape[0]} train, {xt.shape[0]} test images {x.shape[1:]}, raw pixels 0..255")
+    if depth > x.shape[0] + 1:
+        raise ValueError(f"--depth={depth} needs at least depth - 1 = {depth - 1} training images "
+                         f"(one knot per ReLU layer), got {x.shape[0]}")
+    summary = {"dataset": dataset, "seed": seed, "knot": knot}
+    summary["theorem1"] = theorem1_experiment(x, y, xt, yt, len(names), labels=labels, seed=seed, knot=knot,
+                                              tries=tries, depth=depth, keras=keras, progress=progress)
+    if rademacher_models:
+        summary["rademacher"] = rademacher_experiment(x, dataset, rademacher_models, rademacher_n,
+                                                      rademacher_draws, rademacher_epochs, seed, progress)
+    if out:
+        results.write_json(out, summary)  # atomic: no half-written file on interruption
+        log(f"wrote {out}")
+    return summary

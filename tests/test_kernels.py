@@ -1,10 +1,13 @@
 """Kernel interpolation: kernel matrices, the direct and mixed-precision solvers, random conv features."""
+import json
 import os
 
 import numpy as np
 import pytest
+from test_entry_points import write_idx_dataset  # synthetic MNIST-format files
 
 from rethinkgen_tf import kernels
+from rethinkgen_tf.data.sources import load_subsets
 
 FASHION = os.environ.get("RETHINKGEN_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
 
@@ -150,3 +153,89 @@ def test_kernel_experiment_smoke(tmp_path):
     assert r["true"]["train_error"] == 0 and r["random"]["train_error"] == 0
     assert r["true"]["test_error"] < 0.4 and r["random"]["test_error"] > 0.7
     assert r["true_ridge"]["rkhs_norm"] < r["true"]["rkhs_norm"]
+
+
+# ---------------------------------------- the experiment (experiments/kernel.py)
+def test_kernel_features():
+    imgs = np.random.default_rng(0).integers(0, 256, (3, 28, 28)).astype(np.uint8)
+    f = kernels.kernel_features(imgs)
+    assert f.shape == (3, 784) and f.dtype == np.float32
+    np.testing.assert_array_equal(f, imgs.reshape(3, -1).astype(np.float32) / 255.0)
+    g = kernels.kernel_features(imgs, "random_conv", conv_filters=4, conv_kernel=5, conv_pool=2, seed=1,
+                                progress=None)
+    np.testing.assert_array_equal(g, kernels.random_conv_features(imgs, 4, 5, 2, 1, progress=None))
+    with pytest.raises(ValueError, match="--conv_kernel=26, --conv_pool=4: .*need kernel"):
+        kernels.kernel_features(imgs, "random_conv", conv_kernel=26, conv_pool=4, progress=None)
+    with pytest.raises(ValueError, match="--features"):
+        kernels.kernel_features(imgs, "pixels")
+
+
+def test_kernel_experiment_summary_and_json(tmp_path):
+    data = str(write_idx_dataset(tmp_path / "idx", n=20, test_n=8))
+    out = tmp_path / "k.json"
+    lines = []
+    s = kernels.kernel_experiment("fashion_mnist", data, n=16, test_n=6, seed=2, out=str(out), progress=lines.append)
+    assert (s["dataset"], s["n"], s["test_n"], s["features"], s["dim"]) == ("fashion_mnist", 16, 6, "raw", 784)
+    assert (s["method"], s["solver"], s["jitter"], s["iterations"]) == ("auto", "direct", 0.0, 0)
+    assert s["sigma"] == pytest.approx(0.25 * s["median_distance"])   # raw MNIST-format pixels: factor 0.25
+    assert set(s["results"]) == {"true", "random", "true_ridge"} and "conv_filters" not in s
+    for name in ("true", "random"):
+        assert s["results"][name]["train_error"] == 0.0 and s["results"][name]["max_abs_residual"] < 1e-6
+    ridge = s["results"]["true_ridge"]
+    assert ridge["ridge"] == 1e-3 and ridge["rkhs_norm"] < s["results"]["true"]["rkhs_norm"]
+    assert json.loads(out.read_text()) == s          # the JSON is the returned summary
+    assert lines[-1] == f"wrote {out}" and any(l.startswith("solved K alpha = Y for ['true', 'random']") for l in lines)
+    # the subsets (seed + 1), the median (seed) and the random labels (seed), recomputed here
+    x, y, xt, yt, _ = load_subsets("fashion_mnist", data, 16, 6, 3)
+    f, ft = x.reshape(16, -1).astype(np.float32) / 255.0, xt.reshape(6, -1).astype(np.float32) / 255.0
+    assert s["median_distance"] == kernels.median_distance(f, seed=2)
+    yr = np.random.default_rng(2).integers(0, 10, 16)
+    _, sol = kernels.interpolate(f, np.hstack([np.eye(10)[y], np.eye(10)[yr]]), s["sigma"], progress=None)
+    pred = kernels.predict(f, sol.alpha, ft, s["sigma"])
+    assert s["results"]["true"]["test_error"] == float(np.mean(np.argmax(pred[:, :10], 1) != yt))
+    assert s["results"]["random"]["test_error"] == float(np.mean(np.argmax(pred[:, 10:], 1) != yt))
+    assert s["results"]["random"]["rkhs_norm"] == kernels.rkhs_norm(sol.alpha[:, 10:], sol.fitted[:, 10:])
+
+
+def test_kernel_experiment_options(tmp_path):
+    data = str(write_idx_dataset(tmp_path / "idx", n=12, test_n=4))
+    s = kernels.kernel_experiment("mnist", data, n=1, test_n=3, method="direct", bandwidth=5.0, ridge=0.0,
+                                  random_labels=False, progress=None)
+    assert (s["sigma"], s["n"], s["median_distance"]) == (5.0, 1, None)
+    assert set(s["results"]) == {"true"} and s["results"]["true"]["train_error"] == 0.0
+    s = kernels.kernel_experiment("mnist", data, n=10, test_n=3, method="mixed", bandwidth_factor=2.0, tol=1e-9,
+                                  max_abs_tol=1e-8, maxiter=20, progress=None)
+    assert s["solver"] == "mixed" and s["sigma"] == pytest.approx(2.0 * s["median_distance"])
+    assert 1 <= s["iterations"] <= 20 and s["max_abs_residual"] <= 1e-8
+    assert s["results"]["true"]["train_error"] == 0.0 and s["results"]["true_ridge"]["iterations"] >= 1
+
+
+def test_kernel_experiment_writes_before_the_ridge_solve(tmp_path, monkeypatch):
+    data = str(write_idx_dataset(tmp_path / "idx", n=10, test_n=3))
+    solve = kernels.interpolate
+
+    def interrupted_ridge(*args, ridge=0.0, **kw):
+        if ridge:
+            raise KeyboardInterrupt
+        return solve(*args, ridge=ridge, **kw)
+
+    monkeypatch.setattr(kernels, "interpolate", interrupted_ridge)
+    out = tmp_path / "k.json"
+    with pytest.raises(KeyboardInterrupt):
+        kernels.kernel_experiment("mnist", data, n=10, test_n=3, out=str(out), progress=None)
+    s = json.loads(out.read_text())
+    assert set(s["results"]) == {"true", "random"} and "total_seconds" not in s and s["solver"] == "direct"
+
+
+def test_kernel_experiment_checks_before_work(tmp_path):
+    missing = str(tmp_path / "missing")   # no data: each check below must come before loading it
+    for kw, match in [(dict(out=str(tmp_path)), "--out=.* is a directory"),
+                      (dict(out=str(tmp_path / "no" / "k.json")), "directory .* does not exist"),
+                      (dict(method="lu"), "--method"), (dict(features="pixels"), "--features"),
+                      (dict(bandwidth=0.0), "--bandwidth must"),
+                      (dict(bandwidth_factor=float("inf")), "--bandwidth_factor")]:
+        with pytest.raises(ValueError, match=match):
+            kernels.kernel_experiment("mnist", missing, progress=None, **kw)
+    data = str(write_idx_dataset(tmp_path / "idx", n=4, test_n=2))
+    with pytest.raises(ValueError, match="1 training image has no median distance.*--bandwidth"):
+        kernels.kernel_experiment("mnist", data, n=1, progress=None)

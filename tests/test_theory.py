@@ -1,10 +1,13 @@
 """Theorem 1 network, its O(n) solve, the depth-k corollary and the Rademacher estimate."""
+import json
 import os
 
 import numpy as np
 import pytest
+from test_entry_points import write_idx_dataset  # synthetic MNIST-format files
 
 from rethinkgen_tf import theory
+from rethinkgen_tf.data.sources import load_subsets
 
 FASHION = os.environ.get("RETHINKGEN_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
 
@@ -148,3 +151,85 @@ def test_expressivity_experiment_smoke(tmp_path):
     r = json.loads(out.read_text())["theorem1"]
     assert r["weights"] == 784 + 400 * 11 and r["train_acc_numpy_float64"] == 1.0
     assert r["train_acc_keras_float64"] == 1.0 and r["deep"]["train_acc"] == 1.0
+
+
+# ---------------------------------------- the experiment (experiments/expressivity.py)
+def _images(n=12, side=4, seed=0):
+    """n distinct uint8 images side x side x 1 with labels i mod 3."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, side, side, 1)).astype(np.uint8), np.arange(n) % 3
+
+
+@pytest.mark.parametrize("labels", ["random", "true"])
+def test_theorem1_experiment(labels):
+    x, y = _images()
+    lines = []
+    r = theory.theorem1_experiment(x, y, x, y, 3, labels=labels, seed=4, depth=3, progress=lines.append)
+    assert (r["n"], r["d"], r["num_classes"], r["labels"]) == (12, 16, 3, labels)
+    assert r["weights"] == 16 + 12 + 12 * 3
+    assert r["train_acc_numpy_float64"] == 1.0 and r["residual_network_float64"] < 1e-8
+    assert r["train_acc_keras_float64"] == 1.0 and 0.0 <= r["train_acc_keras_float32"] <= 1.0
+    assert r["lambda_min"] == pytest.approx(0.9 * r["min_gap"])   # Lemma 1 with the default knot 0.1
+    # the test set is the training set: the true labels are fitted, random ones (seed 4) agree by chance
+    targets = np.random.default_rng(4).integers(0, 3, 12) if labels == "random" else y
+    assert r["test_acc_numpy_float64"] == pytest.approx(np.mean(targets == y))
+    assert r["test_acc_keras_float64"] == r["test_acc_numpy_float64"]
+    assert r["deep"]["depth"] == 3 and len(r["deep"]["widths"]) == 2 and r["deep"]["train_acc"] == 1.0
+    assert r["deep"]["weights"] == r["weights"] + 1 and r["deep"]["max_diff_vs_depth2"] < 1e-8
+    assert set(r["norms"]) == {"a_l2", "b_l2", "b_max_abs", "w_l2", "w_max_abs", "w_l1"}
+    assert any(line.startswith("Theorem 1 network: n=12 d=16 K=3") for line in lines)
+    quiet = theory.theorem1_experiment(x, y, x, y, 3, labels=labels, seed=4, keras=False, progress=None)
+    assert "deep" not in quiet and not any(k.startswith("train_acc_keras") for k in quiet)
+    assert quiet["min_gap"] == r["min_gap"] and quiet["norms"] == r["norms"]   # same seed, same network
+    with pytest.raises(ValueError, match="--labels"):
+        theory.theorem1_experiment(x, y, x, y, 3, labels="maybe", progress=None)
+
+
+def test_rademacher_experiment():
+    x, _ = _images(n=14, side=28)
+    r = theory.rademacher_experiment(x, "mnist", ["mlp_1x8"], n=10, draws=2, epochs=1, seed=1, progress=None)
+    assert set(r) == {"mlp_1x8", "theorem1"}
+    assert r["theorem1"] == {"estimate": 1.0, "draws": [1.0, 1.0], "n": 10}   # Theorem 1 fits every sign pattern
+    m = r["mlp_1x8"]
+    assert set(m) == {"estimate", "draws", "n", "seconds"} and m["n"] == 10 and len(m["draws"]) == 2
+    assert m["estimate"] == pytest.approx(np.mean(m["draws"])) and -1.0 <= m["estimate"] <= 1.0
+    theory.check_rademacher_models([], "folder")   # nothing to check
+    with pytest.raises(ValueError, match="unknown model 'resnet'"):
+        theory.check_rademacher_models(["mlp_1x8", "resnet"], "mnist")
+    with pytest.raises(ValueError, match="--dataset=folder"):
+        theory.check_rademacher_models(["mlp_1x8"], "folder")
+
+
+def test_expressivity_experiment_summary_and_json(tmp_path):
+    data = write_idx_dataset(tmp_path / "idx", n=10, test_n=5)
+    out = tmp_path / "summary.json"
+    lines = []
+    s = theory.expressivity_experiment("mnist", str(data), n=6, test_n=4, labels="true", seed=2, knot=0.5,
+                                       depth=2, keras=False, out=str(out), progress=lines.append)
+    assert set(s) == {"dataset", "seed", "knot", "theorem1"}
+    assert (s["dataset"], s["seed"], s["knot"]) == ("mnist", 2, 0.5)
+    t = s["theorem1"]
+    assert (t["n"], t["d"], t["num_classes"], t["labels"]) == (6, 28 * 28, 10, "true")
+    assert t["train_acc_numpy_float64"] == 1.0 and t["deep"]["train_acc"] == 1.0
+    assert t["lambda_min"] == pytest.approx(0.5 * t["min_gap"])
+    assert json.loads(out.read_text()) == s          # the JSON is the returned summary
+    assert lines[0] == "mnist: 6 train, 4 test images (28, 28, 1), raw pixels 0..255" and lines[-1] == f"wrote {out}"
+    # the subsets (seed + 1) and the direction (seed) are those of theorem1_experiment on the same arrays
+    x, y, xt, yt, names = load_subsets("mnist", str(data), 6, 4, 3)
+    ref = theory.theorem1_experiment(x, y, xt, yt, len(names), labels="true", seed=2, knot=0.5, depth=2,
+                                     keras=False, progress=None)
+    assert {k: v for k, v in ref.items() if k != "solve_seconds"} == \
+        {k: v for k, v in t.items() if k != "solve_seconds"}
+
+
+def test_expressivity_experiment_checks_before_work(tmp_path):
+    missing = str(tmp_path / "missing")   # no data: each check below must come before loading it
+    for kw, match in [(dict(out=str(tmp_path)), "--out=.* is a directory"),
+                      (dict(out=str(tmp_path / "no" / "s.json")), "directory .* does not exist"),
+                      (dict(rademacher_models=["resnet"]), "unknown model"),
+                      (dict(knot=0.7), "--knot"), (dict(depth=1), "--depth")]:
+        with pytest.raises(ValueError, match=match):
+            theory.expressivity_experiment("mnist", missing, progress=None, **kw)
+    data = write_idx_dataset(tmp_path / "idx", n=6, test_n=2)
+    with pytest.raises(ValueError, match="--depth=9 needs at least depth - 1 = 8 training images"):
+        theory.expressivity_experiment("mnist", str(data), n=6, depth=9, progress=None)

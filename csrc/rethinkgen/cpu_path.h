@@ -36,9 +36,7 @@ namespace rethinkgen {
 
 enum class CpuPath { kGeneric, kAvx2 };
 
-inline const char* CpuPathName(CpuPath path) {
-  return path == CpuPath::kAvx2 ? "avx2" : "generic";
-}
+inline const char* CpuPathName(CpuPath path) { return path == CpuPath::kAvx2 ? "avx2" : "generic"; }
 
 constexpr const char kCpuPathEnv[] = "RETHINKGEN_CPU_PATH";
 
@@ -67,21 +65,19 @@ inline CpuPathChoice ChooseCpuPath(const char* request, bool avx2_runs) {
   if (r == "generic") return {CpuPath::kGeneric, ""};
   if (r == "avx2") {
     if (avx2_runs) return {CpuPath::kAvx2, ""};
-    return {CpuPath::kGeneric,
-            std::string(kCpuPathEnv) +
-                "=avx2, but this CPU or this build has no AVX2; running the "
-                "generic path (same outputs)"};
+    return {CpuPath::kGeneric, std::string(kCpuPathEnv) +
+                                   "=avx2, but this CPU or this build has no AVX2; running the "
+                                   "generic path (same outputs)"};
   }
   return {best, std::string(kCpuPathEnv) + "=" + request +
-                    " is not one of generic, avx2, auto; running the " +
-                    CpuPathName(best) + " path"};
+                    " is not one of generic, avx2, auto; running the " + CpuPathName(best) +
+                    " path"};
 }
 
 // This library's choice: evaluated once, on first use (the op library and
 // the NumPy module call it when they load).
 inline const CpuPathChoice& ActiveCpuPathChoice() {
-  static const CpuPathChoice choice =
-      ChooseCpuPath(std::getenv(kCpuPathEnv), CpuRunsAvx2Path());
+  static const CpuPathChoice choice = ChooseCpuPath(std::getenv(kCpuPathEnv), CpuRunsAvx2Path());
   return choice;
 }
 

@@ -30,8 +30,8 @@ RG_HD void MulHiLo(uint32_t a, uint32_t b, uint32_t* hi, uint32_t* lo) {
 }
 
 // One Philox4x32 block with `rounds` rounds (10 is the standard).
-RG_HD U32x4 Philox4x32(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
-                       uint32_t k0, uint32_t k1) {
+RG_HD U32x4 Philox4x32(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0,
+                       uint32_t k1) {
 #if defined(__CUDA_ARCH__)
 #pragma unroll
 #endif

@@ -74,8 +74,8 @@ RG_HD Key KeyFromSeed(int64_t seed) {
 
 RG_HD U32x4 Block(Key key, uint32_t purpose, int64_t index, uint32_t block) {
   const uint64_t i = static_cast<uint64_t>(index);
-  return Philox4x32(block, purpose, static_cast<uint32_t>(i),
-                    static_cast<uint32_t>(i >> 32), key.k0, key.k1);
+  return Philox4x32(block, purpose, static_cast<uint32_t>(i), static_cast<uint32_t>(i >> 32),
+                    key.k0, key.k1);
 }
 
 // floor((hi * 2^32 + lo) * m / 2^64) for m <= 2^32, exactly, in 64-bit math.
@@ -110,8 +110,7 @@ struct LabelDraw {
   uint32_t random_class;
 };
 
-RG_HD LabelDraw DrawLabel(Key key, int64_t index, uint64_t threshold,
-                          uint64_t num_classes) {
+RG_HD LabelDraw DrawLabel(Key key, int64_t index, uint64_t threshold, uint64_t num_classes) {
   const U32x4 w = Block(key, kLabelCorrupt, index, 0);
   LabelDraw d;
   d.corrupted = static_cast<uint64_t>(w.v[0]) < threshold;
@@ -126,8 +125,7 @@ RG_HD uint32_t ShuffleDraw(const U32x4& w, uint32_t t, uint64_t bound) {
 }
 
 // Writes a Fisher-Yates permutation of [0, n) into perm (n >= 1).
-RG_HD void FisherYates(uint32_t* perm, uint32_t n, Key key, uint32_t purpose,
-                       int64_t index) {
+RG_HD void FisherYates(uint32_t* perm, uint32_t n, Key key, uint32_t purpose, int64_t index) {
   for (uint32_t k = 0; k < n; ++k) perm[k] = k;
   U32x4 w;
   for (uint32_t t = 0; t + 1 < n; ++t) {
@@ -228,14 +226,13 @@ RG_HD void SinCosQuarter(float a, float* s, float* c) {
 //   theta = 2 pi x2 / 2^32, split exactly into octant (top 3 bits) and a
 //   29-bit offset, reduced to [0, pi/4].
 RG_HD void GaussianPair(uint32_t x1, uint32_t x2, float* z0, float* z1) {
-  const float u1 = RG_FADD(RG_FMUL(RG_U2F(x1), 2.3283064365386963e-10f),
-                           1.16415321826934814453125e-10f);
+  const float u1 =
+      RG_FADD(RG_FMUL(RG_U2F(x1), 2.3283064365386963e-10f), 1.16415321826934814453125e-10f);
   const float r = RG_FSQRT(RG_FMUL(-2.0f, LogF(u1)));
   const uint32_t octant = x2 >> 29;
   const uint32_t k = x2 & 0x1FFFFFFFu;
   const uint32_t kk = (octant & 1u) ? (0x20000000u - k) : k;
-  const float a = RG_FMUL(RG_FMUL(RG_U2F(kk), 1.862645149230957e-09f),
-                          0.785398163397448309616f);
+  const float a = RG_FMUL(RG_FMUL(RG_U2F(kk), 1.862645149230957e-09f), 0.785398163397448309616f);
   float s, c;
   SinCosQuarter(a, &s, &c);
   // Rotate by the quadrant q = octant / 2 (branch-free, so it vectorizes):
@@ -251,9 +248,7 @@ RG_HD void GaussianPair(uint32_t x1, uint32_t x2, float* z0, float* z1) {
 }
 
 // mean + stddev * z, as two rounded float32 operations.
-RG_HD float Affine(float z, float mean, float stddev) {
-  return RG_FADD(mean, RG_FMUL(stddev, z));
-}
+RG_HD float Affine(float z, float mean, float stddev) { return RG_FADD(mean, RG_FMUL(stddev, z)); }
 
 // Round-to-nearest-even float32 -> bfloat16 / float16 bit patterns.
 RG_HD uint16_t FloatToBfloat16Bits(float f) {
@@ -267,15 +262,15 @@ RG_HD uint16_t FloatToHalfBits(float f) {
   const uint32_t u = F2U(f);
   const uint32_t sign = (u >> 16) & 0x8000u;
   const uint32_t a = u & 0x7FFFFFFFu;
-  if (a > 0x7F800000u) return static_cast<uint16_t>(sign | 0x7E00u);  // NaN
+  if (a > 0x7F800000u) return static_cast<uint16_t>(sign | 0x7E00u);   // NaN
   if (a >= 0x477FF000u) return static_cast<uint16_t>(sign | 0x7C00u);  // inf
-  if (a < 0x38800000u) {  // subnormal half (or zero)
+  if (a < 0x38800000u) {                                               // subnormal half (or zero)
     // value * 2^24 rounded to an integer, RNE: add via float arithmetic on
     // exact magic number 0.5 (2^-1 * 2^24 scale) keeps it portable.
     if (a < 0x33000000u) return static_cast<uint16_t>(sign);  // < 2^-25
-    const uint32_t e = a >> 23;                 // 102..112
+    const uint32_t e = a >> 23;                               // 102..112
     const uint32_t mant = (a & 0x7FFFFFu) | 0x800000u;
-    const uint32_t shift = 126u - e;            // 14..24
+    const uint32_t shift = 126u - e;  // 14..24
     uint32_t h = mant >> shift;
     const uint32_t rem = mant & ((1u << shift) - 1u);
     const uint32_t half = 1u << (shift - 1u);

@@ -62,10 +62,8 @@ RG_AVX2_INLINE void Philox(__m256i (&c)[4][R], const RoundKeys& k) {
     for (int j = 0; j < R; ++j) {
       const __m256i p0 = _mm256_mul_epu32(c[0][j], m0);
       const __m256i p1 = _mm256_mul_epu32(c[2][j], m1);
-      c[0][j] = _mm256_xor_si256(
-          _mm256_xor_si256(_mm256_srli_epi64(p1, 32), c[1][j]), k.k0[r]);
-      c[2][j] = _mm256_xor_si256(
-          _mm256_xor_si256(_mm256_srli_epi64(p0, 32), c[3][j]), k.k1[r]);
+      c[0][j] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1, 32), c[1][j]), k.k0[r]);
+      c[2][j] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p0, 32), c[3][j]), k.k1[r]);
       c[1][j] = p1;
       c[3][j] = p0;
     }
@@ -84,9 +82,7 @@ RG_AVX2_INLINE __m256i Join(__m256i even, __m256i odd) {
 
 // ---- Box-Muller (GaussianPair) -------------------------------------------
 RG_AVX2_INLINE __m256 Set(float x) { return _mm256_set1_ps(x); }
-RG_AVX2_INLINE __m256i Set(uint32_t x) {
-  return _mm256_set1_epi32(static_cast<int>(x));
-}
+RG_AVX2_INLINE __m256i Set(uint32_t x) { return _mm256_set1_epi32(static_cast<int>(x)); }
 RG_AVX2_INLINE __m256 Mul(__m256 a, __m256 b) { return _mm256_mul_ps(a, b); }
 RG_AVX2_INLINE __m256 Add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
 RG_AVX2_INLINE __m256 Sub(__m256 a, __m256 b) { return _mm256_sub_ps(a, b); }
@@ -114,23 +110,21 @@ RG_AVX2_INLINE void LogF(const __m256 (&x)[N], __m256 (&r)[N]) {
   __m256 f[N], z[N], y[N], fe[N];
   RG_EACH(j, N) {
     const __m256i bits = _mm256_castps_si256(x[j]);
-    const __m256i mb = _mm256_or_si256(_mm256_and_si256(bits, Set(0x007FFFFFu)),
-                                       Set(0x3F800000u));
+    const __m256i mb = _mm256_or_si256(_mm256_and_si256(bits, Set(0x007FFFFFu)), Set(0x3F800000u));
     // big: all ones where the mantissa is halved (exponent + 1).
-    const __m256i big = _mm256_castps_si256(
-        _mm256_cmp_ps(_mm256_castsi256_ps(mb), Set(1.41421356f), _CMP_GT_OQ));
-    const __m256 m = _mm256_castsi256_ps(
-        _mm256_sub_epi32(mb, _mm256_and_si256(big, Set(1u << 23))));
-    const __m256i e = _mm256_sub_epi32(
-        _mm256_sub_epi32(_mm256_srli_epi32(bits, 23), Set(127u)), big);
+    const __m256i big =
+        _mm256_castps_si256(_mm256_cmp_ps(_mm256_castsi256_ps(mb), Set(1.41421356f), _CMP_GT_OQ));
+    const __m256 m =
+        _mm256_castsi256_ps(_mm256_sub_epi32(mb, _mm256_and_si256(big, Set(1u << 23))));
+    const __m256i e =
+        _mm256_sub_epi32(_mm256_sub_epi32(_mm256_srli_epi32(bits, 23), Set(127u)), big);
     f[j] = Sub(m, Set(1.0f));
     fe[j] = _mm256_cvtepi32_ps(e);
   }
   RG_EACH(j, N) z[j] = Mul(f[j], f[j]);
   RG_EACH(j, N) y[j] = Set(7.0376836292E-2f);
-  static constexpr float kP[] = {-1.1514610310E-1f, 1.1676998740E-1f,
-                                 -1.2420140846E-1f, 1.4249322787E-1f,
-                                 -1.6668057665E-1f, 2.0000714765E-1f,
+  static constexpr float kP[] = {-1.1514610310E-1f, 1.1676998740E-1f,  -1.2420140846E-1f,
+                                 1.4249322787E-1f,  -1.6668057665E-1f, 2.0000714765E-1f,
                                  -2.4999993993E-1f, 3.3333331174E-1f};
 #pragma GCC unroll 8
   for (float p : kP) RG_EACH(j, N) y[j] = Add(Mul(y[j], f[j]), Set(p));
@@ -142,8 +136,7 @@ RG_AVX2_INLINE void LogF(const __m256 (&x)[N], __m256 (&r)[N]) {
 
 // SinCosQuarter.
 template <int N>
-RG_AVX2_INLINE void SinCosQuarter(const __m256 (&a)[N], __m256 (&s)[N],
-                                  __m256 (&c)[N]) {
+RG_AVX2_INLINE void SinCosQuarter(const __m256 (&a)[N], __m256 (&s)[N], __m256 (&c)[N]) {
   __m256 z[N], t[N], u[N];
   RG_EACH(j, N) z[j] = Mul(a[j], a[j]);
   RG_EACH(j, N) t[j] = Mul(Set(-1.9515295891E-4f), z[j]);
@@ -165,18 +158,17 @@ RG_AVX2_INLINE void SinCosQuarter(const __m256 (&a)[N], __m256 (&s)[N],
 // drive the selects and signs through sign-bit masks: _mm256_blendv_ps
 // looks only at bit 31.
 template <int N>
-RG_AVX2_INLINE void GaussianPairs(const __m256i (&x1)[N], const __m256i (&x2)[N],
-                                  __m256 (&z0)[N], __m256 (&z1)[N]) {
+RG_AVX2_INLINE void GaussianPairs(const __m256i (&x1)[N], const __m256i (&x2)[N], __m256 (&z0)[N],
+                                  __m256 (&z1)[N]) {
   __m256 u1[N], lg[N], a[N], s[N], c[N];
   U32ToFloat(x1, u1);
-  RG_EACH(j, N) u1[j] = Add(Mul(u1[j], Set(2.3283064365386963e-10f)),
-                            Set(1.16415321826934814453125e-10f));
+  RG_EACH(j, N)
+  u1[j] = Add(Mul(u1[j], Set(2.3283064365386963e-10f)), Set(1.16415321826934814453125e-10f));
   RG_EACH(j, N) {
     const __m256i k = _mm256_and_si256(x2[j], Set(0x1FFFFFFFu));
     const __m256i b29 = _mm256_slli_epi32(x2[j], 2);  // octant & 1 in bit 31
     const __m256i kk = _mm256_castps_si256(_mm256_blendv_ps(
-        _mm256_castsi256_ps(k),
-        _mm256_castsi256_ps(_mm256_sub_epi32(Set(0x20000000u), k)),
+        _mm256_castsi256_ps(k), _mm256_castsi256_ps(_mm256_sub_epi32(Set(0x20000000u), k)),
         _mm256_castsi256_ps(b29)));
     // kk <= 2^29 converts exactly as U32ToFloat does (both round to nearest
     // even once), with one instruction.
@@ -195,8 +187,8 @@ RG_AVX2_INLINE void GaussianPairs(const __m256i (&x1)[N], const __m256i (&x2)[N]
     const __m256 swap = _mm256_castsi256_ps(_mm256_xor_si256(b30, b29));
     const __m256i sign = Set(0x80000000u);
     const __m256 sin_sign = _mm256_castsi256_ps(_mm256_and_si256(x2[j], sign));
-    const __m256 cos_sign = _mm256_castsi256_ps(
-        _mm256_and_si256(_mm256_xor_si256(x2[j], b30), sign));
+    const __m256 cos_sign =
+        _mm256_castsi256_ps(_mm256_and_si256(_mm256_xor_si256(x2[j], b30), sign));
     const __m256 sin_t = _mm256_xor_ps(_mm256_blendv_ps(s[j], c[j], swap), sin_sign);
     const __m256 cos_t = _mm256_xor_ps(_mm256_blendv_ps(c[j], s[j], swap), cos_sign);
     z0[j] = Mul(r, cos_t);
@@ -206,12 +198,10 @@ RG_AVX2_INLINE void GaussianPairs(const __m256i (&x1)[N], const __m256i (&x2)[N]
 #undef RG_EACH
 
 RG_AVX2_INLINE __m256 UnpackLo64(__m256 a, __m256 b) {
-  return _mm256_castpd_ps(
-      _mm256_unpacklo_pd(_mm256_castps_pd(a), _mm256_castps_pd(b)));
+  return _mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(a), _mm256_castps_pd(b)));
 }
 RG_AVX2_INLINE __m256 UnpackHi64(__m256 a, __m256 b) {
-  return _mm256_castpd_ps(
-      _mm256_unpackhi_pd(_mm256_castps_pd(a), _mm256_castps_pd(b)));
+  return _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(a), _mm256_castps_pd(b)));
 }
 
 // Normals of 8 consecutive blocks, z[w] holding word w's normal of each
@@ -253,9 +243,8 @@ RG_AVX2_INLINE __m256i LoadIndices(const int32_t* p, __m256i* lo, __m256i* hi) {
 // elements: corrupted (all ones) iff w0 < threshold, and the class
 // UniformIndex(w1, w2, k) = (w1 * k + ((w2 * k) >> 32)) >> 32, or w1 itself
 // when all (k = 2^32).
-RG_AVX2_INLINE void DrawLabels(__m256i w0, __m256i w1, __m256i w2,
-                               __m256i threshold, __m256i k, bool all,
-                               __m256i* corrupted, __m256i* cls) {
+RG_AVX2_INLINE void DrawLabels(__m256i w0, __m256i w1, __m256i w2, __m256i threshold, __m256i k,
+                               bool all, __m256i* corrupted, __m256i* cls) {
   const __m256i low = _mm256_set1_epi64x(0xFFFFFFFFll);
   *corrupted = _mm256_cmpgt_epi64(threshold, _mm256_and_si256(w0, low));
   if (all) {
@@ -269,17 +258,13 @@ RG_AVX2_INLINE void DrawLabels(__m256i w0, __m256i w1, __m256i w2,
 
 // out = corrupted ? class : label for 8 labels, draws j = 0 (labels 0..3)
 // and 1 (4..7); returns all ones where a label is outside [0, k_minus_1].
-RG_AVX2_INLINE __m256i SelectLabels(const int64_t* labels,
-                                    const __m256i (&corrupted)[2],
-                                    const __m256i (&cls)[2], __m256i k_minus_1,
-                                    int64_t* out) {
+RG_AVX2_INLINE __m256i SelectLabels(const int64_t* labels, const __m256i (&corrupted)[2],
+                                    const __m256i (&cls)[2], __m256i k_minus_1, int64_t* out) {
   __m256i bad = _mm256_setzero_si256();
   for (int j = 0; j < 2; ++j) {
-    const __m256i lab =
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(labels + 4 * j));
-    bad = _mm256_or_si256(
-        bad, _mm256_or_si256(_mm256_cmpgt_epi64(lab, k_minus_1),
-                             _mm256_cmpgt_epi64(_mm256_setzero_si256(), lab)));
+    const __m256i lab = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(labels + 4 * j));
+    bad = _mm256_or_si256(bad, _mm256_or_si256(_mm256_cmpgt_epi64(lab, k_minus_1),
+                                               _mm256_cmpgt_epi64(_mm256_setzero_si256(), lab)));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 4 * j),
                         _mm256_blendv_epi8(lab, cls[j], corrupted[j]));
   }
@@ -287,15 +272,12 @@ RG_AVX2_INLINE __m256i SelectLabels(const int64_t* labels,
 }
 // int32 labels (static_cast<int32_t>(class) keeps the low word);
 // k_minus_1 is clamped to INT32_MAX by KMinus1.
-RG_AVX2_INLINE __m256i SelectLabels(const int32_t* labels,
-                                    const __m256i (&corrupted)[2],
-                                    const __m256i (&cls)[2], __m256i k_minus_1,
-                                    int32_t* out) {
+RG_AVX2_INLINE __m256i SelectLabels(const int32_t* labels, const __m256i (&corrupted)[2],
+                                    const __m256i (&cls)[2], __m256i k_minus_1, int32_t* out) {
   // Joined: labels 0 4 1 5 2 6 3 7; permuted back to 0 .. 7.
   const __m256i order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
   const __m256i c = _mm256_permutevar8x32_epi32(Join(cls[0], cls[1]), order);
-  const __m256i m =
-      _mm256_permutevar8x32_epi32(Join(corrupted[0], corrupted[1]), order);
+  const __m256i m = _mm256_permutevar8x32_epi32(Join(corrupted[0], corrupted[1]), order);
   const __m256i lab = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(labels));
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_blendv_epi8(lab, c, m));
   return _mm256_or_si256(_mm256_cmpgt_epi32(lab, k_minus_1),
@@ -306,8 +288,8 @@ RG_AVX2_INLINE __m256i KMinus1(int64_t k_minus_1, const int64_t*) {
   return _mm256_set1_epi64x(k_minus_1);
 }
 RG_AVX2_INLINE __m256i KMinus1(int64_t k_minus_1, const int32_t*) {
-  return _mm256_set1_epi32(static_cast<int>(
-      k_minus_1 < INT32_MAX ? k_minus_1 : int64_t{INT32_MAX}));
+  return _mm256_set1_epi32(
+      static_cast<int>(k_minus_1 < INT32_MAX ? k_minus_1 : int64_t{INT32_MAX}));
 }
 
 }  // namespace avx2

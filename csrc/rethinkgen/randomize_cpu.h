@@ -89,20 +89,18 @@ RG_AVX2 inline void PhiloxLanesAvx2(Lanes* x, Key key) {
   for (int l = 0; l < kLanes; l += 8) {
     __m256i c[4][2];
     for (int w = 0; w < 4; ++w)
-      avx2::Split(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(words[w] + l)),
-                  &c[w][0], &c[w][1]);
+      avx2::Split(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(words[w] + l)), &c[w][0],
+                  &c[w][1]);
     avx2::Philox(c, keys);
     for (int w = 0; w < 4; ++w)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(words[w] + l),
-                          avx2::Join(c[w][0], c[w][1]));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(words[w] + l), avx2::Join(c[w][0], c[w][1]));
   }
 }
 #endif
 
 // Blocks b0 .. b0+kLanes-1 of one (purpose, index) stream.
 template <PhiloxLanesFn Philox>
-RG_ALWAYS_INLINE void StreamLanes(Lanes* x, Key key, uint32_t purpose,
-                                  int64_t index, uint32_t b0) {
+RG_ALWAYS_INLINE void StreamLanes(Lanes* x, Key key, uint32_t purpose, int64_t index, uint32_t b0) {
   const uint64_t i = static_cast<uint64_t>(index);
   for (int l = 0; l < kLanes; ++l) {
     x->c0[l] = b0 + static_cast<uint32_t>(l);
@@ -115,12 +113,11 @@ RG_ALWAYS_INLINE void StreamLanes(Lanes* x, Key key, uint32_t purpose,
 
 // Fisher-Yates draws r[t], t < n-1, of one stream (draws holds n rounded up
 // to 2 * kLanes).
-using ShuffleDrawsFn = void (*)(Key key, uint32_t purpose, int64_t index,
-                                uint32_t n, uint32_t* draws);
+using ShuffleDrawsFn = void (*)(Key key, uint32_t purpose, int64_t index, uint32_t n,
+                                uint32_t* draws);
 
 template <PhiloxLanesFn Philox>
-RG_ALWAYS_INLINE void ShuffleDrawsBody(Key key, uint32_t purpose,
-                                       int64_t index, uint32_t n,
+RG_ALWAYS_INLINE void ShuffleDrawsBody(Key key, uint32_t purpose, int64_t index, uint32_t n,
                                        uint32_t* draws) {
   Lanes x;
   const uint32_t blocks = n / 2;  // ceil((n - 1) / 2)
@@ -135,14 +132,12 @@ RG_ALWAYS_INLINE void ShuffleDrawsBody(Key key, uint32_t purpose,
 }
 
 // Label draws for kLanes example indices (block 0 of kLabelCorrupt).
-using LabelLanesFn = void (*)(Key key, const int64_t* index,
-                              uint64_t threshold, uint64_t num_classes,
-                              uint8_t* corrupted, uint32_t* random_class);
+using LabelLanesFn = void (*)(Key key, const int64_t* index, uint64_t threshold,
+                              uint64_t num_classes, uint8_t* corrupted, uint32_t* random_class);
 
 template <PhiloxLanesFn Philox>
-RG_ALWAYS_INLINE void LabelLanesBody(Key key, const int64_t* index,
-                                     uint64_t threshold, uint64_t num_classes,
-                                     uint8_t* corrupted,
+RG_ALWAYS_INLINE void LabelLanesBody(Key key, const int64_t* index, uint64_t threshold,
+                                     uint64_t num_classes, uint8_t* corrupted,
                                      uint32_t* random_class) {
   Lanes x;
   for (int l = 0; l < kLanes; ++l) {
@@ -162,41 +157,36 @@ RG_ALWAYS_INLINE void LabelLanesBody(Key key, const int64_t* index,
   }
 }
 
-inline void ShuffleDrawsGeneric(Key key, uint32_t purpose, int64_t index,
-                                uint32_t n, uint32_t* draws) {
+inline void ShuffleDrawsGeneric(Key key, uint32_t purpose, int64_t index, uint32_t n,
+                                uint32_t* draws) {
   ShuffleDrawsBody<PhiloxLanesGeneric>(key, purpose, index, n, draws);
 }
-inline void LabelLanesGeneric(Key key, const int64_t* index,
-                              uint64_t threshold, uint64_t num_classes,
-                              uint8_t* corrupted, uint32_t* random_class) {
-  LabelLanesBody<PhiloxLanesGeneric>(key, index, threshold, num_classes,
-                                     corrupted, random_class);
+inline void LabelLanesGeneric(Key key, const int64_t* index, uint64_t threshold,
+                              uint64_t num_classes, uint8_t* corrupted, uint32_t* random_class) {
+  LabelLanesBody<PhiloxLanesGeneric>(key, index, threshold, num_classes, corrupted, random_class);
 }
 #ifdef RG_HAVE_AVX2_PATH
-RG_AVX2 inline void ShuffleDrawsAvx2(Key key, uint32_t purpose, int64_t index,
-                                     uint32_t n, uint32_t* draws) {
+RG_AVX2 inline void ShuffleDrawsAvx2(Key key, uint32_t purpose, int64_t index, uint32_t n,
+                                     uint32_t* draws) {
   ShuffleDrawsBody<PhiloxLanesAvx2>(key, purpose, index, n, draws);
 }
-RG_AVX2 inline void LabelLanesAvx2(Key key, const int64_t* index,
-                                   uint64_t threshold, uint64_t num_classes,
-                                   uint8_t* corrupted, uint32_t* random_class) {
-  LabelLanesBody<PhiloxLanesAvx2>(key, index, threshold, num_classes,
-                                  corrupted, random_class);
+RG_AVX2 inline void LabelLanesAvx2(Key key, const int64_t* index, uint64_t threshold,
+                                   uint64_t num_classes, uint8_t* corrupted,
+                                   uint32_t* random_class) {
+  LabelLanesBody<PhiloxLanesAvx2>(key, index, threshold, num_classes, corrupted, random_class);
 }
 #endif
 
 // Applies fn(i, corrupted, random_class) to examples [begin, end).
 template <typename Idx, typename Fn>
-void ForLabelDraws(LabelLanesFn label_lanes, const Idx* indices, int64_t begin,
-                   int64_t end, Key key, uint64_t threshold,
-                   uint64_t num_classes, Fn&& fn) {
+void ForLabelDraws(LabelLanesFn label_lanes, const Idx* indices, int64_t begin, int64_t end,
+                   Key key, uint64_t threshold, uint64_t num_classes, Fn&& fn) {
   int64_t idx[kLanes];
   uint8_t corrupted[kLanes];
   uint32_t cls[kLanes];
   for (int64_t i0 = begin; i0 < end; i0 += kLanes) {
     const int m = static_cast<int>(std::min<int64_t>(kLanes, end - i0));
-    for (int l = 0; l < kLanes; ++l)
-      idx[l] = l < m ? static_cast<int64_t>(indices[i0 + l]) : 0;
+    for (int l = 0; l < kLanes; ++l) idx[l] = l < m ? static_cast<int64_t>(indices[i0 + l]) : 0;
     label_lanes(key, idx, threshold, num_classes, corrupted, cls);
     for (int l = 0; l < m; ++l) fn(i0 + l, corrupted[l] != 0, cls[l]);
   }
@@ -222,19 +212,14 @@ int64_t FirstOutsideRange(const T* x, int64_t n, int64_t hi) {
 // [0, num_classes) or an index is negative (out is then unspecified; the
 // callers name the first bad entry).
 template <typename T, typename Idx>
-using LabelsUniformFn = bool (*)(const T* labels, const Idx* indices,
-                                 int64_t begin, int64_t end, Key key,
-                                 uint64_t threshold, uint64_t num_classes,
-                                 T* out);
+using LabelsUniformFn = bool (*)(const T* labels, const Idx* indices, int64_t begin, int64_t end,
+                                 Key key, uint64_t threshold, uint64_t num_classes, T* out);
 
 template <typename T, typename Idx, LabelLanesFn LabelLanes>
-bool CorruptLabelsUniformRange(const T* labels, const Idx* indices,
-                               int64_t begin, int64_t end, Key key,
-                               uint64_t threshold, uint64_t num_classes,
-                               T* out) {
+bool CorruptLabelsUniformRange(const T* labels, const Idx* indices, int64_t begin, int64_t end,
+                               Key key, uint64_t threshold, uint64_t num_classes, T* out) {
   if (FirstNegative(indices + begin, end - begin) >= 0 ||
-      FirstOutsideRange(labels + begin, end - begin,
-                        static_cast<int64_t>(num_classes)) >= 0)
+      FirstOutsideRange(labels + begin, end - begin, static_cast<int64_t>(num_classes)) >= 0)
     return false;
   ForLabelDraws(LabelLanes, indices, begin, end, key, threshold, num_classes,
                 [&](int64_t i, bool corrupted, uint32_t cls) {
@@ -247,16 +232,14 @@ bool CorruptLabelsUniformRange(const T* labels, const Idx* indices,
 // The same, 16 labels at a time, checks and draws in registers; the last
 // < 16 labels go through the lane loop.
 template <typename T, typename Idx>
-RG_AVX2 bool CorruptLabelsUniformAvx2(const T* labels, const Idx* indices,
-                                      int64_t begin, int64_t end, Key key,
-                                      uint64_t threshold, uint64_t num_classes,
-                                      T* out) {
+RG_AVX2 bool CorruptLabelsUniformAvx2(const T* labels, const Idx* indices, int64_t begin,
+                                      int64_t end, Key key, uint64_t threshold,
+                                      uint64_t num_classes, T* out) {
   const avx2::RoundKeys keys = avx2::MakeRoundKeys(key);
   const __m256i thr = _mm256_set1_epi64x(static_cast<int64_t>(threshold));
   const __m256i k = _mm256_set1_epi64x(static_cast<int64_t>(num_classes));
   const bool all = num_classes >> 32;
-  const __m256i k_minus_1 =
-      avx2::KMinus1(static_cast<int64_t>(num_classes) - 1, labels);
+  const __m256i k_minus_1 = avx2::KMinus1(static_cast<int64_t>(num_classes) - 1, labels);
   __m256i bad = _mm256_setzero_si256();
   int64_t i = begin;
   for (; i + 16 <= end; i += 16) {
@@ -264,33 +247,29 @@ RG_AVX2 bool CorruptLabelsUniformAvx2(const T* labels, const Idx* indices,
     for (int j = 0; j < 4; ++j) {
       c[0][j] = _mm256_setzero_si256();
       c[1][j] = avx2::Set(static_cast<uint32_t>(kLabelCorrupt));
-      bad = _mm256_or_si256(
-          bad, avx2::LoadIndices(indices + i + 4 * j, &c[2][j], &c[3][j]));
+      bad = _mm256_or_si256(bad, avx2::LoadIndices(indices + i + 4 * j, &c[2][j], &c[3][j]));
     }
     avx2::Philox(c, keys);
     for (int h = 0; h < 2; ++h) {
       __m256i corrupted[2], cls[2];
       for (int j = 0; j < 2; ++j)
-        avx2::DrawLabels(c[0][2 * h + j], c[1][2 * h + j], c[2][2 * h + j],
-                         thr, k, all, &corrupted[j], &cls[j]);
+        avx2::DrawLabels(c[0][2 * h + j], c[1][2 * h + j], c[2][2 * h + j], thr, k, all,
+                         &corrupted[j], &cls[j]);
       bad = _mm256_or_si256(
-          bad, avx2::SelectLabels(labels + i + 8 * h, corrupted, cls,
-                                  k_minus_1, out + i + 8 * h));
+          bad, avx2::SelectLabels(labels + i + 8 * h, corrupted, cls, k_minus_1, out + i + 8 * h));
     }
   }
   if (!_mm256_testz_si256(bad, bad)) return false;
-  return CorruptLabelsUniformRange<T, Idx, LabelLanesAvx2>(
-      labels, indices, i, end, key, threshold, num_classes, out);
+  return CorruptLabelsUniformRange<T, Idx, LabelLanesAvx2>(labels, indices, i, end, key, threshold,
+                                                           num_classes, out);
 }
 #endif
 
 // Standard normals of blocks [b0, b0 + n) of example `index`: 4 per block,
 // written to z[0 .. 4n) (z must hold 4 * n rounded up to kLanes blocks).
-using GaussianNormalsFn = void (*)(Key key, int64_t index, uint32_t b0,
-                                   uint32_t n, float* z);
+using GaussianNormalsFn = void (*)(Key key, int64_t index, uint32_t b0, uint32_t n, float* z);
 
-inline void GaussianNormalsGeneric(Key key, int64_t index, uint32_t b0,
-                                   uint32_t n, float* z) {
+inline void GaussianNormalsGeneric(Key key, int64_t index, uint32_t b0, uint32_t n, float* z) {
   Lanes x;
   float z0[kLanes], z1[kLanes], z2[kLanes], z3[kLanes];
   for (uint32_t b = 0; b < n; b += kLanes) {
@@ -312,17 +291,15 @@ inline void GaussianNormalsGeneric(Key key, int64_t index, uint32_t b0,
 // Normals e < count of blocks b0, b0 + 1, ... of example `index` (the
 // element order of GaussianNormals), fused with the affine map:
 //   out[e] = mean[e] + stddev[e] * z[e]   (Affine).
-using GaussianAffineFn = void (*)(Key key, int64_t index, uint32_t b0,
-                                  int64_t count, const float* mean,
-                                  const float* stddev, float* out);
+using GaussianAffineFn = void (*)(Key key, int64_t index, uint32_t b0, int64_t count,
+                                  const float* mean, const float* stddev, float* out);
 
 #ifdef RG_HAVE_AVX2_PATH
 // GaussianValuesAvx2 writes
 //   out[e] = mean[e] + stddev[e] * z[e]   (Affine) when mean is given,
 //   out[e] = z[e]                         otherwise.
-RG_AVX2 inline void GaussianValuesAvx2(Key key, int64_t index, uint32_t b0,
-                                       int64_t count, const float* mean,
-                                       const float* stddev, float* out) {
+RG_AVX2 inline void GaussianValuesAvx2(Key key, int64_t index, uint32_t b0, int64_t count,
+                                       const float* mean, const float* stddev, float* out) {
   // Two passes over up to kGroups groups of 8 blocks (32 values): Philox
   // into an 8 KB buffer (L1), then Box-Muller on 2 * kStep register pairs
   // interleaved.  The fused loop (Philox, then two pairs, per 8 blocks) was
@@ -390,8 +367,7 @@ RG_AVX2 inline void GaussianValuesAvx2(Key key, int64_t index, uint32_t b0,
   }
 }
 
-RG_AVX2 inline void GaussianNormalsAvx2(Key key, int64_t index, uint32_t b0,
-                                        uint32_t n, float* z) {
+RG_AVX2 inline void GaussianNormalsAvx2(Key key, int64_t index, uint32_t b0, uint32_t n, float* z) {
   GaussianValuesAvx2(key, index, b0, 4 * int64_t{n}, nullptr, nullptr, z);
 }
 #endif
@@ -417,14 +393,10 @@ inline CpuKernels GenericCpuKernels() {
   k.path = CpuPath::kGeneric;
   k.shuffle_draws = ShuffleDrawsGeneric;
   k.label_lanes = LabelLanesGeneric;
-  k.labels_uniform_i32_i32 =
-      CorruptLabelsUniformRange<int32_t, int32_t, LabelLanesGeneric>;
-  k.labels_uniform_i32_i64 =
-      CorruptLabelsUniformRange<int32_t, int64_t, LabelLanesGeneric>;
-  k.labels_uniform_i64_i32 =
-      CorruptLabelsUniformRange<int64_t, int32_t, LabelLanesGeneric>;
-  k.labels_uniform_i64_i64 =
-      CorruptLabelsUniformRange<int64_t, int64_t, LabelLanesGeneric>;
+  k.labels_uniform_i32_i32 = CorruptLabelsUniformRange<int32_t, int32_t, LabelLanesGeneric>;
+  k.labels_uniform_i32_i64 = CorruptLabelsUniformRange<int32_t, int64_t, LabelLanesGeneric>;
+  k.labels_uniform_i64_i32 = CorruptLabelsUniformRange<int64_t, int32_t, LabelLanesGeneric>;
+  k.labels_uniform_i64_i64 = CorruptLabelsUniformRange<int64_t, int64_t, LabelLanesGeneric>;
   k.gaussian_normals = GaussianNormalsGeneric;
   k.gaussian_affine_f32 = nullptr;
   return k;
@@ -468,24 +440,25 @@ LabelsUniformFn<T, Idx> LabelsUniformOf(const CpuKernels& k) {
                     (std::is_same<Idx, int32_t>::value || std::is_same<Idx, int64_t>::value),
                 "labels and indices are int32 or int64");
   if constexpr (std::is_same<T, int32_t>::value) {
-    if constexpr (std::is_same<Idx, int32_t>::value) return k.labels_uniform_i32_i32;
-    else return k.labels_uniform_i32_i64;
+    if constexpr (std::is_same<Idx, int32_t>::value)
+      return k.labels_uniform_i32_i32;
+    else
+      return k.labels_uniform_i32_i64;
   } else {
-    if constexpr (std::is_same<Idx, int32_t>::value) return k.labels_uniform_i64_i32;
-    else return k.labels_uniform_i64_i64;
+    if constexpr (std::is_same<Idx, int32_t>::value)
+      return k.labels_uniform_i64_i32;
+    else
+      return k.labels_uniform_i64_i64;
   }
 }
 
 // Scratch size for ShuffleDraws over n items.
-inline size_t DrawsSize(size_t n) {
-  return (n / 2 + kLanes) / kLanes * kLanes * 2;
-}
+inline size_t DrawsSize(size_t n) { return (n / 2 + kLanes) / kLanes * kLanes * 2; }
 
 // Fisher-Yates (randomize.h) with the random draws computed first in
 // vectorized form, then the sequential swap chain.  draws: DrawsSize(n).
-inline void FisherYatesFast(const CpuKernels& kernels, uint32_t* perm,
-                            uint32_t* draws, uint32_t n, Key key,
-                            uint32_t purpose, int64_t index) {
+inline void FisherYatesFast(const CpuKernels& kernels, uint32_t* perm, uint32_t* draws, uint32_t n,
+                            Key key, uint32_t purpose, int64_t index) {
   for (uint32_t k = 0; k < n; ++k) perm[k] = k;
   if (n < 2) return;
   kernels.shuffle_draws(key, purpose, index, n, draws);
@@ -530,9 +503,8 @@ constexpr int64_t kLabelCost = 1;
 // Returns false if a label is outside [0, num_classes) or an index is
 // negative; the caller then reports the first such entry.
 template <typename T, typename Idx, typename PF>
-bool CorruptLabelsUniform(const T* labels, const Idx* indices, int64_t n,
-                          double p, uint64_t num_classes, int64_t seed, T* out,
-                          PF&& pf) {
+bool CorruptLabelsUniform(const T* labels, const Idx* indices, int64_t n, double p,
+                          uint64_t num_classes, int64_t seed, T* out, PF&& pf) {
   const LabelsUniformFn<T, Idx> range = LabelsUniformOf<T, Idx>(ActiveCpuKernels());
   const Key key = KeyFromSeed(seed);
   const uint64_t thr = CorruptThreshold(p);
@@ -546,37 +518,33 @@ bool CorruptLabelsUniform(const T* labels, const Idx* indices, int64_t n,
 
 // Dataset-level: the corrupted examples exchange labels (see randomize.h).
 template <typename T, typename Idx, typename PF>
-void CorruptLabelsPermute(const T* labels, const Idx* indices, int64_t n,
-                          double p, int64_t seed, T* out, PF&& pf) {
+void CorruptLabelsPermute(const T* labels, const Idx* indices, int64_t n, double p, int64_t seed,
+                          T* out, PF&& pf) {
   const CpuKernels& kernels = ActiveCpuKernels();
   const Key key = KeyFromSeed(seed);
   const uint64_t thr = CorruptThreshold(p);
   std::vector<uint8_t> chosen(n);
   pf(n, 50, [&](int64_t begin, int64_t end) {
     ForLabelDraws(kernels.label_lanes, indices, begin, end, key, thr, 1,
-                  [&](int64_t i, bool corrupted, uint32_t) {
-                    chosen[i] = corrupted;
-                  });
+                  [&](int64_t i, bool corrupted, uint32_t) { chosen[i] = corrupted; });
   });
   std::vector<int64_t> pos;
   for (int64_t i = 0; i < n; ++i)
     if (chosen[i]) pos.push_back(i);
-  std::stable_sort(pos.begin(), pos.end(), [&](int64_t a, int64_t b) {
-    return indices[a] < indices[b];
-  });
+  std::stable_sort(pos.begin(), pos.end(),
+                   [&](int64_t a, int64_t b) { return indices[a] < indices[b]; });
   std::copy(labels, labels + n, out);
   if (pos.size() < 2) return;
   std::vector<uint32_t> perm(pos.size()), draws(DrawsSize(pos.size()));
-  FisherYatesFast(kernels, perm.data(), draws.data(),
-                  static_cast<uint32_t>(pos.size()), key, kLabelPermute, 0);
+  FisherYatesFast(kernels, perm.data(), draws.data(), static_cast<uint32_t>(pos.size()), key,
+                  kLabelPermute, 0);
   for (size_t k = 0; k < pos.size(); ++k) out[pos[k]] = labels[pos[perm[k]]];
 }
 
 // ---- pixels --------------------------------------------------------------
 // out[k*C .. k*C+C) = in[perm[k]*C ..) for one example.
 template <typename E>
-inline void GatherUnits(const E* in, E* out, const uint32_t* perm, uint32_t P,
-                        int64_t C) {
+inline void GatherUnits(const E* in, E* out, const uint32_t* perm, uint32_t P, int64_t C) {
   if (C == 1) {
     for (uint32_t k = 0; k < P; ++k) out[k] = in[perm[k]];
   } else if (C == 3) {
@@ -588,40 +556,36 @@ inline void GatherUnits(const E* in, E* out, const uint32_t* perm, uint32_t P,
     }
   } else {
     for (uint32_t k = 0; k < P; ++k)
-      std::memcpy(out + k * C, in + static_cast<int64_t>(perm[k]) * C,
-                  sizeof(E) * C);
+      std::memcpy(out + k * C, in + static_cast<int64_t>(perm[k]) * C, sizeof(E) * C);
   }
 }
 
 // E is an element type of the image's byte width (uint8_t, uint16_t, ...).
 // P units of C elements each per example.
 template <typename E, typename Idx, typename PF>
-void PermutePixels(const E* in, const Idx* indices, int64_t batch, uint32_t P,
-                   int64_t C, int64_t seed, bool per_example, E* out,
-                   PF&& pf) {
+void PermutePixels(const E* in, const Idx* indices, int64_t batch, uint32_t P, int64_t C,
+                   int64_t seed, bool per_example, E* out, PF&& pf) {
   const CpuKernels& kernels = ActiveCpuKernels();
   const Key key = KeyFromSeed(seed);
   const int64_t stride = static_cast<int64_t>(P) * C;
   AdviseHugePages(out, sizeof(E) * batch * stride);
   if (!per_example) {
     std::vector<uint32_t> perm(P), draws(DrawsSize(P));
-    FisherYatesFast(kernels, perm.data(), draws.data(), P, key, kPixelsShared,
-                    0);
+    FisherYatesFast(kernels, perm.data(), draws.data(), P, key, kPixelsShared, 0);
     pf(batch, stride * 2, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b)
         GatherUnits(in + b * stride, out + b * stride, perm.data(), P, C);
     });
     return;
   }
-  pf(batch, static_cast<int64_t>(P) * 40 + stride * 2,
-     [&](int64_t begin, int64_t end) {
-       std::vector<uint32_t> perm(P), draws(DrawsSize(P));
-       for (int64_t b = begin; b < end; ++b) {
-         FisherYatesFast(kernels, perm.data(), draws.data(), P, key,
-                         kPixelsPerExample, static_cast<int64_t>(indices[b]));
-         GatherUnits(in + b * stride, out + b * stride, perm.data(), P, C);
-       }
-     });
+  pf(batch, static_cast<int64_t>(P) * 40 + stride * 2, [&](int64_t begin, int64_t end) {
+    std::vector<uint32_t> perm(P), draws(DrawsSize(P));
+    for (int64_t b = begin; b < end; ++b) {
+      FisherYatesFast(kernels, perm.data(), draws.data(), P, key, kPixelsPerExample,
+                      static_cast<int64_t>(indices[b]));
+      GatherUnits(in + b * stride, out + b * stride, perm.data(), P, C);
+    }
+  });
 }
 
 // ---- Gaussian images -----------------------------------------------------
@@ -641,9 +605,8 @@ struct StoreBfloat16 {
 constexpr int64_t kGaussChunkBlocks = 512;  // 2048 values per work unit
 
 template <typename Store, typename Idx, typename PF>
-void GaussianImages(const Idx* indices, int64_t batch, int64_t N, int64_t C,
-                    const float* mean, const float* stddev, int64_t seed,
-                    typename Store::Bits* out, PF&& pf) {
+void GaussianImages(const Idx* indices, int64_t batch, int64_t N, int64_t C, const float* mean,
+                    const float* stddev, int64_t seed, typename Store::Bits* out, PF&& pf) {
   const CpuKernels& kernels = ActiveCpuKernels();
   const Key key = KeyFromSeed(seed);
   const int64_t blocks = (N + 3) / 4;
@@ -657,8 +620,7 @@ void GaussianImages(const Idx* indices, int64_t batch, int64_t N, int64_t C,
     sv[e] = stddev[e % C];
   }
   AdviseHugePages(out, sizeof(*out) * batch * N);
-  pf(batch * chunks, 4 * kGaussChunkBlocks * 12, [&](int64_t begin,
-                                                       int64_t end) {
+  pf(batch * chunks, 4 * kGaussChunkBlocks * 12, [&](int64_t begin, int64_t end) {
     static_assert(kGaussChunkBlocks % kLanes == 0, "chunk = whole lanes");
     float z[4 * kGaussChunkBlocks];
     for (int64_t u = begin; u < end; ++u) {
@@ -674,15 +636,13 @@ void GaussianImages(const Idx* indices, int64_t batch, int64_t N, int64_t C,
       const float* s = sv.data() + off;
       if constexpr (std::is_same<Store, StoreFloat>::value) {
         if (kernels.gaussian_affine_f32) {  // fused, no z round trip
-          kernels.gaussian_affine_f32(key, index, static_cast<uint32_t>(blk0),
-                                      e1 - e0, m, s, o);
+          kernels.gaussian_affine_f32(key, index, static_cast<uint32_t>(blk0), e1 - e0, m, s, o);
           continue;
         }
       }
       kernels.gaussian_normals(key, index, static_cast<uint32_t>(blk0),
                                static_cast<uint32_t>(blk1 - blk0), z);
-      for (int64_t e = 0; e < e1 - e0; ++e)
-        o[e] = Store::Convert(Affine(z[e], m[e], s[e]));
+      for (int64_t e = 0; e < e1 - e0; ++e) o[e] = Store::Convert(Affine(z[e], m[e], s[e]));
     }
   });
 }
