@@ -1,6 +1,7 @@
 # make run    set everything up (virtualenv, dependencies, the compiled op) and run the main job
 # make test   set everything up and run the test suite
 # make test-determinism  the determinism, resume and fault-injection tests alone
+# make lint   ruff (pyproject.toml) on the Python tree, clang-format (.clang-format) on csrc/
 # make bench  the benchmarks (op, pipeline, training)
 # make build  recompile the op (after the installed TensorFlow changed)
 PYTHON ?= python3
@@ -12,7 +13,7 @@ SOURCES := setup.py $(wildcard csrc/*.cc csrc/*.h csrc/*.py csrc/rethinkgen/*)
 # What `make run` runs; override, e.g. make run ARGS="--model=inception --corrupt=0.5"
 ARGS ?= --model=mlp_1x512 --corrupt=0.5
 
-.PHONY: setup build run test test-determinism bench clean
+.PHONY: setup build run test test-determinism lint bench clean
 
 setup: $(OP)
 
@@ -35,6 +36,11 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+CXX_SOURCES := $(wildcard csrc/*.cc csrc/*.h csrc/rethinkgen/*.h csrc/rethinkgen/*.cuh)
+lint: $(DEPS)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/clang-format --dry-run --Werror $(CXX_SOURCES)
 
 # Run by .ci/run with TF_ENABLE_ONEDNN_OPTS=0 and =1.
 DETERMINISM := tests/test_train.py tests/test_faults.py tests/test_data_pipeline.py

@@ -205,6 +205,7 @@ def build_gpu_objects(tf_cflags, out_dir, check_tf=True, archs=None):
 
 if __name__ == "__main__":  # python csrc/build_cuda.py OUT_DIR: compile only
     import sys
+
     import tensorflow as tf
     objs, reason = build_gpu_objects(tf.sysconfig.get_compile_flags(),
                                      sys.argv[1] if len(sys.argv) > 1 else "build/cuda",

@@ -12,10 +12,12 @@ import ml_dtypes
 import numpy as np
 import pytest
 import tensorflow as tf
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
-from rethinkgen_tf import _tf_impl, ops, reference as ref
+from rethinkgen_tf import _tf_impl, ops
+from rethinkgen_tf import reference as ref
 
 native_numpy = pytest.importorskip("rethinkgen_tf.native_numpy")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

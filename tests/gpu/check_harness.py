@@ -280,7 +280,7 @@ def bench(h):
     fill_ms = timeit(lambda: buf.fill_(7))
     fill_gbs = buf.numel() / fill_ms / 1e6
     row("memory fill (torch.fill_, 2 GiB) = ceiling", fill_ms, buf.numel())
-    del buf
+    buf = None  # free the device memory
     results["fill_gbs"] = fill_gbs
 
     h.set_validate(False)
@@ -304,7 +304,7 @@ def bench(h):
                                                  0, out.data_ptr())), out.numel() * 4)
         h.set_validate(False)
         results[f"gauss {name}"] = t_torch / t_ours
-        del out
+        out = None
 
     # Per-example random pixels.
     for batch, P in [(50000, 784), (256, 89401)]:
@@ -324,7 +324,7 @@ def bench(h):
                                                          batch, P, 3, 11, True,
                                                          out.data_ptr())), 2 * x.numel())
         results[f"pixels {name}"] = t_base / t_ours
-        del x, out
+        x = out = None
 
     # Label corruption (uniform): 64M int32 labels, int64 indices.
     n = 64 << 20
@@ -346,7 +346,7 @@ def bench(h):
     row("labels    rethinkgen permute 50k (dataset-level, syncs)",
         timeit(lambda: h.dev_corrupt_labels(labels.data_ptr(), 4, idx.data_ptr(), 8, n2,
                                             0.5, 10, 5, True, out.data_ptr())), n2 * 16)
-    del labels, idx, out
+    labels = idx = out = None
 
     print("Targets (ratios measured in this run):")
     ok = True
