@@ -106,8 +106,10 @@ setup(
     version="0.1.0",
     description=("Randomization tests of Zhang et al. (ICLR 2017) in "
                  "TensorFlow/Keras, with a deterministic custom op"),
-    packages=find_packages(include=["rethinkgen_tf", "rethinkgen_tf.*",
-                                    "experiments", "benchmarks"]),
+    # experiments/ and benchmarks/ run from the repository root (python -m
+    # experiments.cifar); they are not installed, so no generic top-level
+    # names are claimed in site-packages.
+    packages=find_packages(include=["rethinkgen_tf", "rethinkgen_tf.*"]),
     package_data={"rethinkgen_tf": ["*.so", "_build_info.json"]},
     ext_modules=[Extension("rethinkgen_tf._rethinkgen_np",
                            [os.path.join("csrc", "pybind_module.cc")],

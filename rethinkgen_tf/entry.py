@@ -100,6 +100,8 @@ def errors():
     from rethinkgen_tf.data import DataError
     try:
         yield
+    except BrokenPipeError:  # the reader of our output went away (| head): nothing to say
+        os._exit(1)
     except KeyboardInterrupt as e:
         fail(one_line(e), 130)
     except (ValueError, DataError, OSError) as e:
@@ -128,6 +130,8 @@ def run(main):
             return flags.FLAGS(argv)
         except flags.Error as e:
             fail(f"error: {e} (see --help)")
+        except BrokenPipeError:  # --help | head
+            os._exit(0)
         except SystemExit:  # absl's --help/--helpshort/--helpfull print, then exit 1
             if any(a.split("=")[0] in HELP for a in argv[1:]):
                 sys.stdout.flush()
