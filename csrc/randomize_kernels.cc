@@ -127,37 +127,30 @@ class CpuPathOp : public OpKernel {
 
 REGISTER_KERNEL_BUILDER(Name("RethinkgenCpuPath").Device(DEVICE_CPU), CpuPathOp);
 
-#define RG_CPU_LABELS(T, Idx)                               \
-  REGISTER_KERNEL_BUILDER(Name("RethinkgenCorruptLabels")   \
-                              .Device(DEVICE_CPU)           \
-                              .TypeConstraint<T>("T")       \
-                              .TypeConstraint<Idx>("Tidx"), \
-                          CorruptLabelsOp<CPUDevice, T, Idx>);
+// One CPU registration: op name, kernel class template, the name of its value
+// type attribute, the value type and the index type.
+#define RG_CPU_KERNEL(OP, CLASS, TATTR, T, Idx)                                         \
+  REGISTER_KERNEL_BUILDER(                                                              \
+      Name(OP).Device(DEVICE_CPU).TypeConstraint<T>(TATTR).TypeConstraint<Idx>("Tidx"), \
+      CLASS<CPUDevice, T, Idx>);
+#define RG_CPU_LABELS(T, Idx) RG_CPU_KERNEL("RethinkgenCorruptLabels", CorruptLabelsOp, "T", T, Idx)
 RG_CPU_LABELS(int32_t, int32_t)
 RG_CPU_LABELS(int32_t, int64_t)
 RG_CPU_LABELS(int64_t, int32_t)
 RG_CPU_LABELS(int64_t, int64_t)
 
-#define RG_CPU_PIXELS_IDX(T, Idx)                           \
-  REGISTER_KERNEL_BUILDER(Name("RethinkgenPermutePixels")   \
-                              .Device(DEVICE_CPU)           \
-                              .TypeConstraint<T>("T")       \
-                              .TypeConstraint<Idx>("Tidx"), \
-                          PermutePixelsOp<CPUDevice, T, Idx>);
-#define RG_CPU_PIXELS(T) RG_CPU_PIXELS_IDX(T, int32_t) RG_CPU_PIXELS_IDX(T, int64_t)
+#define RG_CPU_PIXELS(T)                                                     \
+  RG_CPU_KERNEL("RethinkgenPermutePixels", PermutePixelsOp, "T", T, int32_t) \
+  RG_CPU_KERNEL("RethinkgenPermutePixels", PermutePixelsOp, "T", T, int64_t)
 RG_CPU_PIXELS(uint8_t)
 RG_CPU_PIXELS(Eigen::half)
 RG_CPU_PIXELS(bfloat16)
 RG_CPU_PIXELS(float)
 RG_CPU_PIXELS(double)
 
-#define RG_CPU_GAUSS_IDX(T, Idx)                            \
-  REGISTER_KERNEL_BUILDER(Name("RethinkgenGaussianImages")  \
-                              .Device(DEVICE_CPU)           \
-                              .TypeConstraint<T>("dtype")   \
-                              .TypeConstraint<Idx>("Tidx"), \
-                          GaussianImagesOp<CPUDevice, T, Idx>);
-#define RG_CPU_GAUSS(T) RG_CPU_GAUSS_IDX(T, int32_t) RG_CPU_GAUSS_IDX(T, int64_t)
+#define RG_CPU_GAUSS(T)                                                            \
+  RG_CPU_KERNEL("RethinkgenGaussianImages", GaussianImagesOp, "dtype", T, int32_t) \
+  RG_CPU_KERNEL("RethinkgenGaussianImages", GaussianImagesOp, "dtype", T, int64_t)
 RG_CPU_GAUSS(float)
 RG_CPU_GAUSS(Eigen::half)
 RG_CPU_GAUSS(bfloat16)
