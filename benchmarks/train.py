@@ -3,12 +3,17 @@
     python benchmarks/train.py                       # all small models, 30 steps each
     python benchmarks/train.py --models=mlp_1x512 --steps=100
     python benchmarks/train.py --epoch_data_dir=/data/cifar10-jpeg   # + full epoch
+    python benchmarks/train.py --models= --epoch_data_dir=DIR --examples_cost   # records' cost
 
 Throughput: `fit` on synthetic 28x28x3 batches of 128 already in memory,
 after a warm-up (tracing/compilation) call, so it measures the model's
 training step alone.  Full epoch: `rethinkgen_tf.train.run` for one epoch of
 MLP 1x512 on the real CIFAR-10 training set, i.e. 50,000 training images plus
 the re-evaluation of all 50,000 training images and the 10,000 test images.
+Per-example records' cost (--examples_cost): the same run, --examples_epochs epochs with
+--record_examples=none and =default, alternating, timing each epoch after the first from
+one epoch's end to the next (training, both evaluations, metrics.csv, examples.npz and
+the checkpoint), the fastest of the timed epochs per setting.
 """
 import os
 import tempfile
@@ -35,6 +40,12 @@ flags.DEFINE_string("epoch_data_dir", None, "CIFAR-10 location for the full-epoc
 flags.DEFINE_bool("compare_onednn", False, "Time each model twice, in two child processes "
                   "with TF_ENABLE_ONEDNN_OPTS=1 and =0 (TensorFlow reads it at load), and "
                   "print the ratio (see BUILD.md).")
+flags.DEFINE_bool("examples_cost", False, "With --epoch_data_dir: time full MLP 1x512 epochs "
+                  "with --record_examples=none vs default and print both and the ratio.")
+flags.DEFINE_integer("examples_epochs", 3, "Epochs per run of --examples_cost (the first, "
+                     "with tracing, is not timed).", lower_bound=2)
+flags.DEFINE_integer("examples_repeats", 1, "Runs per setting of --examples_cost "
+                     "(alternating none, default).", lower_bound=1)
 FLAGS = flags.FLAGS
 
 
@@ -72,6 +83,40 @@ def full_epoch(data_dir):
           f"{load_time:.1f} s, not included)")
 
 
+class _EpochEnds(keras.callbacks.Callback):
+    """perf_counter at the end of each epoch, after every callback of train.run (they run
+    before the callbacks passed in): metrics.csv, examples.npz, checkpoint."""
+
+    def __init__(self):
+        super().__init__()
+        self.ends = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.ends.append(time.perf_counter())
+
+
+def examples_cost(data_dir, epochs, repeats):
+    """Seconds per full MLP 1x512 epoch with record_examples none vs default."""
+    from rethinkgen_tf.data import DataConfig, load
+
+    dc = DataConfig(dataset="cifar10", data_dir=data_dir, corrupt=0.5)
+    data = load(dc)
+    best = {}
+    for _ in range(repeats):
+        for mode in ("none", "default"):
+            timer = _EpochEnds()
+            with tempfile.TemporaryDirectory() as d:
+                train.run(train.TrainConfig(model="mlp_1x512", epochs=epochs, verbose=0,
+                                            record_examples=mode), dc, d, data=data,
+                          callbacks=[timer])
+            per = np.diff(timer.ends)  # epochs 2.. (the first traces)
+            best[mode] = min(best.get(mode, np.inf), per.min())
+    print(f"examples.npz cost, full epoch mlp_1x512 cifar10 (50k train, p=0.5): "
+          f"record_examples=none {best['none']:.2f} s, default {best['default']:.2f} s, "
+          f"ratio {best['default'] / best['none']:.3f} (fastest of {repeats * (epochs - 1)} "
+          f"timed epochs each)")
+
+
 def compare_onednn():
     """oneDNN on vs off, each in its own process, interleaved per model."""
     import subprocess
@@ -105,8 +150,12 @@ def main(_):
             ips = throughput(name, jit == "true", FLAGS.steps, FLAGS.batch_size)
             line.append(f"xla={jit:5s} {ips:8.0f} img/s")
         print("  ".join(line), flush=True)
-    if FLAGS.epoch_data_dir:
+    if FLAGS.epoch_data_dir and FLAGS.examples_cost:
+        examples_cost(FLAGS.epoch_data_dir, FLAGS.examples_epochs, FLAGS.examples_repeats)
+    elif FLAGS.epoch_data_dir:
         full_epoch(FLAGS.epoch_data_dir)
+    elif FLAGS.examples_cost:
+        raise ValueError("--examples_cost needs --epoch_data_dir=CIFAR10_DIR")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,11 @@ to overfit vs label corruption, (c) test error vs label corruption.
     python -m experiments.figure1 --scale=paper --shard=0/4   # one of 4 machines
     python -m experiments.figure1 --plot_only                 # redraw from results
 
-Writes figure1.png/.pdf and one run directory per point under --output_dir.
+Writes figure1.png/.pdf and one run directory per point under --output_dir, and next
+to Figure 1 figure1_dynamics.png/.pdf: for each (b, c) run with 0 < p < 1, the
+re-evaluated training accuracy of its clean and corrupted examples per epoch, and of the
+corrupted ones on their original labels, from the runs' examples.npz
+(python -m experiments.dynamics draws more of those records).
 """
 from absl import flags
 

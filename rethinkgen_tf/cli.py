@@ -87,6 +87,11 @@ def define(datasets, model):
     f.DEFINE_float("overfit_threshold", 1.0, "Train accuracy that counts as overfit "
                    "(time to overfit).", lower_bound=0.0, upper_bound=1.0)
     f.DEFINE_bool("stop_on_overfit", False, "Stop once the threshold is reached.")
+    f.DEFINE_enum("record_examples", "default", ["none", "default", "full"],
+                  "Per-example records of the re-evaluated training set in the run's "
+                  "examples.npz (rethinkgen_tf.dynamics): default: correctness on the training "
+                  "and original labels per epoch, first-fit epochs, forgetting events; full: also "
+                  "the probability of the training label per epoch (data maps); none: no file.")
     f.DEFINE_integer("test_every", 1, "Evaluate the test set every n epochs (and always at the "
                      "last epoch, or when stopping on overfit); other rows of metrics.csv hold "
                      "NaN for the test columns.", lower_bound=1)
@@ -122,7 +127,7 @@ def configs():
         jit_compile=F.jit_compile,
         mixed_precision=F.mixed_precision, steps_per_execution=F.steps_per_execution,
         overfit_threshold=F.overfit_threshold, stop_on_overfit=F.stop_on_overfit,
-        test_every=F.test_every,
+        test_every=F.test_every, record_examples=F.record_examples,
         overwrite=F.overwrite)
     cfg.validate()
     return cfg, data, run_dir_of(F.output_dir, F.run_name or run_name(cfg, data))

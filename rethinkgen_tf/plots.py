@@ -2,14 +2,19 @@
 
 Each function takes [(suite.Point, result or None)] as returned by
 ``suite.collect`` and an output directory, writes its files there, and
-returns a dict of the key numbers it plotted.
+returns a dict of the key numbers it plotted; `dynamics` takes run directories
+and draws their per-example records (examples.npz, rethinkgen_tf.dynamics).
 """
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
+import matplotlib.lines  # noqa: E402
+import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 from rethinkgen_tf import results  # noqa: E402
 from rethinkgen_tf.grids import TABLE1, TABLE4  # noqa: E402
@@ -77,6 +82,8 @@ def figure1(pairs, out_dir):
         if ax.lines:
             ax.legend()
     numbers["files"] = _save(fig, out_dir, "figure1")
+    # next to it, from the same runs' examples.npz: clean vs corrupted examples per epoch
+    numbers["dynamics"] = figure1_dynamics(pairs, out_dir)
     return numbers
 
 
@@ -158,4 +165,208 @@ def implicit(pairs, out_dir):
         numbers[p.tag["model"]] = {"final_test": test[-1] if test else None,
                                    "best_test": best[-1] if best else None}
     numbers["files"] = _save(fig, out_dir, "figure2b")
+    return numbers
+
+
+# ---------------------------------------------------------------- per-example records
+# (examples.npz, rethinkgen_tf.dynamics)
+
+CLEAN, NOISY = "tab:blue", "tab:red"
+
+
+def run_settings(run_dir):
+    """One line of a run's settings for a title, from its config.json (the directory's
+    name if there is none, e.g. records written by dynamics.ExampleRecorder)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not path.exists():
+        return run_dir.name or str(run_dir)
+    cfg = results.read_json(path)
+    t, d = cfg.get("train", {}), cfg.get("data", {})
+    model = MODEL_NAMES.get(t.get("model"), t.get("model"))
+    parts = [f"{model} on {d.get('dataset', '?')}"]
+    if d.get("randomize", "none") != "none":
+        parts.append(LABELS.get(d["randomize"], d["randomize"]))
+    if d.get("corrupt"):
+        parts.append(f"label corruption p = {d['corrupt']:g}")
+    if d.get("train_size"):
+        parts.append(f"n = {d['train_size']:,}")
+    if isinstance(t.get("learning_rate"), (int, float)):
+        parts.append(f"lr {t['learning_rate']:g}" + (f" x{t['lr_decay']:.4g}/epoch"
+                                                     if t.get("lr_decay") else ""))
+    parts.append(f"batch {d.get('batch_size', '?')}, seed {t.get('seed', 0)}")
+    return ", ".join(parts)
+
+
+def _accuracy_panel(ax, arrays, title=None, legend=True):
+    """(1) re-evaluated training accuracy of clean and corrupted examples per epoch, and
+    the corrupted examples' accuracy on their original labels."""
+    from rethinkgen_tf import dynamics
+    g = dynamics.group_accuracy(arrays)
+    noisy = int(arrays["corrupted"].sum())
+    clean = len(arrays["corrupted"]) - noisy
+    e = g["epochs"]
+    marker = "o" if len(e) <= 30 else None
+    if clean:
+        ax.plot(e, g["clean"], color=CLEAN, marker=marker, ms=3,
+                label=f"clean examples, training label ({clean:,})")
+    if noisy:
+        ax.plot(e, g["noisy"], color=NOISY, marker=marker, ms=3,
+                label=f"corrupted examples, training label ({noisy:,})")
+        ax.plot(e, g["noisy_orig"], color=NOISY, ls="--", marker=marker, ms=3,
+                label="corrupted examples, original label")
+    ax.set(xlabel="epoch", ylabel="re-evaluated training accuracy", ylim=(-0.02, 1.02))
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    if legend:
+        ax.legend(fontsize=8, loc="best")
+    return {"final_clean": float(g["clean"][-1]) if len(e) else None,
+            "final_noisy": float(g["noisy"][-1]) if len(e) else None,
+            "final_noisy_orig": float(g["noisy_orig"][-1]) if len(e) else None}
+
+
+def _first_fit_panel(ax, arrays):
+    """(2) the distribution of first-fit epochs, clean vs corrupted (share of each group)."""
+    first, noisy = arrays["first_fit_epoch"], arrays["corrupted"].astype(bool)
+    epochs = arrays["epochs"]
+    edges = np.concatenate([epochs - 0.5, [epochs[-1] + 0.5]]) if len(epochs) else [0, 1]
+    fits = first[first >= 0]
+    last = epochs[-1] if len(epochs) else 1
+    if len(fits):  # up to a little past the last first fit
+        last = min(last, fits.max() + max(2, fits.max() // 10))
+    out, data, weights, colors, names = {}, [], [], [], []
+    for mask, color, name in ((~noisy, CLEAN, "clean"), (noisy, NOISY, "corrupted")):
+        if not mask.any():
+            continue
+        f = first[mask]
+        never = int((f < 0).sum())
+        fit = f[f >= 0]
+        data.append(fit)
+        weights.append(np.full(len(fit), 1 / mask.sum()))
+        colors.append(color)
+        names.append(f"{name} ({mask.sum():,}; never fit: {never:,})")
+        out[name] = {"median_first_fit": float(np.median(fit)) if len(fit) else None,
+                     "never_fit": never}
+    if data:  # bars side by side up to 40 epochs shown, outlines beyond
+        bars = last - (epochs[0] if len(epochs) else 0) < 40
+        ax.hist(data, bins=edges, weights=weights, color=colors,
+                histtype="bar" if bars else "step", lw=1.5)
+        ax.legend(handles=[matplotlib.patches.Patch(color=c, fill=bars, lw=1.5, label=n)
+                           for c, n in zip(colors, names)], fontsize=8)
+    if len(epochs):
+        ax.set_xlim(epochs[0] - 0.5, last + 0.5)
+    ax.set(xlabel="first epoch at which the example is fit (training label)",
+           ylabel="share of the group's examples")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    return out
+
+
+def _data_map_panel(ax, arrays, max_points=20_000):
+    """(3) the data map: mean confidence in the training label vs its variability across
+    epochs, coloured by corrupted (at most max_points examples, a fixed random sample,
+    drawn in random order so that neither group hides the other)."""
+    from rethinkgen_tf import dynamics
+    conf, var = dynamics.data_map(arrays)
+    noisy = arrays["corrupted"].astype(bool)
+    order = np.random.default_rng(0).permutation(len(conf))[:max_points]
+    ax.scatter(var[order], conf[order], s=4, alpha=0.4, lw=0, rasterized=True,
+               c=np.where(noisy[order], NOISY, CLEAN))
+    ax.legend(handles=[matplotlib.lines.Line2D([], [], ls="", marker="o", color=c,
+                                               label=f"{name} ({mask.sum():,})")
+                       for mask, c, name in ((~noisy, CLEAN, "clean"),
+                                             (noisy, NOISY, "corrupted")) if mask.any()],
+              fontsize=8)
+    ax.set(xlabel="variability (std of p(training label) across epochs)",
+           ylabel="confidence (mean p(training label))", ylim=(-0.02, 1.02), xlim=(0, None))
+    ax.grid(alpha=0.3)
+    if len(order) < len(conf):
+        ax.text(0.99, 0.01, f"{len(order):,} of {len(conf):,} shown", transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=7, color="gray")
+    return {"mean_confidence_clean": float(np.nanmean(conf[~noisy])) if (~noisy).any() else None,
+            "mean_confidence_noisy": float(np.nanmean(conf[noisy])) if noisy.any() else None}
+
+
+def dynamics(run_dirs, out):
+    """From the runs' examples.npz alone: per run (one row), (1) accuracy of clean and
+    corrupted examples per epoch, (2) first-fit epochs, (3) the data map (records with
+    p_label; a note otherwise).  Writes out.png and out.pdf; returns the key numbers.
+    results.StateError (one line naming the file) if a record is missing or damaged."""
+    from rethinkgen_tf import dynamics as dyn
+    runs = [(Path(d), dyn.load(d)) for d in run_dirs]
+    full = any("p_label" in a for _, a in runs)
+    cols = 3 if full else 2
+    fig = plt.figure(figsize=(5.4 * cols, 4.6 * len(runs)), layout="constrained")
+    subfigs = np.atleast_1d(fig.subfigures(len(runs), 1, hspace=0.05))
+    numbers = {}
+    for sf, (d, a) in zip(subfigs, runs):
+        row = sf.subplots(1, cols)
+        n = len(a["index"])
+        e = a["epochs"]
+        span = f"epochs {e[0]}-{e[-1]}" if len(e) else "no epochs"
+        sf.suptitle(f"{run_settings(d)}\n{n:,} re-evaluated training examples, {span}",
+                    fontsize=11, fontweight="bold")
+        nums = {"accuracy": _accuracy_panel(row[0], a, "(1) accuracy by example group")}
+        nums["first_fit"] = _first_fit_panel(row[1], a)
+        row[1].set_title("(2) when each example is first fit")
+        if full:
+            if "p_label" in a:
+                nums["data_map"] = _data_map_panel(row[2], a)
+                row[2].set_title("(3) data map")
+            else:
+                row[2].axis("off")
+                row[2].text(0.5, 0.5, "no data map: this run recorded no p_label\n"
+                            "(train with --record_examples=full)", ha="center", va="center",
+                            transform=row[2].transAxes, fontsize=9, color="gray")
+        numbers[str(d)] = nums
+    out = Path(out)
+    numbers["files"] = _save(fig, out.parent, out.name)
+    return numbers
+
+
+def figure1_dynamics(pairs, out_dir):
+    """Panel (1) of `dynamics` for each (b, c) run of Figure 1 with 0 < p < 1 (rows:
+    models, columns: p), from the runs' examples.npz.  None if there is no such run."""
+    from rethinkgen_tf import dynamics as dyn
+    runs = {}
+    for p, res in pairs:
+        t = p.tag
+        if t.get("part") == "bc" and 0 < t["corrupt"] < 1 and res and "run_dir" in res:
+            runs[(t["model"], t["corrupt"])] = res["run_dir"]
+    if not runs:
+        return None
+    models = sorted({m for m, _ in runs}, key=lambda m: (list(MODEL_NAMES).index(m)
+                                                          if m in MODEL_NAMES else 99, m))
+    ps = sorted({c for _, c in runs})
+    fig, axes = plt.subplots(len(models), len(ps), figsize=(4.2 * len(ps), 3.4 * len(models) + 1),
+                             squeeze=False, sharey=True, layout="constrained")
+    numbers = {}
+    for i, m in enumerate(models):
+        for j, c in enumerate(ps):
+            ax = axes[i][j]
+            title = f"{MODEL_NAMES.get(m, m)}, p = {c:g}"
+            d = runs.get((m, c))
+            path = Path(d) / dyn.FILE if d else None
+            if path is None or not path.exists():
+                ax.set_title(title)
+                ax.text(0.5, 0.5, "not run" if d is None else "no examples.npz",
+                        ha="center", va="center", transform=ax.transAxes, color="gray")
+                continue
+            a = dyn.load(path)
+            title += f" (n = {len(a['index']):,})"
+            numbers.setdefault(m, {})[c] = _accuracy_panel(ax, a, title, legend=False)
+            if i != len(models) - 1:
+                ax.set_xlabel("")
+            if j:
+                ax.set_ylabel("")
+    handles = [matplotlib.lines.Line2D([], [], color=CLEAN, label="clean examples, training label"),
+               matplotlib.lines.Line2D([], [], color=NOISY, label="corrupted examples, training label"),
+               matplotlib.lines.Line2D([], [], color=NOISY, ls="--",
+                                       label="corrupted examples, original label")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3)
+    fig.suptitle("Figure 1 (b, c) runs: the whole training set re-evaluated after each epoch, "
+                 "by example group (p: label corruption probability, n: training examples)")
+    numbers["files"] = _save(fig, out_dir, "figure1_dynamics")
     return numbers

@@ -3,6 +3,8 @@
     run_dir/
       config.json     resolved TrainConfig and DataConfig (written first)
       metrics.csv     one row per finished epoch (columns: METRIC_COLUMNS)
+      examples.npz    per-example records of the re-evaluated training set (EXAMPLE_ARRAYS;
+                      rethinkgen_tf.dynamics), rewritten after each epoch's metrics row
       tb/             TensorBoard event files (the same scalars, x axis = step)
       backup/         latest checkpoint while training (removed when finished)
       model.weights.h5  final weights
@@ -35,6 +37,9 @@ METRIC_COLUMNS = [
     "train_eval_loss",      # whole training set, inference mode, labels it is trained on
     "train_eval_acc",       # ... the paper's "train accuracy"
     "train_eval_acc_orig",  # whole training set, inference mode, original labels
+    "train_eval_acc_clean",       # ... training labels, examples whose label is not corrupted
+    "train_eval_acc_noisy",       # ... training labels, examples whose label is corrupted (NaN: none)
+    "train_eval_acc_noisy_orig",  # ... the corrupted examples on their original labels
     "test_loss",
     "test_acc",             # true test labels
     "train_eval_top5",      # top-5 accuracy of the re-evaluated training set
@@ -65,14 +70,15 @@ TMP_TAG = ".tmp"  # temporary files are named .<name>.tmp<pid>
 
 
 def atomic_write(path, text):
-    """Writes `text` to `path` so readers see the old or the new file, never half.
+    """Writes `text` (str, or bytes) to `path` so readers see the old or the new
+    file, never half.
 
     On failure (e.g. a full disk) the temporary file is removed and the old
     file, if any, is left as it was."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}{TMP_TAG}{os.getpid()}")
     try:
-        with open(tmp, "w") as f:
+        with open(tmp, "wb" if isinstance(text, (bytes, bytearray, memoryview)) else "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -134,6 +140,8 @@ def read_json(path):
 
 def _advice(path):
     path = Path(path)
+    if path.name == EXAMPLES_FILE:
+        return _examples_advice(path)
     if path.name == "result.json":
         return "delete it to recompute the result from the run's checkpoint, or rerun with --overwrite"
     return f"rerun with --overwrite to retrain the run in {path.parent}, or delete that directory"
@@ -188,6 +196,82 @@ def read_metrics(run_dir):
             raise StateError(bad.format(f"row {n} is epoch {row['epoch']}"))
         rows.append(row)
     return rows
+
+
+EXAMPLES_FILE = "examples.npz"
+# The arrays of examples.npz: name -> (dtype, shape); n re-evaluated examples, E evaluated
+# epochs, B = ceil(n / 8).  p_label only with record_examples="full".
+EXAMPLE_ARRAYS = {
+    "index": ("int32", "n"),               # example indices (into the source's split), index order
+    "label": ("int32", "n"),               # the training label
+    "label_orig": ("int32", "n"),          # the original label
+    "corrupted": ("bool", "n"),            # label != label_orig
+    "epochs": ("int32", "E"),              # the epoch of each row below (1-based, increasing)
+    "correct": ("uint8", "EB"),            # np.packbits(pred == label, axis=-1) per epoch
+    "correct_orig": ("uint8", "EB"),       # np.packbits(pred == label_orig, axis=-1) per epoch
+    "first_fit_epoch": ("int32", "n"),     # first evaluated epoch correct on label, -1 if never
+    "forgetting_events": ("int32", "n"),   # correct -> incorrect between consecutive rows
+    "p_label": ("float16", "En"),          # softmax probability of the training label (full)
+}
+OPTIONAL_EXAMPLE_ARRAYS = ("p_label",)
+
+
+def write_examples(path, arrays):
+    """Writes examples.npz atomically: an uncompressed .npz (np.load reads it) whose bytes
+    are a function of the arrays alone (fixed member order and timestamps), so a resumed
+    run's file is byte-identical to an uninterrupted one's."""
+    import io
+    import zipfile
+
+    import numpy as np
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+        for name in EXAMPLE_ARRAYS:
+            if name not in arrays:
+                continue
+            dtype = EXAMPLE_ARRAYS[name][0]
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            with z.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(arrays[name], dtype=dtype),
+                                          allow_pickle=False)
+    atomic_write(path, buf.getbuffer())
+
+
+def read_examples(path):
+    """The arrays of an examples.npz (a path, or a run directory holding one), checked:
+    StateError (one line naming the file) if it is missing, damaged or inconsistent."""
+    import numpy as np
+    path = Path(path)
+    if path.is_dir():
+        path = path / EXAMPLES_FILE
+    if not path.is_file():
+        raise StateError(f"{path} does not exist: the run recorded no per-example data "
+                         "(it ran with --record_examples=none, or before the records existed)")
+    bad = f"{path} is damaged ({{}}); {_advice(path)}"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:  # zipfile, numpy format and OS errors vary with the damage
+        raise StateError(bad.format(f"{type(e).__name__}: {str(e)[:60]}")) from None
+    missing = [k for k in EXAMPLE_ARRAYS if k not in arrays and k not in OPTIONAL_EXAMPLE_ARRAYS]
+    if missing:
+        raise StateError(bad.format(f"no {', '.join(missing)}"))
+    n, e = len(arrays["index"]), len(arrays["epochs"])
+    sizes = {"n": (n,), "E": (e,), "EB": (e, -(-n // 8)), "En": (e, n)}
+    for k, a in arrays.items():
+        if k in EXAMPLE_ARRAYS:
+            dtype, shape = EXAMPLE_ARRAYS[k]
+            if a.dtype != np.dtype(dtype) or a.shape != sizes[shape]:
+                raise StateError(bad.format(f"{k} is {a.dtype} {a.shape}, not {dtype} {sizes[shape]}"))
+    if e and (arrays["epochs"][0] < 1 or np.any(np.diff(arrays["epochs"]) <= 0)):
+        raise StateError(bad.format("epochs do not increase"))
+    return arrays
+
+
+def _examples_advice(path):
+    return (f"rerun with --overwrite to retrain the run in {Path(path).parent}, or delete "
+            f"{Path(path).name} to keep training without the earlier epochs' records")
 
 
 class RunLock:

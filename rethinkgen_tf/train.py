@@ -29,7 +29,7 @@ import tensorflow as tf
 from absl import logging
 from tensorflow.core.framework import summary_pb2
 
-from rethinkgen_tf import models, recipes, results
+from rethinkgen_tf import dynamics, models, recipes, results
 
 # The per-family defaults (learning rate, decay, epochs, batch norm decay) are in
 # rethinkgen_tf/recipes.py; TrainConfig.resolved() reads them.
@@ -37,7 +37,7 @@ MAX_SEED = 2**32 - 1  # TrainConfig.seed seeds NumPy's global generator (32 bits
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 # TrainConfig fields that do not change the trained model: a run directory holding
 # another value of these resumes, and a suite's run key ignores them.
-RESULT_NEUTRAL = ("overwrite", "verbose", "test_every")
+RESULT_NEUTRAL = ("overwrite", "verbose", "test_every", "record_examples")
 # benchmarks/train.py on a 2-core CPU: XLA is within noise for the MLPs and 2x
 # slower for AlexNet and Inception (docs/training.md), so off on CPU.
 JIT_DEFAULT_CPU = False
@@ -71,6 +71,7 @@ class TrainConfig:
     max_steps: Optional[int] = None        # stop after this many steps (within an epoch)
     train_eval_size: Optional[int] = None  # re-evaluate only the first n training examples
     test_every: int = 1                    # test set every n epochs, and always at the end
+    record_examples: str = "default"       # examples.npz: default | full (+ p_label) | none
 
     def __post_init__(self):
         self.validate()
@@ -116,6 +117,9 @@ class TrainConfig:
             raise ValueError(f"test_every must be >= 1, got {self.test_every}")
         if self.steps_per_execution < 1:
             raise ValueError("steps_per_execution must be >= 1")
+        if self.train_eval_size is not None and self.train_eval_size < 1:
+            raise ValueError(f"train_eval_size must be >= 1, got {self.train_eval_size}")
+        dynamics.check_mode(self.record_examples)
         if not models.known(self.model):
             raise ValueError(f"unknown model {self.model!r}; known: {models.NAMES}")
 
@@ -262,15 +266,23 @@ class MaxSteps(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def make_evaluate(model, jit_compile):
+def make_evaluate(model, jit_compile, from_logits=True):
     """Compiled whole-dataset evaluation in inference mode.
 
-    evaluate(ds) -> {"loss": [...], "acc": [...]} with one entry per label
-    column of ds's elements (images, labels_1, labels_2, ...).  The batch loop
-    runs inside one tf.function, so there is no Python overhead per batch.
+    evaluate(ds, examples="none") -> {"loss": [...], "acc": [...], "top5": [...]} with
+    one entry per label column of ds's elements (images, labels_1, labels_2, ...).  With
+    two or more label columns (training, original labels) also "groups": the correct
+    counts that train_eval_acc_clean/noisy/noisy_orig are made of (`group_columns`).
+    examples="default" adds the per-example "pred" ([n] int32, the predicted class) and
+    "labels" ([n, columns] int32); "full" also "p_label" ([n] float32, the softmax
+    probability of the first label column, exp(-cross-entropy)).  The batch loop runs
+    inside one tf.function (the per-example outputs accumulate in TensorArrays in the
+    loop's state), so there is no Python per batch.  from_logits=False: the model
+    outputs probabilities (their log is used as logits).
     """
     def logits_of(x):
-        return tf.cast(model(x, training=False), tf.float32)
+        out = tf.cast(model(x, training=False), tf.float32)
+        return out if from_logits else tf.math.log(tf.maximum(out, 1e-30))
 
     # autograph=False and Dataset.reduce instead of a Python for loop: autograph
     # rereads the source file to convert a loop, and if the file was edited
@@ -278,27 +290,73 @@ def make_evaluate(model, jit_compile):
     # loop over the dataset forever.
     predict = tf.function(logits_of, jit_compile=jit_compile, autograph=False)
 
-    def add_batch(state, batch):
-        loss, correct, top5, count = state
+    def add_batch(examples, state, batch):
+        (loss, correct, top5, count), groups, per_example = state
         logits = predict(batch[0])
         pred = tf.argmax(logits, -1, output_type=tf.int32)
         ys = [tf.cast(y, tf.int32) for y in batch[1:]]
         k5 = tf.minimum(5, tf.shape(logits)[-1])
-        loss += tf.stack([tf.reduce_sum(tf.cast(
-            tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits), tf.float64)) for y in ys])
+        ces = [tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits) for y in ys]
+        loss += tf.stack([tf.reduce_sum(tf.cast(ce, tf.float64)) for ce in ces])
         correct += tf.stack([tf.reduce_sum(tf.cast(pred == y, tf.float64)) for y in ys])
         top5 += tf.stack([tf.reduce_sum(tf.cast(tf.math.in_top_k(y, logits, k5), tf.float64))
                           for y in ys])
-        return loss, correct, top5, count + tf.cast(tf.shape(pred)[0], tf.float64)
+        if len(ys) > 1:  # [clean, clean correct, noisy correct, noisy correct on original]
+            noisy = ys[0] != ys[1]
+            count_of = lambda m: tf.reduce_sum(tf.cast(m, tf.float64))
+            groups += tf.stack([count_of(~noisy), count_of(~noisy & (pred == ys[0])),
+                                count_of(noisy & (pred == ys[0])),
+                                count_of(noisy & (pred == ys[1]))])
+        if examples != "none":
+            i = per_example[0].size()
+            per_example = (per_example[0].write(i, pred),
+                           per_example[1].write(i, tf.stack(ys, axis=1)),
+                           *([per_example[2].write(i, tf.exp(-ces[0]))]
+                             if examples == "full" else []))
+        return ((loss, correct, top5, count + tf.cast(tf.shape(pred)[0], tf.float64)),
+                groups, per_example)
 
     @functools.partial(tf.function, autograph=False)
-    def evaluate(ds):
-        zeros = tf.zeros([len(ds.element_spec) - 1], tf.float64)
-        loss, correct, top5, count = ds.reduce((zeros, zeros, zeros, tf.constant(0.0, tf.float64)),
-                                               add_batch)
-        return {"loss": loss / count, "acc": correct / count, "top5": top5 / count}
+    def evaluate(ds, examples="none"):
+        dynamics.check_mode(examples)
+        columns = len(ds.element_spec) - 1
+        zeros = tf.zeros([columns], tf.float64)
+        groups = tf.zeros([4 if columns > 1 else 0], tf.float64)
+        arrays = lambda dtype, shape: tf.TensorArray(dtype, size=0, dynamic_size=True,
+                                                     infer_shape=False, element_shape=shape)
+        per_example = () if examples == "none" else (
+            arrays(tf.int32, [None]), arrays(tf.int32, [None, columns]),
+            *([arrays(tf.float32, [None])] if examples == "full" else []))
+        (loss, correct, top5, count), groups, per_example = ds.reduce(
+            ((zeros, zeros, zeros, tf.constant(0.0, tf.float64)), groups, per_example),
+            functools.partial(add_batch, examples))
+        out = {"loss": loss / count, "acc": correct / count, "top5": top5 / count}
+        if columns > 1:
+            out["groups"] = tf.concat([groups, [count]], 0)
+        if examples != "none":
+            out["pred"], out["labels"] = per_example[0].concat(), per_example[1].concat()
+            if examples == "full":
+                out["p_label"] = per_example[2].concat()
+        return out
 
     return evaluate
+
+
+GROUP_COLUMNS = ("train_eval_acc_clean", "train_eval_acc_noisy", "train_eval_acc_noisy_orig")
+
+
+def group_columns(evaluated):
+    """{train_eval_acc_clean, _noisy, _noisy_orig} from an evaluation with two label
+    columns: accuracy on the training labels of the examples whose training label is
+    (not) corrupted, and of the corrupted ones on their original labels; NaN for an empty
+    group (e.g. every column but clean in a run without corruption)."""
+    if "groups" not in evaluated:
+        return dict.fromkeys(GROUP_COLUMNS, float("nan"))
+    clean, clean_ok, noisy_ok, noisy_orig_ok, count = (float(v) for v in evaluated["groups"])
+    noisy = count - clean
+    ratio = lambda a, b: a / b if b else float("nan")
+    return dict(zip(GROUP_COLUMNS, (ratio(clean_ok, clean), ratio(noisy_ok, noisy),
+                                    ratio(noisy_orig_ok, noisy))))
 
 
 _SCALAR = summary_pb2.SummaryMetadata(
@@ -308,6 +366,8 @@ _SCALAR = summary_pb2.SummaryMetadata(
 def _log_scalars(writer, row):
     with writer.as_default(step=row["step"]):
         for k, v in row.items():
+            if k in GROUP_COLUMNS and v != v:  # no such examples: no point, not NaN
+                continue
             if k not in ("epoch", "step"):  # = tf.summary.scalar, minus tensorboard
                 tf.summary.write(k, tf.constant(v, tf.float32), metadata=_SCALAR)
     writer.flush()
@@ -327,15 +387,27 @@ def tensorboard_writer(run_dir, rows):
     return writer
 
 
+def first_examples(ds, n, batch_size):
+    """The first n examples of a batched dataset (the last batch cut to size)."""
+    ds = ds.take(-(-n // batch_size))
+    if n % batch_size:
+        ds = ds.enumerate().map(lambda j, b: tuple(t[:n - j * batch_size] for t in b))
+    return ds
+
+
 class EpochMetrics(keras.callbacks.Callback):
-    """After each epoch: evaluate, append a metrics.csv row, TensorBoard, log line."""
+    """After each epoch: evaluate, append a metrics.csv row, rewrite examples.npz (if
+    records is a dynamics.Records), TensorBoard, log line."""
 
     def __init__(self, run_dir, data, evaluate, lr_at, steps, rows, threshold, stop,
-                 train_eval_size=None, test_every=1, epochs=None, max_steps=None):
+                 train_eval_size=None, test_every=1, epochs=None, max_steps=None,
+                 records=None):
         super().__init__()
         self.test_every, self.epochs, self.max_steps = test_every, epochs, max_steps
         self.train_eval = data.train_eval if train_eval_size is None else \
-            data.train_eval.take(-(-train_eval_size // data.config.batch_size))
+            first_examples(data.train_eval, train_eval_size, data.config.batch_size)
+        self.records = records
+        self.examples = "none" if records is None else records.mode
         self.run_dir, self.data, self.evaluate = run_dir, data, evaluate
         self.lr_at, self.steps, self.rows = lr_at, steps, rows
         self.threshold, self.stop = threshold, stop
@@ -346,7 +418,7 @@ class EpochMetrics(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         t1 = time.perf_counter()
-        tr = self.evaluate(self.train_eval)
+        tr = self.evaluate(self.train_eval, self.examples)
         step = int(self.model.optimizer.iterations.numpy())
         stopping = self.stop and float(tr["acc"][0]) >= self.threshold
         last = (stopping or epoch + 1 == self.epochs
@@ -360,7 +432,7 @@ class EpochMetrics(keras.callbacks.Callback):
             epoch=epoch + 1, step=step, lr=float(self.lr_at(step - self.steps)),
             train_loss=float(logs["loss"]), train_acc=float(logs["accuracy"]),
             train_eval_loss=float(tr["loss"][0]), train_eval_acc=float(tr["acc"][0]),
-            train_eval_acc_orig=float(tr["acc"][1]),
+            train_eval_acc_orig=float(tr["acc"][1]), **group_columns(tr),
             test_loss=float(te["loss"][0]), test_acc=float(te["acc"][0]),
             train_eval_top5=float(tr["top5"][0]), test_top5=float(te["top5"][0]),
             epoch_time=t1 - self.t0, images_per_sec=self.data.num_train / (t1 - self.t0),
@@ -368,6 +440,10 @@ class EpochMetrics(keras.callbacks.Callback):
             wall_time=(self.rows[-1]["wall_time"] if self.rows else 0.0) + t2 - self.t0)
         self.rows.append(row)
         results.write_metrics(self.run_dir, self.rows)
+        if self.records is not None:  # after the metrics row, before the checkpoint
+            self.records.add(epoch + 1, tr["pred"].numpy(), tr["labels"].numpy(),
+                             tr["p_label"].numpy() if "p_label" in tr else None)
+            self.records.save(self.run_dir / results.EXAMPLES_FILE)
         _log_scalars(self.writer, row)
         logging.info(
             "epoch %d step %d lr %.5f | train loss %.4f acc %.4f | train(eval) acc "
@@ -442,7 +518,7 @@ def _clear(run_dir):
     result.old.json until the new result is written."""
     if (run_dir / "result.json").exists():
         os.replace(run_dir / "result.json", run_dir / "result.old.json")
-    for name in ("metrics.csv", "config.json", "model.weights.h5"):
+    for name in ("metrics.csv", results.EXAMPLES_FILE, "config.json", "model.weights.h5"):
         (run_dir / name).unlink(missing_ok=True)
     for name in ("backup", "tb"):
         shutil.rmtree(run_dir / name, ignore_errors=True)
@@ -521,6 +597,10 @@ def _run_locked(cfg, data_config, run_dir, data, callbacks, strategy):
             f"{run_dir / 'metrics.csv'} has {len(rows)} rows but the checkpoint is at epoch "
             f"{start}; rerun with --overwrite to retrain, or delete the run directory")
     rows = rows[:start]
+    # examples.npz, like metrics.csv: the rows past the checkpoint are dropped
+    examples = run_dir / results.EXAMPLES_FILE
+    previous = results.read_examples(examples) \
+        if cfg.record_examples != "none" and examples.exists() else None
 
     if data is None:
         from rethinkgen_tf.data import load
@@ -563,9 +643,17 @@ def _run_locked(cfg, data_config, run_dir, data, callbacks, strategy):
     t0 = time.time()
     if start < cfg.epochs and not (cfg.stop_on_overfit and rows and
                                    rows[-1]["train_eval_acc"] >= cfg.overfit_threshold):
+        records = None
+        if cfg.record_examples != "none":
+            n = data.num_train if cfg.train_eval_size is None \
+                else min(cfg.train_eval_size, data.num_train)
+            index = range(n) if data.train_indices is None else data.train_indices[:n]
+            records = dynamics.Records(cfg.record_examples, index, previous,
+                                       examples).truncate(start)
         metrics = EpochMetrics(run_dir, data, make_evaluate(model, jit), lr_at, steps,
                                rows, cfg.overfit_threshold, cfg.stop_on_overfit,
-                               cfg.train_eval_size, cfg.test_every, cfg.epochs, cfg.max_steps)
+                               cfg.train_eval_size, cfg.test_every, cfg.epochs, cfg.max_steps,
+                               records)
         if cfg.max_steps:
             callbacks = (*callbacks, MaxSteps(cfg.max_steps))
         model.fit(_train_stream(data, start, cfg.epochs), epochs=cfg.epochs,
