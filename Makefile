@@ -1,5 +1,6 @@
 # make run    set everything up (virtualenv, dependencies, the compiled op) and run the main job
 # make test   set everything up and run the test suite
+# make test-fast  the suite without the tests marked slow (under two minutes on 2 cores)
 # make test-determinism  the determinism, resume and fault-injection tests alone
 # make lint   ruff (pyproject.toml) on the Python tree, clang-format (.clang-format) on csrc/
 # make bench  the benchmarks (op, pipeline, training)
@@ -13,7 +14,7 @@ SOURCES := setup.py $(wildcard csrc/*.cc csrc/*.h csrc/*.py csrc/rethinkgen/*)
 # What `make run` runs; override, e.g. make run ARGS="--model=inception --corrupt=0.5"
 ARGS ?= --model=mlp_1x512 --corrupt=0.5
 
-.PHONY: setup build run test test-determinism lint bench clean
+.PHONY: setup build run test test-fast test-determinism lint bench clean
 
 setup: $(OP)
 
@@ -36,6 +37,9 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" tests
 
 CXX_SOURCES := $(wildcard csrc/*.cc csrc/*.h csrc/rethinkgen/*.h csrc/rethinkgen/*.cuh)
 lint: $(DEPS)

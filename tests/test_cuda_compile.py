@@ -24,6 +24,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocesses and real training: make test-fast skips these
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -50,6 +50,7 @@ def test_true_data_and_index_order(shards):
     np.testing.assert_array_equal(ytest, [r[2] for r in rec["validation"]])
 
 
+@pytest.mark.slow
 def test_randomizations_equal_reference(shards):
     d, rec = shards
     idx = np.array([r[0] for r in rec["train"]])
@@ -109,6 +110,7 @@ def cache_files(directory):
 
 
 @pytest.mark.parametrize("damage", DAMAGE)
+@pytest.mark.slow
 def test_damaged_count_cache_is_recounted_and_rewritten(shards, tmp_path, monkeypatch, damage):
     import json
     d, _ = shards
@@ -130,6 +132,7 @@ def test_damaged_count_cache_is_recounted_and_rewritten(shards, tmp_path, monkey
 
 @pytest.mark.parametrize("damage", DAMAGE + [b'{"mean": [1, 2], "std": [1, 1]}',
                                     b'{"mean": [1, 2, 3], "std": [1, -1, 1]}'])
+@pytest.mark.slow
 def test_damaged_gaussian_stats_cache_is_recomputed_and_rewritten(shards, tmp_path, monkeypatch, damage):
     d, _ = shards
     written = spy_writes(monkeypatch)

@@ -19,6 +19,8 @@ from rethinkgen_tf import ops
 from rethinkgen_tf.data import DataConfig, load
 from rethinkgen_tf.data.sources import CIFAR10_CLASSES, FASHION_MNIST_CLASSES, load_arrays
 
+pytestmark = pytest.mark.slow  # subprocesses and real training: make test-fast skips these
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(REPO, "..", "shared")
 TGZ = os.environ.get("RETHINKGEN_CIFAR10_TGZ", os.path.join(SHARED, "data", "cifar10-jpeg.tar.gz"))

@@ -24,6 +24,8 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocesses and real training: make test-fast skips these
+
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 600
 
@@ -204,6 +206,7 @@ def ran(request, data):
 _PARSE = """
 import importlib, json, sys
 from absl import flags
+
 importlib.import_module(sys.argv[1])
 out = []
 for args in json.loads(sys.argv[2]):

@@ -72,6 +72,7 @@ def test_invalid_configs(parse, args):
         parse(*args)
 
 
+@pytest.mark.slow
 def test_errors_are_one_line():
     # Exactly one line on stderr, whatever the CPU: TensorFlow's load-time C++
     # log lines (oneDNN on AVX-512 machines) are not shown (rethinkgen_tf.entry).
@@ -82,6 +83,7 @@ def test_errors_are_one_line():
 
 
 @pytest.mark.parametrize("onednn", ["0", "1"])
+@pytest.mark.slow
 def test_help_shows_only_our_output_with_onednn_on_and_off(onednn):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_ENABLE_ONEDNN_OPTS": onednn}
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
@@ -91,6 +93,7 @@ def test_help_shows_only_our_output_with_onednn_on_and_off(onednn):
     assert "--corrupt" in p.stdout
 
 
+@pytest.mark.slow
 def test_import_quiet_keeps_other_stderr_lines():
     code = ("import os, sys; os.write(2, b'real problem\\n'); "
             "from rethinkgen_tf import entry; print(entry.is_noise('WARNING: All log messages "
@@ -107,6 +110,7 @@ def test_help_text(parse):
     assert "label corruption probability" in text.lower()
 
 
+@pytest.mark.slow
 def test_cifar_end_to_end(tmp_path):
     # A tiny class-folder dataset: 10 classes x (3 train, 2 test) random 32x32 PNGs.
     rng = np.random.default_rng(0)
@@ -132,6 +136,7 @@ def test_cifar_end_to_end(tmp_path):
 
 
 @pytest.mark.skipif(not FASHION.exists(), reason="needs Debian package dataset-fashion-mnist")
+@pytest.mark.slow
 def test_mnist_end_to_end(tmp_path):
     p = command("experiments.mnist", "--dataset=fashion_mnist", f"--data_dir={FASHION}",
             "--model=mlp_1x32", "--epochs=1", "--train_size=512", "--test_size=256",

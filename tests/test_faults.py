@@ -17,6 +17,8 @@ from rethinkgen_tf import results
 from rethinkgen_tf.data import load
 from rethinkgen_tf.train import TrainConfig, run
 
+pytestmark = pytest.mark.slow  # subprocesses and real training: make test-fast skips these
+
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = {"epoch_time", "images_per_sec", "eval_time", "wall_time"}
 

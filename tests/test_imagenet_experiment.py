@@ -5,7 +5,10 @@ import os
 import subprocess
 import sys
 
+import pytest
 from imagenet_shards import write_shards
+
+pytestmark = pytest.mark.slow  # subprocesses and real training: make test-fast skips these
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

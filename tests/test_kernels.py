@@ -138,6 +138,7 @@ def test_fashion_mnist_subset():
     assert kernels.rkhs_norm(sol.alpha[:, 10:], fit[:, 10:]) > kernels.rkhs_norm(sol.alpha[:, :10], fit[:, :10])
 
 
+@pytest.mark.slow
 def test_kernel_experiment_smoke(tmp_path):
     import json
     import subprocess

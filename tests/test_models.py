@@ -38,6 +38,7 @@ def test_wrn_count():
     assert abs(models.build("wrn_16_4").count_params() - 2.75e6) < 0.01e6
 
 
+@pytest.mark.slow
 def test_inception_v3_small_input():
     model = models.build("inception_v3", input_shape=(75, 75, 3), num_classes=5, dropout=0.2)
     assert model.output_shape == (None, 5)

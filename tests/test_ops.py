@@ -208,6 +208,7 @@ def test_cpu_path_reported_alike():
 
 
 @pytest.mark.parametrize("path", ["generic", "avx2"])
+@pytest.mark.slow
 def test_bit_exact_on_each_cpu_path(path):
     """The path is fixed when the libraries load, so each one gets a process:
     every bit-exactness test of this file (ops and native_numpy against the
@@ -226,6 +227,7 @@ def test_bit_exact_on_each_cpu_path(path):
         assert "no AVX2" in out  # the one warning of the fallback to generic
 
 
+@pytest.mark.slow
 def test_permute_label_limit_is_one_rule():
     """Mode "permute" takes < 2^31 labels: one rule, read by the OpKernel
     template every device runs (randomize_kernels.h) and by the NumPy module,
@@ -278,6 +280,7 @@ def test_permute_label_limit_is_one_rule():
     assert "ok" in r.stdout, r.stdout + r.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_fallback_gaussian_exact_inside_tf_function():
     """Graph optimizations (grappler) must not change the fallback's rounding."""
     idx = np.arange(40)
@@ -514,6 +517,7 @@ def _run(code, env=None):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_saved_model_roundtrip(tmp_path):
     save = f"""
         import tensorflow as tf, numpy as np
@@ -537,6 +541,7 @@ def test_saved_model_roundtrip(tmp_path):
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_fallback_warns_once_and_matches():
     code = """
         import warnings, numpy as np

@@ -212,6 +212,7 @@ def _subprocess(code, env=None):
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_native_threads_too_many_is_value_error_not_abort():
     """threads=10**5 used to abort the process (SIGABRT): now a ValueError, and
     the module itself, called directly, caps its threads and finishes."""
@@ -489,6 +490,7 @@ def _call(api, where, fn, args):
                                        for w in ("eager", "graph", "graph_unknown_rank")]
                          + [("native", "eager")])
 @pytest.mark.parametrize("name,fn,args,kind", MALFORMED, ids=[c[0] for c in MALFORMED])
+@pytest.mark.slow
 def test_malformed_inputs_raise(api, where, name, fn, args, kind, monkeypatch):
     _api(api, monkeypatch)
     if kind == "ok":
@@ -509,6 +511,7 @@ def test_malformed_inputs_raise(api, where, name, fn, args, kind, monkeypatch):
         _call(api, where, fn, args)
 
 
+@pytest.mark.slow
 def test_forced_fallback_in_tf_data_and_layer():
     """RETHINKGEN_FORCE_FALLBACK=1 (ops decides at import): labels through
     tf.data.map and the Keras layer, and a NaN mean in a graph, as the op."""
@@ -536,6 +539,7 @@ def test_forced_fallback_in_tf_data_and_layer():
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_fallback_checks_run_before_allocating():
     """A shape of 2^34 values in a graph is refused before any work (the
     fallback would otherwise build [2^32] Philox counters).  In a subprocess

@@ -73,6 +73,7 @@ def test_grid_points_and_keys(tiny_scale):
         suite.Point(p.tags, dataclasses.replace(p.train, max_steps=5), p.data))
 
 
+@pytest.mark.slow
 def test_shards_merge_skip_and_plot(tiny_cifar, tiny_scale, tmp_path, capsys):
     pts = grids.figure1_points("cpu", tiny_cifar, models=("mlp_1x512",),
                                  corruptions=(0.0, 1.0), parts="bc")
@@ -93,6 +94,7 @@ def test_shards_merge_skip_and_plot(tiny_cifar, tiny_scale, tmp_path, capsys):
     assert all(os.path.getsize(f) > 1000 for f in out["files"])
 
 
+@pytest.mark.slow
 def test_table_markdown_has_paper_numbers(tiny_cifar, tiny_scale, tmp_path):
     pts = grids.table1_points("cpu", tiny_cifar, models=("mlp_1x512",))
     pairs = [(p, None) for p in pts]
@@ -101,6 +103,7 @@ def test_table_markdown_has_paper_numbers(tiny_cifar, tiny_scale, tmp_path):
     assert (tmp_path / "table1.tex").read_text().startswith("\\begin{tabular}")
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line():
     r = subprocess.run([sys.executable, "-m", "experiments.figure1", "--shard=5/2", "--plot_only"],
                        cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -110,6 +110,7 @@ def test_rademacher_estimate():
     assert abs(const["estimate"]) < 0.1   # a class with one function: E sigma_i = 0
 
 
+@pytest.mark.slow
 def test_rademacher_keras_mlp():
     import keras
     rng = np.random.default_rng(0)
@@ -137,6 +138,7 @@ def test_fashion_mnist_random_labels_fit_exactly():
     assert np.mean(np.argmax(theory.keras_predict(model, x), 1) == labels) == 1.0
 
 
+@pytest.mark.slow
 def test_expressivity_experiment_smoke(tmp_path):
     import json
     import subprocess

@@ -66,6 +66,7 @@ def ref(tmp_path_factory):
     return path, run(CFG, DATA, path, data=load(DATA, ARRAYS))
 
 
+@pytest.mark.slow
 def test_run_directory(ref, tmp_path):
     data = load(DATA, ARRAYS)
     shutil.copytree(ref[0], tmp_path, dirs_exist_ok=True)
@@ -97,6 +98,7 @@ def test_run_directory(ref, tmp_path):
         run(TrainConfig(model="mlp_1x64", epochs=5), DATA, tmp_path, data=data)
 
 
+@pytest.mark.slow
 def test_time_to_overfit_and_stop(tmp_path):
     rows = [{"epoch": e, "step": 10 * e, "train_eval_acc": a}
             for e, a in [(1, 0.5), (2, 0.999), (3, 1.0), (4, 1.0)]]
@@ -110,6 +112,7 @@ def test_time_to_overfit_and_stop(tmp_path):
 
 
 
+@pytest.mark.slow
 def test_test_every_skips_test_evaluations_but_not_the_model(ref, tmp_path):
     """test_every=3 over 4 epochs: the test set at epoch 3 and at the last; the same
     trained model (every other column equal to the uninterrupted run's)."""
@@ -160,6 +163,7 @@ def _python(code, *args, env=None, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9(ref, tmp_path):
     # Killed by SIGKILL in the middle of epoch 2 (step 12 of 32) ...
     p = _python(KILL, tmp_path, 12)
@@ -190,6 +194,7 @@ def _result(p):
     return json.loads(out.split("RESULT ")[-1])
 
 
+@pytest.mark.slow
 def test_mirrored_two_cpus_matches_single_device(ref, tmp_path):
     n, final = _result(_python(MIRRORED, tmp_path, "mirrored"))
     assert n == 2
@@ -207,6 +212,7 @@ print("RESULT", json.dumps([r["num_replicas"], r["final"]]))
 """
 
 
+@pytest.mark.slow
 def test_multi_worker_two_processes(ref, tmp_path):
     ports = []
     for _ in range(2):
@@ -226,6 +232,7 @@ def test_multi_worker_two_processes(ref, tmp_path):
 
 
 @pytest.mark.skipif(not CIFAR_TGZ.exists(), reason=f"needs {CIFAR_TGZ}")
+@pytest.mark.slow
 def test_cifar_random_labels_memorized_true_labels_generalize(tmp_path):
     """Same model, same hyperparameters: random labels are fit to 100% with test
     accuracy at chance; true labels give test accuracy well above chance."""
