@@ -124,7 +124,7 @@ py::array CorruptTyped(py::array labels_in, py::array_t<int64_t> idx, double p, 
 py::array CorruptLabels(py::array labels, py::array indices, double p, int64_t num_classes,
                         int64_t seed, const std::string& mode, int threads) {
   Require(Shape(labels) == Shape(indices), "labels and indices must have the same shape");
-  Require(p >= 0.0 && p <= 1.0, "corrupt_prob must be in [0, 1]");
+  Require(rethinkgen::IsProbability(p), "corrupt_prob must be in [0, 1]");
   Require(num_classes >= 1 && num_classes <= (int64_t{1} << 32),
           "num_classes must be in [1, 2^32]");
   Require(mode == "uniform" || mode == "permute", "mode must be 'uniform' or 'permute'");

@@ -49,7 +49,7 @@ inline absl::Status ReadLabelArgs(OpKernelContext* ctx, bool permute, LabelArgs*
     return absl::InvalidArgumentError(
         absl::StrCat("labels and indices must have the same shape, got ",
                      labels.shape().DebugString(), " and ", indices.shape().DebugString()));
-  if (!(a->p >= 0.0 && a->p <= 1.0))  // also rejects NaN
+  if (!rethinkgen::IsProbability(a->p))  // also rejects NaN
     return absl::InvalidArgumentError(absl::StrCat("corrupt_prob must be in [0, 1], got ", a->p));
   if (a->num_classes < 1 || a->num_classes > (int64_t{1} << 32))
     return absl::InvalidArgumentError(

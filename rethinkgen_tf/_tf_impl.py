@@ -78,6 +78,14 @@ def _nonneg(indices):
     return _assert(tf.reduce_all(ok), "indices must be >= 0, got indices[{}] = {}", pos, val)
 
 
+def _is_probability(p):
+    """p in [0, 1] (float64 scalar), the sign read from the bits as the compiled
+    op does: TensorFlow's CPU threads treat denormals as zero, so `p >= 0` would
+    pass a negative denormal."""
+    bits = tf.bitcast(p, tf.int64)
+    return tf.logical_and(tf.logical_or(bits >= 0, bits == tf.int64.min), p <= 1.0)
+
+
 def _label_checks(labels, indices, p, k, seed, mode):
     checks = _scalar(p, "corrupt_prob") + _scalar(k, "num_classes") + _scalar(seed, "seed")
     if labels.shape.rank is not None and indices.shape.rank is not None \
@@ -90,7 +98,7 @@ def _label_checks(labels, indices, p, k, seed, mode):
     checks += [
         _same_shape(tf.shape(labels, out_type=tf.int64), tf.shape(indices, out_type=tf.int64),
                     "labels and indices must have the same shape, got {} and {}"),
-        _assert(tf.logical_and(p >= 0.0, p <= 1.0), "corrupt_prob must be in [0, 1], got {}", p),
+        _assert(_is_probability(p), "corrupt_prob must be in [0, 1], got {}", p),
         _assert(tf.logical_and(k >= 1, k <= _checks.MAX_NUM_CLASSES),
                 "num_classes must be in [1, 2^32], got {}", k),
         _nonneg(indices),

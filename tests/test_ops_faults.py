@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rethinkgen_tf import _checks, layers, ops
+from rethinkgen_tf import _checks, _tf_impl, layers, ops
 from rethinkgen_tf import reference as ref
 
 native_numpy = pytest.importorskip("rethinkgen_tf.native_numpy")
@@ -559,3 +559,21 @@ def test_fallback_checks_run_before_allocating():
         print("ok")
     """)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
+
+
+NEG_DENORMAL = -2.2250738585e-313
+
+
+def test_a_negative_denormal_probability_is_refused_everywhere():
+    """TensorFlow's CPU threads run with denormals-are-zero, where -2e-313 >= 0
+    holds; the op, the TF fallback (in a graph) and the NumPy module still
+    refuse it, as they refuse any p < 0 (found by test_ops.py's fuzz test)."""
+    labels, idx = np.array([1, 2], np.int64), np.array([0, 1], np.int64)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="corrupt_prob must be in"):
+        ops._lib.rethinkgen_corrupt_labels(labels, idx, NEG_DENORMAL, 3, 0, mode="uniform")
+    graph = tf.function(lambda p: _tf_impl.corrupt_labels(labels, idx, p, 3, 0))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="corrupt_prob must be in"):
+        graph(tf.constant(NEG_DENORMAL, tf.float64))
+    assert (graph(tf.constant(-0.0, tf.float64)).numpy() == labels).all()
+    with pytest.raises(ValueError, match="corrupt_prob must be in"):
+        native_numpy.corrupt_labels(labels, idx, NEG_DENORMAL, 3, 0)

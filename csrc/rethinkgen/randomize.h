@@ -98,6 +98,16 @@ RG_HD uint32_t UniformIndex32(uint32_t hi, uint32_t lo, uint32_t m) {
 constexpr int64_t kMaxPermuteLabels = int64_t{1} << 31;
 constexpr char kPermuteLabelsRule[] = "permute mode takes < 2^31 labels";
 
+// Whether p is a probability: in [0, 1], not NaN.  The sign is read from the
+// bits, because TensorFlow's threads run with denormals-are-zero, under which
+// a negative denormal compares equal to 0 (and would pass `p >= 0`).
+inline bool IsProbability(double p) {
+  uint64_t bits;
+  std::memcpy(&bits, &p, sizeof bits);
+  const bool negative = (bits >> 63) != 0 && (bits << 1) != 0;  // -0.0 is 0
+  return !negative && p <= 1.0;                                 // NaN fails p <= 1
+}
+
 // floor(p * 2^32) for p in [0, 1]; a word w is "corrupted" iff w < threshold.
 inline uint64_t CorruptThreshold(double p) {
   if (!(p > 0.0)) return 0;
