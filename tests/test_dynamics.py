@@ -13,34 +13,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import ARRAYS, DATA, SETUP, strip
 
 from rethinkgen_tf import dynamics, results, suite
 from rethinkgen_tf.data import load
 from rethinkgen_tf.train import RESULT_NEUTRAL, TrainConfig, run
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMING = {"epoch_time", "images_per_sec", "eval_time", "wall_time"}
 GROUPS = ("train_eval_acc_clean", "train_eval_acc_noisy", "train_eval_acc_noisy_orig")
 
-SETUP = """
-import numpy as np
-from rethinkgen_tf.data import DataConfig, load
-rng = np.random.default_rng(0)
-x, y = rng.integers(0, 256, (320, 12, 12, 3), np.uint8), rng.integers(0, 10, 320)
-ARRAYS = (x[:256], y[:256], x[256:], y[256:])
-DATA = DataConfig(dataset="numpy", corrupt=0.5, crop=None, batch_size=32)
-"""
-ns = {}
-exec(SETUP, ns)
-ARRAYS, DATA = ns["ARRAYS"], ns["DATA"]
 
 
 def cfg(**kw):
     return TrainConfig(**{"model": "mlp_1x64", "epochs": 4, "verbose": 0, **kw})
-
-
-def strip(rows):
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
 def same_rows(a, b):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import ARRAYS, DATA, SETUP, strip
 
 from rethinkgen_tf import results
 from rethinkgen_tf.data import load
@@ -20,25 +21,8 @@ from rethinkgen_tf.train import TrainConfig, run
 pytestmark = pytest.mark.slow  # subprocesses and real training: make test-fast skips these
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMING = {"epoch_time", "images_per_sec", "eval_time", "wall_time"}
 
-# The tiny problem of tests/test_train.py: 256 train / 64 test 12x12x3 images, MLP 1x64.
-SETUP = """
-import numpy as np
-from rethinkgen_tf.data import DataConfig, load
-rng = np.random.default_rng(0)
-x, y = rng.integers(0, 256, (320, 12, 12, 3), np.uint8), rng.integers(0, 10, 320)
-ARRAYS = (x[:256], y[:256], x[256:], y[256:])
-DATA = DataConfig(dataset="numpy", corrupt=0.5, crop=None, batch_size=32)
-"""
-ns = {}
-exec(SETUP, ns)
-ARRAYS, DATA = ns["ARRAYS"], ns["DATA"]
 CFG = TrainConfig(model="mlp_1x64", epochs=4, verbose=0)
-
-
-def strip(rows):
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
 def assert_same_run(a, b):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import ARRAYS, DATA, SETUP, TIMING, strip
 
 from rethinkgen_tf import results
 from rethinkgen_tf.data import DataConfig, load
@@ -20,25 +21,10 @@ from rethinkgen_tf.train import TrainConfig, run
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR_TGZ = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
-TIMING = {"epoch_time", "images_per_sec", "eval_time", "wall_time"}
-
-# A tiny problem: 256 train / 64 test random 12x12x3 images; MLP 1x64.
-SETUP = """
-import numpy as np
-from rethinkgen_tf.data import DataConfig, load
-rng = np.random.default_rng(0)
-x, y = rng.integers(0, 256, (320, 12, 12, 3), np.uint8), rng.integers(0, 10, 320)
-ARRAYS = (x[:256], y[:256], x[256:], y[256:])
-DATA = DataConfig(dataset="numpy", corrupt=0.5, crop=None, batch_size=32)
-"""
-ns = {}
-exec(SETUP, ns)
-ARRAYS, DATA = ns["ARRAYS"], ns["DATA"]
 CFG = TrainConfig(model="mlp_1x64", epochs=4, verbose=0)
 
 
 def same(rows_a, rows_b):
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
     assert strip(rows_a) == strip(rows_b)
 
 
