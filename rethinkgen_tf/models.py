@@ -61,7 +61,7 @@ def register(pattern):
     return wrap
 
 
-NAMES = "inception, inception_nobn, alexnet, mlp_NxW, wrn_D_K, inception_v3"
+NAMES = "inception, inception_nobn, alexnet, mlp_NxW, wrn_D_K, inception_v3, linear"
 
 
 def _match(name):
@@ -78,7 +78,7 @@ def known(name):
 
 
 def family(name):
-    """'inception' | 'inception_v3' | 'alexnet' | 'mlp' | 'wrn' (for defaults)."""
+    """'inception' | 'inception_v3' | 'alexnet' | 'mlp' | 'wrn' | 'linear' (for defaults)."""
     if name == "inception_v3":
         return "inception_v3"
     return re.match(r"[a-z]+", name).group(0)
@@ -227,6 +227,18 @@ def mlp(depth, width, input_shape, num_classes, **opts):
         x = _dense(x, width, o["batchnorm"], o["bn_scale"], o["bn_momentum"])
     return keras.Model(inputs, _head(x, num_classes, o["dropout"]),
                        name=f"mlp_{depth}x{width}")
+
+
+@register("linear")
+def linear(input_shape, num_classes, **opts):
+    """Softmax regression on the preprocessed pixels: the control that shows
+    when fitting random labels is trivial (n below the input dimension)."""
+    o = _check(opts, batchnorm=False, dropout=0.0, bn_scale=False, bn_momentum=BN_MOMENTUM)
+    if o["batchnorm"]:
+        raise ValueError("linear has no batch norm")
+    inputs = keras.Input(input_shape)
+    x = layers.Flatten()(inputs)
+    return keras.Model(inputs, _head(x, num_classes, o["dropout"]), name="linear")
 
 
 @register(r"wrn_(\d+)_(\d+)")

@@ -59,11 +59,14 @@ RECIPES = {
                   bn_momentum=BN_MOMENTUM),
     "alexnet": Recipe(learning_rate=0.01, lr_decay=PAPER_LR_DECAY, epochs=100),
     "mlp": Recipe(learning_rate=0.01, lr_decay=0.985, epochs=200),
+    # the linear control (softmax regression) trains like the MLPs
+    "linear": Recipe(learning_rate=0.01, lr_decay=0.985, epochs=200),
 }
 # Any other family (inception_v3: experiments/imagenet.py passes its own schedule).
 OTHER_RECIPE = Recipe(learning_rate=0.1, lr_decay=PAPER_LR_DECAY, epochs=100)
 
-FAMILY_NAMES = {"inception": "Inception", "wrn": "WRN", "alexnet": "AlexNet", "mlp": "MLPs"}
+FAMILY_NAMES = {"inception": "Inception", "wrn": "WRN", "alexnet": "AlexNet", "mlp": "MLPs",
+                "linear": "linear"}
 
 
 def recipe(family):

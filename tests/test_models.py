@@ -79,3 +79,12 @@ def test_lrn_matches_tf():
     got = models.LocalResponseNormalization()(x)
     want = tf.nn.local_response_normalization(x, 4, 1.0, 0.001 / 9, 0.75)
     np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_linear_control_is_softmax_regression():
+    m = models.build("linear", (28, 28, 3), 10)
+    assert m.count_params() == 28 * 28 * 3 * 10 + 10
+    assert models.family("linear") == "linear" and models.known("linear")
+    from rethinkgen_tf.train import TrainConfig
+    r = TrainConfig(model="linear").resolved()
+    assert (r.learning_rate, r.lr_decay, r.epochs) == (0.01, 0.985, 200)

@@ -69,12 +69,12 @@ def test_train_config_resolves_from_the_recipes():
     # today's numbers (docs/training.md)
     assert {f: (r.learning_rate, r.lr_decay, r.epochs) for f, r in recipes.RECIPES.items()} == {
         "inception": (0.1, 0.95, 100), "wrn": (0.1, 0.95, 100), "alexnet": (0.01, 0.95, 100),
-        "mlp": (0.01, 0.985, 200)}
+        "mlp": (0.01, 0.985, 200), "linear": (0.01, 0.985, 200)}
     assert (recipes.OTHER_RECIPE.learning_rate, recipes.OTHER_RECIPE.lr_decay,
             recipes.OTHER_RECIPE.epochs) == (0.1, 0.95, 100)
     # the names other modules read
     assert models.DEFAULT_LEARNING_RATE == {"inception": 0.1, "wrn": 0.1, "alexnet": 0.01,
-                                            "mlp": 0.01}
+                                            "mlp": 0.01, "linear": 0.01}
     assert models.BN_MOMENTUM == recipes.BN_MOMENTUM == 0.997
 
 
