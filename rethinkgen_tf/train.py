@@ -205,13 +205,7 @@ class Checkpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.backup_dir.mkdir(parents=True, exist_ok=True)
         name = f"epoch{epoch + 1}.weights.h5"
-        tmp = self.backup_dir / f".{name}{results.TMP_TAG}{os.getpid()}.weights.h5"
-        try:
-            self.model.save_weights(str(tmp), overwrite=True)
-            os.replace(tmp, self.backup_dir / name)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        _save_weights(self.model, self.backup_dir / name)
         results.write_json(self.backup_dir / "training_metadata.json",
                            {"epoch": epoch + 1, "weights": name})
         for f in self.backup_dir.glob("*.weights.h5"):
@@ -481,36 +475,36 @@ def _train_stream(data, start, epochs):
     return data.train_epochs(start, epochs)
 
 
-def _differs(old, new):
-    """Whether a run directory's config.json describes a different run.
+def _changes(old, new):
+    """The settings in which a run directory's config.json (`old`) and a new
+    config differ, as ["epochs 3 -> 5", ...]; empty for the same run.
 
-    Settings a newer version added (absent from the old file) count as equal
+    Settings that do not change the model (RESULT_NEUTRAL) are ignored, and
+    settings a newer version added (absent from the old file) count as equal
     when they hold their defaults, so upgrading does not orphan a run."""
     from rethinkgen_tf.data import DataConfig
-    defaults = {part: {f.name: f.default for f in dataclasses.fields(cls)}
-                for part, cls in (("train", TrainConfig), ("data", DataConfig))}
-    for part in ("train", "data"):
-        o, n = old.get(part, {}), new.get(part, {})
-        for k in set(o) | set(n):
-            if part == "train" and k in RESULT_NEUTRAL:
-                continue
-            if k not in o:
-                if k not in defaults[part] or n[k] != defaults[part][k]:
-                    return True
-            elif k not in n or o[k] != n[k]:
-                return True
-    return False
-
-
-def _changes(old, new):
-    """'epochs 3 -> 5, data_dir a -> b': how config `new` differs from `old`."""
+    missing = object()
     out = []
-    for part in ("train", "data"):
+    for part, cls in (("train", TrainConfig), ("data", DataConfig)):
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
         o, n = old.get(part, {}), new.get(part, {})
         for k in sorted(set(o) | set(n)):
-            if (part != "train" or k not in RESULT_NEUTRAL) and o.get(k) != n.get(k):
+            if part == "train" and k in RESULT_NEUTRAL:
+                continue
+            before = o.get(k, defaults.get(k, missing))
+            after = n.get(k, missing)
+            if before is missing or after is missing or before != after:
                 out.append(f"{k} {o.get(k)!r} -> {n.get(k)!r}")
-    return ", ".join(out[:4]) + (", ..." if len(out) > 4 else "")
+    return out
+
+
+def _differs(old, new):
+    """Whether a run directory's config.json describes a different run."""
+    return bool(_changes(old, new))
+
+
+def _summary(changes):
+    return ", ".join(changes[:4]) + (", ..." if len(changes) > 4 else "")
 
 
 def _clear(run_dir):
@@ -575,7 +569,7 @@ def _run_locked(cfg, data_config, run_dir, data, callbacks, strategy):
         if not cfg.overwrite and progress:
             state = "a finished" if (run_dir / "result.json").exists() else "an unfinished"
             raise ValueError(f"{run_dir} holds {state} run with a different config "
-                             f"({_changes(old, config)}); pass --overwrite to replace it, "
+                             f"({_summary(_changes(old, config))}); pass --overwrite to replace it, "
                              "or choose another --output_dir or --run_name")
         _clear(run_dir)
     elif cfg.overwrite and (run_dir / "result.json").exists():

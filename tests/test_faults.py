@@ -126,7 +126,8 @@ elif phase == "after_checkpoint":  # epoch `arg` checkpointed, next epoch not be
     patch(results, "write_json", after=kill, when=lambda p, o: Path(p).name ==
           "training_metadata.json" and o["epoch"] == int(arg))
 elif phase == "before_weights":
-    patch(train, "_save_weights", before=kill)
+    patch(train, "_save_weights", before=kill, when=lambda model, path: Path(path).name ==
+          "model.weights.h5")  # the final weights, not an epoch checkpoint
 elif phase == "before_result":
     patch(results, "write_json", before=kill, when=named("result.json"))
 elif phase == "mid_result":  # the temporary file written, not yet renamed
