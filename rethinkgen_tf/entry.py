@@ -85,8 +85,9 @@ def one_line(e):
     """The message of an exception, as the one line the user sees."""
     if isinstance(e, KeyboardInterrupt):
         return "interrupted; rerun the same command to resume"
-    if isinstance(e, OSError) and (e.errno == errno.ENOSPC or "No space left" in str(e)):
-        where = f" writing {e.filename}" if e.filename else ""
+    if _is_enospc(e):
+        filename = getattr(e, "filename", None)
+        where = f" writing {filename}" if filename else ""
         return (f"error: the disk is full{where}; free some space and rerun the same "
                 "command to resume (finished epochs are kept)")
     if isinstance(e, OSError) and e.strerror and e.filename:
@@ -106,16 +107,22 @@ def errors():
         fail(one_line(e), 130)
     except (ValueError, DataError, OSError) as e:
         fail(one_line(e))
-    except Exception as e:
+    except Exception as e:  # TensorFlow's and h5py's own errors: one line if a full disk
         if _is_enospc(e):
-            fail(one_line(OSError(errno.ENOSPC, "No space left on device")))
+            fail(one_line(e))
         raise
 
 
 def _is_enospc(e):
-    """Whether an error from TensorFlow or h5py is a full disk underneath."""
+    """Whether an error is a full disk: an OSError with errno ENOSPC, or an error from
+    TensorFlow or h5py whose text says so."""
+    if isinstance(e, KeyboardInterrupt):
+        return False
+    if isinstance(e, ValueError) and not isinstance(e, OSError):
+        return False  # our own messages (settings, data, state) are shown as they are
     text = str(e)
-    return "No space left" in text or "errno = 28" in text or "ENOSPC" in text
+    return getattr(e, "errno", None) == errno.ENOSPC or "No space left" in text \
+        or "errno = 28" in text or "ENOSPC" in text
 
 
 HELP = ("-?", "-h", "--help", "--helpshort", "--helpfull", "--helpxml")
