@@ -24,7 +24,7 @@ flags.DEFINE_string("parts", "abc", "Which panels to run: any of a, b, c.")
 
 def points(F):
     return grids.figure1_points(F.scale, F.data_dir, F.models, F.loss_model, F.seed,
-                                  parts=F.parts)
+                                parts=F.parts, seeds=F.seeds)
 
 
 if __name__ == "__main__":

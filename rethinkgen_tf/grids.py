@@ -14,7 +14,7 @@ table.  This module holds the grids and the paper's numbers.
 from rethinkgen_tf import recipes
 from rethinkgen_tf.suite import point
 
-FIG1_MODELS = ("inception", "alexnet", "mlp_1x512")
+FIG1_MODELS = ("inception", "alexnet", "mlp_1x512", "linear")
 FIG1_RANDOMIZATIONS = ("none", "labels", "shuffled_pixels", "random_pixels", "gaussian")
 CORRUPTIONS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
@@ -40,7 +40,9 @@ TABLE1 = {
     ("mlp_1x512", False, False, False): (100.0, 50.51),
     ("mlp_1x512", False, False, True): (99.34, 10.61),
 }
-TABLE1_MODELS = ("inception", "inception_nobn", "alexnet", "mlp_3x512", "mlp_1x512")
+# The linear control's rows (no paper numbers): with true and with random labels.
+TABLE1_CONTROL = (("linear", False, False, False), ("linear", False, False, True))
+TABLE1_MODELS = ("inception", "inception_nobn", "alexnet", "mlp_3x512", "mlp_1x512", "linear")
 WEIGHT_DECAY = recipes.WEIGHT_DECAY  # the rows with weight decay: the reproductions' coefficient
 
 # Table 4 (random labels with regularizers, train accuracy %; None: fails to converge).
@@ -59,63 +61,77 @@ def configs(model, scale, data_dir, seed=0, **overrides):
     return recipes.scale(scale).configs(model, data_dir, seed, **overrides)
 
 
+def seed_list(seed=0, seeds=1):
+    """The seeds of a grid run with `seeds` seeds from `seed` on: seed, seed + 1, ..."""
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    return range(seed, seed + seeds)
+
+
 def figure1_points(scale, data_dir, models=FIG1_MODELS, loss_model="inception", seed=0,
-                   corruptions=CORRUPTIONS, parts="abc"):
-    """(a) five randomizations of `loss_model`; (b, c) label corruption sweeps."""
+                   corruptions=CORRUPTIONS, parts="abc", seeds=1):
+    """(a) five randomizations of `loss_model`; (b, c) label corruption sweeps; each
+    point once per seed (tagged `seed`; each seed its own run)."""
     s = recipes.scale(scale)
     pts = []
-    if "a" in parts:
-        for r in FIG1_RANDOMIZATIONS:
-            t, d = s.configs(loss_model, data_dir, seed, randomize=r)
-            pts.append(point(t, d, part="a", model=loss_model, randomize=r))
-    if "b" in parts or "c" in parts:
-        for m in models:
-            for p in corruptions:
-                # 1b needs the time to overfit, 1c the test error once fit: stop there.
-                t, d = s.configs(m, data_dir, seed, corrupt=p, stop_on_overfit=True,
-                                 test_every=s.figure1_test_every)
-                pts.append(point(t, d, part="bc", model=m, corrupt=p))
+    for sd in seed_list(seed, seeds):
+        if "a" in parts:
+            for r in FIG1_RANDOMIZATIONS:
+                t, d = s.configs(loss_model, data_dir, sd, randomize=r,
+                                 **s.figure1_overrides(loss_model))
+                pts.append(point(t, d, part="a", model=loss_model, randomize=r, seed=sd))
+        if "b" in parts or "c" in parts:
+            for m in models:
+                for p in corruptions:
+                    # 1b needs the time to overfit, 1c the test error once fit: stop there.
+                    t, d = s.configs(m, data_dir, sd, corrupt=p, test_every=s.figure1_test_every,
+                                     **s.figure1_overrides(m))
+                    pts.append(point(t, d, part="bc", model=m, corrupt=p, seed=sd))
     return pts
 
 
-def table1_points(scale, data_dir, models=TABLE1_MODELS, seed=0):
+def table1_points(scale, data_dir, models=TABLE1_MODELS, seed=0, seeds=1):
     unknown = [m for m in models if m not in TABLE1_MODELS]
     if unknown:
         raise ValueError(f"--models: Table 1 has no rows for {', '.join(unknown)}; "
                          f"choose from {', '.join(TABLE1_MODELS)}")
     s = recipes.scale(scale)
     pts = []
-    for key in TABLE1:
-        model, crop, wd, random_labels = key
-        if model not in models:
-            continue
-        t, d = s.configs(model, data_dir, seed, augment="crop" if crop else "none",
-                         randomize="labels" if random_labels else "none",
-                         weight_decay=WEIGHT_DECAY if wd else 0.0, **s.table1_overrides(model))
-        pts.append(point(t, d, model=model, crop=crop, wd=wd, random_labels=random_labels))
+    for sd in seed_list(seed, seeds):
+        for key in (*TABLE1, *TABLE1_CONTROL):
+            model, crop, wd, random_labels = key
+            if model not in models:
+                continue
+            t, d = s.configs(model, data_dir, sd, augment="crop" if crop else "none",
+                             randomize="labels" if random_labels else "none",
+                             weight_decay=WEIGHT_DECAY if wd else 0.0, **s.table1_overrides(model))
+            pts.append(point(t, d, model=model, crop=crop, wd=wd, random_labels=random_labels,
+                             seed=sd))
     return pts
 
 
-def table4_points(scale, data_dir, seed=0):
+def table4_points(scale, data_dir, seed=0, seeds=1):
     """Random labels with a regularizer on; the slower decay the paper needed."""
     s = recipes.scale(scale)
     pts = []
-    for (model, reg) in TABLE4:
-        t, d = s.configs(model, data_dir, seed, randomize="labels",
-                         augment={"random_crop": "crop", "augmentation": "crop_flip"}.get(reg, "none"),
-                         lr_decay=s.per_epoch(recipes.TABLE4_LR_DECAY, model),
-                         weight_decay=WEIGHT_DECAY if reg == "weight_decay" else 0.0)
-        pts.append(point(t, d, model=model, regularizer=reg))
+    for sd in seed_list(seed, seeds):
+        for (model, reg) in TABLE4:
+            t, d = s.configs(model, data_dir, sd, randomize="labels",
+                             augment={"random_crop": "crop", "augmentation": "crop_flip"}.get(reg, "none"),
+                             lr_decay=s.per_epoch(recipes.TABLE4_LR_DECAY, model),
+                             weight_decay=WEIGHT_DECAY if reg == "weight_decay" else 0.0)
+            pts.append(point(t, d, model=model, regularizer=reg, seed=sd))
     return pts
 
 
-def implicit_points(scale, data_dir, seed=0):
+def implicit_points(scale, data_dir, seed=0, seeds=1):
     """Figure 2b: small Inception with and without batch norm, no regularizers."""
     s = recipes.scale(scale)
     pts = []
-    for model in ("inception", "inception_nobn"):
-        t, d = s.configs(model, data_dir, seed)
-        pts.append(point(t, d, model=model))
+    for sd in seed_list(seed, seeds):
+        for model in ("inception", "inception_nobn"):
+            t, d = s.configs(model, data_dir, sd)
+            pts.append(point(t, d, model=model, seed=sd))
     return pts
 
 

@@ -22,7 +22,8 @@ from rethinkgen_tf.grids import TABLE1, TABLE4  # noqa: E402
 LABELS = {"none": "true labels", "labels": "random labels", "shuffled_pixels": "shuffled pixels",
           "random_pixels": "random pixels", "gaussian": "Gaussian"}
 MODEL_NAMES = {"inception": "Inception", "inception_nobn": "Inception w/o BatchNorm",
-               "alexnet": "AlexNet", "mlp_1x512": "MLP 1x512", "mlp_3x512": "MLP 3x512"}
+               "alexnet": "AlexNet", "mlp_1x512": "MLP 1x512", "mlp_3x512": "MLP 3x512",
+               "linear": "linear (control)"}
 
 
 def _save(fig, out_dir, name):
@@ -41,46 +42,122 @@ def _rows(res):
     return results.read_metrics(res["run_dir"]) if res and "run_dir" in res else []
 
 
+def by_seed(pairs, *keys):
+    """{tuple of the tags `keys`: [(seed, result)] of its finished runs}, in grid order: the
+    seeds of one point of a grid (a point's `seed` tag, 0 if it has none)."""
+    out = {}
+    for p, res in pairs:
+        group = out.setdefault(tuple(p.tag.get(k) for k in keys), [])
+        if res is not None:
+            group.append((p.tag.get("seed", 0), res))
+    return out
+
+
+def mean_std(values):
+    """(mean, sample standard deviation (0 for one value), count) of the finite values;
+    (None, None, 0) if there is none."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if not len(v):
+        return None, None, 0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v)
+
+
+def _n_seeds(groups):
+    ns = sorted({len(g) for g in groups if g})
+    return "/".join(map(str, ns)) or "0"
+
+
+def _sizes(groups):
+    ns = sorted({r["num_train"] for g in groups for _, r in g if r.get("num_train")})
+    return "/".join(f"{n:,}" for n in ns) or "?"
+
+
+def _test_error(res):
+    acc = (res.get("final") or {}).get("test_acc")
+    return None if acc is None else 1 - acc
+
+
+# The paper's Figure 1 (docs/paper.md#results): (b) at p = 1 the time to overfit is about
+# 1.5x to 4x the true labels'; (c) test error at p = 0 is Table 1's (no regularizer) and
+# about 90% at p = 1.
+PAPER_SLOWDOWN_AT_1 = (1.5, 4.0)
+PAPER_TEST_ERROR_AT_0 = {m: 1 - TABLE1[(m, False, False, False)][1] / 100
+                         for m in ("inception", "alexnet", "mlp_1x512")}
+
+
 def figure1(pairs, out_dir):
-    """1a: training loss vs steps; 1b: normalized time to overfit; 1c: test error."""
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+    """1a: training loss vs steps; 1b: normalized time to overfit; 1c: test error.
+    With several seeds per point: (a) every seed's curve, (b, c) means with error bars
+    (one standard deviation over seeds).  Labels say n and the number of seeds."""
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
     numbers = {"a": {}, "b": {}, "c": {}}
-    for p, res in pairs:
-        t = p.tag
-        if t["part"] != "a" or res is None:
-            continue
-        rows = _rows(res)
-        axes[0].plot([r["step"] / 1000 for r in rows], [r["train_loss"] for r in rows],
-                     label=LABELS[t["randomize"]])
-        numbers["a"][t["randomize"]] = {"final_train_loss": rows[-1]["train_loss"] if rows else None,
-                                        "overfit_step": res.get("overfit_step")}
-    axes[0].set(xlabel="thousand steps", ylabel="average loss", title=f"(a) {_a_model(pairs)}")
-    # Runs of (a) go on long after the loss is ~0: show up to twice the slowest time to overfit.
-    fit = [v["overfit_step"] for v in numbers["a"].values() if v["overfit_step"]]
-    if fit and len(fit) == len(numbers["a"]):
+    a_runs = by_seed([(p, r) for p, r in pairs if p.tag["part"] == "a"], "randomize")
+    for k, ((randomize,), runs) in enumerate(a_runs.items()):
+        color = f"C{k}"
+        for j, (sd, res) in enumerate(runs):
+            rows = _rows(res)
+            axes[0].plot([r["step"] / 1000 for r in rows], [r["train_loss"] for r in rows],
+                         color=color, label=None if j else LABELS[randomize])
+        steps = [r.get("overfit_step") for _, r in runs]
+        numbers["a"][randomize] = {
+            "overfit_step": dict(zip([sd for sd, _ in runs], steps)),
+            "overfit_step_mean": mean_std(steps)[0],
+            "final_train_loss": [(_rows(r) or [{}])[-1].get("train_loss") for _, r in runs]}
+    axes[0].set(xlabel="thousand steps", ylabel="average loss",
+                title=f"(a) {_a_model(pairs)}, n = {_sizes(a_runs.values())}, "
+                      f"{_n_seeds(a_runs.values())} seed(s)")
+    # Runs that went on long after the loss is ~0: show up to twice the slowest time to overfit.
+    fit = [v["overfit_step_mean"] for v in numbers["a"].values()]
+    if fit and all(fit):
         axes[0].set_xlim(0, 2 * max(fit) / 1000)
-    by_model = {}
-    for p, res in pairs:
-        t = p.tag
-        if t["part"] == "bc" and res is not None:
-            by_model.setdefault(t["model"], []).append((t["corrupt"], res))
-    for model, runs in by_model.items():
-        runs.sort(key=lambda x: x[0])
-        base = dict(runs).get(0.0, {}).get("overfit_step")
-        ps = [c for c, r in runs if r.get("overfit_step") and base]
-        rel = [r["overfit_step"] / base for c, r in runs if r.get("overfit_step") and base]
-        err = [1 - (r["final"] or {}).get("test_acc", float("nan")) for _, r in runs]
-        name = MODEL_NAMES.get(model, model)
-        axes[1].plot(ps, rel, "o-", label=name)
-        axes[2].plot([c for c, _ in runs], err, "o-", label=name)
-        numbers["b"][model] = dict(zip(ps, rel))
-        numbers["c"][model] = dict(zip([c for c, _ in runs], err))
-    axes[1].set(xlabel="label corruption", ylabel="time to overfit (relative)",
+    bc = [(p, r) for p, r in pairs if p.tag["part"] == "bc"]
+    models = list(dict.fromkeys(p.tag["model"] for p, _ in bc))
+    groups = by_seed(bc, "model", "corrupt")
+    unfit = []
+    for k, model in enumerate(models):
+        color, name = f"C{k}", MODEL_NAMES.get(model, model)
+        runs = {c: g for (m, c), g in groups.items() if m == model}
+        base = {sd: r.get("overfit_step") for sd, r in runs.get(0.0, [])}
+        label = f"{name} (n = {_sizes(runs.values())}, {_n_seeds(runs.values())} seed(s))"
+        b, c = {}, {}
+        for p_, g in sorted(runs.items()):
+            rel = [r["overfit_step"] / base[sd] for sd, r in g
+                   if r.get("overfit_step") and base.get(sd)]
+            b[p_], c[p_] = mean_std(rel), mean_std([_test_error(r) for _, r in g])
+        pb = [p_ for p_ in b if b[p_][2]]
+        if pb:
+            axes[1].errorbar(pb, [b[p_][0] for p_ in pb], [b[p_][1] for p_ in pb], fmt="o-",
+                             capsize=3, color=color, label=label)
+        elif runs:
+            acc = [(r.get("final") or {}).get("train_eval_acc") for g in runs.values() for _, r in g]
+            acc = [a for a in acc if a is not None]
+            if acc:
+                unfit.append(f"{name}: never fit (train acc. {100 * min(acc):.0f}-{100 * max(acc):.0f}%)")
+        pc = [p_ for p_ in c if c[p_][2]]
+        axes[2].errorbar(pc, [100 * c[p_][0] for p_ in pc], [100 * c[p_][1] for p_ in pc],
+                         fmt="o-", capsize=3, color=color, label=label)
+        if model in PAPER_TEST_ERROR_AT_0:
+            axes[2].plot([0, 1], [100 * PAPER_TEST_ERROR_AT_0[model], 90], "x--", color=color,
+                         alpha=0.45, label=f"{name}, paper (p = 0: Table 1; p = 1: ~90%)")
+        numbers["b"][model] = {p_: {"mean": v[0], "std": v[1], "seeds": v[2]}
+                               for p_, v in b.items() if v[2]}
+        numbers["c"][model] = {p_: {"mean": v[0], "std": v[1], "seeds": v[2]}
+                               for p_, v in c.items() if v[2]}
+    if models:
+        lo, hi = PAPER_SLOWDOWN_AT_1
+        axes[1].plot([1, 1], [lo, hi], color="gray", lw=6, alpha=0.35, solid_capstyle="butt",
+                     label=f"paper at p = 1: {lo:g}x-{hi:g}x")
+    if unfit:
+        axes[1].text(0.02, 0.98, "\n".join(unfit), transform=axes[1].transAxes, va="top",
+                     fontsize=8, color="gray")
+        numbers["b"]["never_fit"] = unfit
+    axes[1].set(xlabel="label corruption p", ylabel="time to overfit (relative to p = 0)",
                 title="(b) convergence slowdown")
-    axes[2].set(xlabel="label corruption", ylabel="test error", title="(c) generalization error growth")
+    axes[2].set(xlabel="label corruption p", ylabel="test error (%)",
+                title="(c) generalization error growth")
     for ax in axes:
         if ax.lines:
-            ax.legend()
+            ax.legend(fontsize=7)
     numbers["files"] = _save(fig, out_dir, "figure1")
     # next to it, from the same runs' examples.npz: clean vs corrupted examples per epoch
     numbers["dynamics"] = figure1_dynamics(pairs, out_dir)
@@ -96,36 +173,47 @@ def _pct(x):
     return "—" if x is None else f"{100 * x:.2f}"
 
 
+def _pct_seeds(values):
+    """'36.85' for one seed, '36.85 ± 0.40' (mean ± std, %) for several, '—' for none."""
+    mean, std, n = mean_std(values)
+    if n == 0:
+        return "—"
+    return _pct(mean) if n == 1 else f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def _final(g, key):
+    return [(r.get("final") or {}).get(key) for _, r in g]
+
+
 def table1(pairs, out_dir):
-    """Markdown and LaTeX, ours beside the paper's numbers."""
+    """Markdown and LaTeX, ours (mean ± std over seeds when there are several) beside the
+    paper's numbers; the linear control's rows have none."""
     head = ["model", "random crop", "weight decay", "labels", "train (ours)", "test (ours)",
-            "train (paper)", "test (paper)", "train size", "epochs"]
+            "train (paper)", "test (paper)", "train size", "epochs", "seeds"]
     lines = []
-    for p, res in pairs:
-        t = p.tag
-        key = (t["model"], t["crop"], t["wd"], t["random_labels"])
+    for key, g in by_seed(pairs, "model", "crop", "wd", "random_labels").items():
+        model, crop, wd, random_labels = key
         paper = TABLE1.get(key, (None, None))
-        f = (res or {}).get("final") or {}
-        lines.append([MODEL_NAMES.get(t["model"], t["model"]), "yes" if t["crop"] else "no",
-                      "yes" if t["wd"] else "no", "random" if t["random_labels"] else "true",
-                      _pct(f.get("train_eval_acc")) if res else "(not run)",
-                      _pct(f.get("test_acc")) if res else "", f"{paper[0]:.2f}",
-                      f"{paper[1]:.2f}", str(res["num_train"]) if res else "",
-                      str(res["epochs"]) if res else ""])
+        lines.append([MODEL_NAMES.get(model, model), "yes" if crop else "no",
+                      "yes" if wd else "no", "random" if random_labels else "true",
+                      _pct_seeds(_final(g, "train_eval_acc")) if g else "(not run)",
+                      _pct_seeds(_final(g, "test_acc")) if g else "",
+                      "—" if paper[0] is None else f"{paper[0]:.2f}",
+                      "—" if paper[1] is None else f"{paper[1]:.2f}",
+                      "/".join(sorted({str(r["num_train"]) for _, r in g})),
+                      "/".join(sorted({str(r["epochs"]) for _, r in g}, key=int)), str(len(g))])
     return _write_table(head, lines, out_dir, "table1")
 
 
 def table4(pairs, out_dir):
-    head = ["model", "regularizer", "train (ours)", "test (ours)", "train (paper)"]
+    head = ["model", "regularizer", "train (ours)", "test (ours)", "train (paper)", "seeds"]
     lines = []
-    for p, res in pairs:
-        t = p.tag
-        paper = TABLE4.get((t["model"], t["regularizer"]))
-        f = (res or {}).get("final") or {}
-        lines.append([MODEL_NAMES.get(t["model"], t["model"]), t["regularizer"].replace("_", " "),
-                      _pct(f.get("train_eval_acc")) if res else "(not run)",
-                      _pct(f.get("test_acc")) if res else "",
-                      "fails to converge" if paper is None else f"{paper:.2f}"])
+    for (model, reg), g in by_seed(pairs, "model", "regularizer").items():
+        paper = TABLE4.get((model, reg))
+        lines.append([MODEL_NAMES.get(model, model), reg.replace("_", " "),
+                      _pct_seeds(_final(g, "train_eval_acc")) if g else "(not run)",
+                      _pct_seeds(_final(g, "test_acc")) if g else "",
+                      "fails to converge" if paper is None else f"{paper:.2f}", str(len(g))])
     return _write_table(head, lines, out_dir, "table4")
 
 
@@ -136,7 +224,7 @@ def _write_table(head, lines, out_dir, name):
     md += ["| " + " | ".join(row) + " |" for row in lines]
     tex = ["\\begin{tabular}{" + "l" * 4 + "r" * (len(head) - 4) + "}", "\\hline",
            " & ".join(head) + " \\\\", "\\hline"]
-    tex += [" & ".join(c.replace("%", "\\%").replace("—", "--") for c in row) + " \\\\"
+    tex += [" & ".join(c.replace("%", "\\%").replace("—", "--").replace("±", "$\\pm$") for c in row) + " \\\\"
             for row in lines]
     tex += ["\\hline", "\\end{tabular}"]
     results.atomic_write(out_dir / f"{name}.md", "\n".join(md) + "\n")
@@ -149,8 +237,13 @@ def implicit(pairs, out_dir):
     """Figure 2b: train/test accuracy vs steps, best-so-far test accuracy shaded."""
     fig, axes = plt.subplots(1, len(pairs), figsize=(6 * len(pairs), 4.2), squeeze=False)
     numbers = {}
+    several = len({p.tag.get("seed", 0) for p, _ in pairs}) > 1
     for ax, (p, res) in zip(axes[0], pairs):
         name = MODEL_NAMES.get(p.tag["model"], p.tag["model"])
+        key = p.tag["model"]
+        if several:
+            name += f", seed {p.tag['seed']}"
+            key += f"_s{p.tag['seed']}"
         rows = _rows(res)
         tested = results.tested(rows)
         steps = [r["step"] / 1000 for r in tested]
@@ -162,7 +255,7 @@ def implicit(pairs, out_dir):
         ax.fill_between(steps, test, best, alpha=0.3, label="best test so far")
         ax.set(xlabel="thousand steps", ylabel="accuracy", title=name, ylim=(0, 1.02))
         ax.legend()
-        numbers[p.tag["model"]] = {"final_test": test[-1] if test else None,
+        numbers[key] = {"final_test": test[-1] if test else None,
                                    "best_test": best[-1] if best else None}
     numbers["files"] = _save(fig, out_dir, "figure2b")
     return numbers

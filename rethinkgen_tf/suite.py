@@ -218,6 +218,9 @@ def define_flags(default_output):
     flags.DEFINE_bool("plot_only", False, "Draw from the saved results; train nothing.")
     flags.DEFINE_bool("overwrite", False, "Redo finished runs.")
     flags.DEFINE_integer("seed", 0, "Seed of the data randomization and weight init.")
+    flags.DEFINE_integer("seeds", 1, "Run every grid point with this many seeds: --seed, "
+                         "--seed + 1, ...; each seed is its own run, and the figures and tables "
+                         "show the mean and standard deviation over seeds.", lower_bound=1)
 
 
 def main(points_fn, draw_fn):

@@ -12,33 +12,37 @@ from rethinkgen_tf.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# suite.run_dir(point, "runs/x") of grid points, computed before recipes.py existed
-# (grids.py held the cpu sizes, train.py/models.py the schedules).  A change here
-# orphans every finished run of that point: `run_grid` would train it again.
+# suite.run_dir(point, "runs/x") of grid points.  A change here orphans every finished
+# run of that point: `run_grid` would train it again.  The paper-scale (b, c), Table 1,
+# Table 4 and Figure 2b names were computed before recipes.py existed (grids.py held the
+# cpu sizes, train.py/models.py the schedules).  Two deliberate changes moved the others:
+# the cpu scale's sizes follow recipes.cpu_train_size (MLPs 10,000, AlexNet 5,000,
+# Inception and WRN 1,000; were 2,000, 1,000, 500), and Figure 1 (a) runs stop once fit,
+# so (a)'s true-label run of a model is its (b, c) run at p = 0 (same directory).
 PINNED = {
     # (grid, scale, data_dir, seed, index in the grid): run directory name
-    ("figure1", "paper", None, 0, 0): "cifar10_inception_s0-c7c0df7832",
+    ("figure1", "paper", None, 0, 0): "cifar10_inception_s0-eaf3ab28c0",
     ("figure1", "paper", None, 0, 5): "cifar10_inception_s0-eaf3ab28c0",
     ("figure1", "paper", None, 0, 16): "cifar10_alexnet_corrupt1_s0-bd9f469e60",
-    ("figure1", "cpu", None, 0, 0): "cifar10_inception_n500_s0-ca69dbac8f",
-    ("figure1", "cpu", None, 0, 5): "cifar10_inception_n500_s0-5242b4a372",
-    ("figure1", "cpu", None, 0, 16): "cifar10_alexnet_corrupt1_n1000_s0-6268d532b1",
-    ("figure1", "cpu", None, 0, 22): "cifar10_mlp_1x512_corrupt1_n2000_s0-4943a026cf",
+    ("figure1", "cpu", None, 0, 0): "cifar10_inception_n1000_s0-95be27c724",
+    ("figure1", "cpu", None, 0, 5): "cifar10_inception_n1000_s0-95be27c724",
+    ("figure1", "cpu", None, 0, 16): "cifar10_alexnet_corrupt1_n5000_s0-ef3f7e71dc",
+    ("figure1", "cpu", None, 0, 22): "cifar10_mlp_1x512_corrupt1_n10000_s0-53c2c85ea5",
     ("table1", "paper", None, 0, 0): "cifar10_inception_wd0.0005_crop_s0-086b7ac543",
     ("table1", "paper", None, 0, 18): "cifar10_mlp_1x512_labels_s0-b959f271ba",
-    ("table1", "cpu", None, 0, 0): "cifar10_inception_wd0.0005_crop_n500_s0-a4e99c3e30",
-    ("table1", "cpu", None, 0, 5): "cifar10_inception_nobn_wd0.0005_n500_s0-c8c8070083",
-    ("table1", "cpu", None, 0, 18): "cifar10_mlp_1x512_labels_n2000_s0-8ab972abce",
-    ("table1", "cpu", "/data", 3, 9): "cifar10_alexnet_crop_n1000_s3-a7f00f4157",
+    ("table1", "cpu", None, 0, 0): "cifar10_inception_wd0.0005_crop_n1000_s0-4eae0fc23e",
+    ("table1", "cpu", None, 0, 5): "cifar10_inception_nobn_wd0.0005_n1000_s0-7b83f901b1",
+    ("table1", "cpu", None, 0, 18): "cifar10_mlp_1x512_labels_n10000_s0-d1b8153df3",
+    ("table1", "cpu", "/data", 3, 9): "cifar10_alexnet_crop_n5000_s3-799f0a558e",
     ("table4", "paper", None, 0, 0): "cifar10_inception_labels_wd0.0005_s0-cddc7a7f71",
     ("table4", "paper", None, 0, 3): "cifar10_mlp_1x512_labels_wd0.0005_s0-61ea4be61c",
-    ("table4", "cpu", None, 0, 0): "cifar10_inception_labels_wd0.0005_n500_s0-b307a418d7",
-    ("table4", "cpu", None, 0, 3): "cifar10_mlp_1x512_labels_wd0.0005_n2000_s0-0b6501ac32",
-    ("table4", "cpu", None, 0, 5): "cifar10_inception_labels_crop_flip_n500_s0-6348ca2f37",
+    ("table4", "cpu", None, 0, 0): "cifar10_inception_labels_wd0.0005_n1000_s0-b21e02584d",
+    ("table4", "cpu", None, 0, 3): "cifar10_mlp_1x512_labels_wd0.0005_n10000_s0-487ee88489",
+    ("table4", "cpu", None, 0, 5): "cifar10_inception_labels_crop_flip_n1000_s0-e56b8bf1f1",
     ("implicit", "paper", None, 0, 0): "cifar10_inception_s0-c7c0df7832",
     ("implicit", "paper", None, 0, 1): "cifar10_inception_nobn_s0-9e921df2a6",
-    ("implicit", "cpu", None, 0, 0): "cifar10_inception_n500_s0-ca69dbac8f",
-    ("implicit", "cpu", None, 0, 1): "cifar10_inception_nobn_n500_s0-35304650f7",
+    ("implicit", "cpu", None, 0, 0): "cifar10_inception_n1000_s0-b5b9842d4f",
+    ("implicit", "cpu", None, 0, 1): "cifar10_inception_nobn_n1000_s0-0f3577794b",
 }
 GRIDS = {"figure1": grids.figure1_points, "table1": grids.table1_points,
          "table4": grids.table4_points, "implicit": grids.implicit_points}
@@ -50,8 +54,8 @@ def test_pinned_suite_keys_and_run_dirs_unchanged():
         assert suite.config_key(p) == name.rsplit("-", 1)[1], (grid, scale, k)
         assert suite.run_dir(p, "runs/x") == Path("runs/x") / name, (grid, scale, k)
     # Other models (MLP 3x512, WRN) in Figure 1 keep their keys too.
-    for scale, k, name in [("cpu", 8, "cifar10_mlp_3x512_corrupt0.6_n2000_s0-c6efc4025e"),
-                           ("cpu", 15, "cifar10_wrn_28_10_corrupt0.8_n500_s0-bb6a26953f"),
+    for scale, k, name in [("cpu", 8, "cifar10_mlp_3x512_corrupt0.6_n10000_s0-df3840fed2"),
+                           ("cpu", 15, "cifar10_wrn_28_10_corrupt0.8_n1000_s0-72002f02f4"),
                            ("paper", 15, "cifar10_wrn_28_10_corrupt0.8_s0-c46f446b7b")]:
         p = grids.figure1_points(scale, None, models=("mlp_3x512", "wrn_28_10"),
                                    loss_model="alexnet")[k]
@@ -96,15 +100,16 @@ def test_scales():
     cpu = recipes.CPU
     t, d = cpu.configs("mlp_1x512", "/data", 2, corrupt=0.4, weight_decay=1e-3)
     assert (d.train_size, d.balanced, d.test_size, d.corrupt, d.seed, d.shuffle_seed) == \
-        (2000, True, 2000, 0.4, 2, 2)
+        (10_000, True, 2000, 0.4, 2, 2)
     assert (t.epochs, t.lr_decay, t.learning_rate, t.weight_decay, t.bn_momentum, t.seed) == \
-        (300, 0.95 ** (2000 / 50_000), 0.01, 1e-3, None, 2)
+        (300, 0.95 ** (10_000 / 50_000), 0.01, 1e-3, None, 2)
     t, d = cpu.configs("inception", None)
-    assert (d.train_size, t.bn_momentum) == (500, round(0.997 ** 100, 4))
+    assert (d.train_size, t.bn_momentum) == (1000, round(0.997 ** 50, 4))
     t, _ = cpu.configs("inception_nobn", None)
     assert (t.model, t.batchnorm, t.bn_momentum) == ("inception", False, None)
-    assert cpu.subset("wrn_16_4") == 500 and cpu.subset("inception_v3") == 1000
-    assert cpu.per_epoch(0.999, "alexnet") == 0.999 ** (1000 / 50_000)
+    assert cpu.subset("wrn_16_4") == 1000 and cpu.subset("inception_v3") == 1000
+    assert cpu.subset("linear") == 10_000
+    assert cpu.per_epoch(0.999, "alexnet") == 0.999 ** (5000 / 50_000)
     assert cpu.table1_overrides("mlp_3x512") == {"stop_on_overfit": True, "epochs": 100}
     assert cpu.table1_overrides("inception_nobn") == {"stop_on_overfit": True, "epochs": 60}
     assert cpu.figure1_test_every == 10
@@ -115,6 +120,11 @@ def test_scales():
         (None, None, 200, 0.985, None)
     assert paper.per_epoch(0.999, "mlp_1x512") == 0.999
     assert paper.table1_overrides("alexnet") == {} and paper.figure1_test_every == 1
+    # Figure 1 stops once fit: at 100%, but 99.9% for MLPs at full scale (never 100%)
+    assert paper.figure1_overrides("mlp_1x512") == {"stop_on_overfit": True,
+                                                    "overfit_threshold": 0.999}
+    assert paper.figure1_overrides("alexnet")["overfit_threshold"] == 1.0
+    assert cpu.figure1_overrides("mlp_1x512") == {"stop_on_overfit": True, "overfit_threshold": 1.0}
     with pytest.raises(ValueError, match="nonsense is not a TrainConfig or DataConfig field"):
         paper.configs("alexnet", None, nonsense=1)
     # read-only; varied with dataclasses.replace, which needs a fallback for other families
@@ -124,7 +134,7 @@ def test_scales():
         dataclasses.replace(cpu, train_size={"mlp": 10})
     # the names grids.py had, read from the current cpu scale
     assert grids.CPU_TABLE_EPOCHS["mlp"] == 100 and grids.CPU_TEST_EVERY == 10
-    assert grids.CPU_TRAIN_SIZE["inception"] == 500 and grids.CPU_TEST_SIZE == 2000
+    assert grids.CPU_TRAIN_SIZE["inception"] == 1000 and grids.CPU_TEST_SIZE == 2000
     assert grids.BN_FAMILIES == ("inception", "wrn") and grids.PAPER_DECAY == 0.95
 
 
@@ -146,3 +156,45 @@ def test_flag_help_quotes_the_recipes():
     assert f"{recipes.TABLE4_LR_DECAY}" in help_of("lr_decay")
     assert f"default {recipes.BN_MOMENTUM}" in help_of("bn_momentum")
     assert "on for Inception/WRN, off for AlexNet/MLPs" in help_of("batchnorm")
+
+
+def test_cpu_sizes_follow_the_stated_rule():
+    """n >= 4 x the 2,352 inputs where one Figure 1 (b, c) run fits the time budget, else
+    the largest size that does; the rule's inputs are the module's constants."""
+    assert recipes.INPUT_DIM == 2352 and recipes.MIN_RATIO * recipes.INPUT_DIM == 9408
+    sizes = dict(recipes.CPU.train_size)
+    assert sizes == {"mlp": 10_000, "linear": 10_000, "alexnet": 5000, "inception": 1000,
+                     "wrn": 1000, "other": 1000}
+    for family, n in sizes.items():
+        assert recipes.run_seconds(family, n) <= recipes.RUN_BUDGET_S
+        bigger = [s for s in recipes.SIZES if s > n]
+        # either meaningful already (the smallest such size) or the next size is over budget
+        assert n >= 9408 and all(s >= n for s in recipes.SIZES if s >= 9408) or \
+            recipes.run_seconds(family, bigger[0]) > recipes.RUN_BUDGET_S
+    # a faster machine moves the convnets up to the meaningful size, never past it
+    fast = {f: 100 * v for f, v in recipes.THROUGHPUT.items()}
+    import unittest.mock as mock
+    with mock.patch.dict(recipes.THROUGHPUT, fast):
+        assert {recipes.cpu_train_size(f) for f in sizes} == {10_000}
+
+
+def test_seeds_axis_keys_and_tags():
+    one = grids.figure1_points("cpu", "/d", models=("mlp_1x512",), loss_model="mlp_1x512")
+    two = grids.figure1_points("cpu", "/d", models=("mlp_1x512",), loss_model="mlp_1x512", seeds=2)
+    assert len(two) == 2 * len(one) == 22
+    # the first seed's points are the single-seed grid's: finished runs are found
+    assert [suite.run_dir(p, "o") for p in two[:11]] == [suite.run_dir(p, "o") for p in one]
+    assert {p.tag["seed"] for p in two[:11]} == {0} and {p.tag["seed"] for p in two[11:]} == {1}
+    for p0, p1 in zip(two[:11], two[11:]):
+        assert p1.train.seed == p1.data.seed == p1.data.shuffle_seed == 1
+        assert suite.run_dir(p0, "o").name.replace("_s0-", "_s1-").split("-")[0] == \
+            suite.run_dir(p1, "o").name.split("-")[0]
+        assert suite.config_key(p0) != suite.config_key(p1)
+    # (a)'s true-label run is (b, c)'s p = 0 run (same directory), per seed
+    assert suite.run_dir(two[0], "o") == suite.run_dir(two[5], "o")
+    assert [p.tag["seed"] for p in grids.table1_points("cpu", None, ("linear",), seed=3, seeds=2)] \
+        == [3, 3, 4, 4]
+    assert len(grids.table4_points("paper", None, seeds=3)) == 3 * len(grids.TABLE4)
+    assert len(grids.implicit_points("cpu", None, seed=5, seeds=2)) == 4
+    with pytest.raises(ValueError, match="--seeds must be >= 1"):
+        grids.figure1_points("cpu", None, seeds=0)

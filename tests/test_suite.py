@@ -110,3 +110,45 @@ def test_cli_errors_are_one_line():
     assert r.returncode != 0
     assert r.stderr.strip().splitlines()[-1].startswith("error: --shard=5/2")
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_seeds_resume_and_means(tiny_cifar, tiny_scale, tmp_path, capsys):
+    """--seeds=2 on a grid run with one seed trains only the new seed; the figure shows
+    means and spreads over the seeds."""
+    kw = dict(models=("mlp_1x512",), corruptions=(0.0, 1.0), parts="bc")
+    suite.run_grid(grids.figure1_points("cpu", tiny_cifar, **kw), tmp_path, data_cache={})
+    capsys.readouterr()
+    pts = grids.figure1_points("cpu", tiny_cifar, seeds=2, **kw)
+    suite.run_grid(pts, tmp_path, data_cache={})
+    assert "4 runs in the grid, 4 in shard 0/1, 2 finished already, 2 to run" in capsys.readouterr().out
+    pairs = suite.collect(pts, tmp_path)
+    out = plots.figure1(pairs, tmp_path)
+    errors = {p.tag["seed"]: 1 - r["final"]["test_acc"] for p, r in pairs if p.tag["corrupt"] == 1.0}
+    c1 = out["c"]["mlp_1x512"][1.0]
+    assert c1["seeds"] == 2 and c1["mean"] == pytest.approx(np.mean(list(errors.values())))
+    assert c1["std"] == pytest.approx(np.std(list(errors.values()), ddof=1))
+
+
+def test_tables_give_mean_and_spread_over_seeds(tmp_path):
+    pts = grids.table1_points("paper", None, models=("mlp_1x512", "linear"), seeds=3)
+    accs = {0: (1.0, 0.50), 1: (0.99, 0.52), 2: (0.98, 0.54)}
+
+    def res(p):  # the first row (MLP, weight decay, true labels) has no seed 2 yet
+        if p.tag["seed"] == 2 and p.tag["wd"]:
+            return None
+        train, test = accs[p.tag["seed"]]
+        return {"final": {"train_eval_acc": train, "test_acc": test}, "num_train": 50_000,
+                "epochs": 10 + p.tag["seed"]}
+
+    out = plots.table1([(p, res(p)) for p in pts], tmp_path)
+    rows = [line.split(" | ") for line in out["markdown"].splitlines()[2:]]
+    assert len(rows) == 5  # MLP 1x512's three rows and the linear control's two
+    first, linear_random = rows[0], rows[-1]
+    assert first[4:6] == ["99.50 ± 0.71", "51.00 ± 1.41"] and first[-1].rstrip(" |") == "2"
+    assert linear_random[0] == "| linear (control)" and linear_random[3] == "random"
+    assert linear_random[4:8] == ["99.00 ± 1.00", "52.00 ± 2.00", "—", "—"]
+    assert linear_random[9:] == ["10/11/12", "3 |"]
+    assert "$\\pm$" in (tmp_path / "table1.tex").read_text()
+    one = plots.table1([(p, res(p)) for p in pts if p.tag["seed"] == 0], tmp_path)
+    assert "| 100.00 | 50.00 |" in one["markdown"] and "±" not in one["markdown"]
