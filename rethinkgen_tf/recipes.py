@@ -208,11 +208,13 @@ MIN_RATIO = 4             # n >= 4 x INPUT_DIM: a linear classifier on the pixel
                           # random labels (the linear control: 99% at n = 1,000, 34% at 10,000)
 SIZES = (500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000)  # the round sizes considered
 RUN_BUDGET_S = 600        # one Figure 1 (b, c) run on the 2-core dev machine, at most
-# Measured on the 2-core dev machine, quiet (docs/experiments.md#scales): training
-# images per second, and epochs until the training set is fit at the cpu scale's
-# schedule (the slowest p; each epoch also re-evaluates the training set, counted as
-# EVAL_COST of a training pass).
-THROUGHPUT = {"mlp": 35_000, "linear": 100_000, "alexnet": 500, "inception": 100, "wrn": 100,
+# On the 2-core dev machine, quiet (docs/experiments.md#scales): training images per
+# second (MLP 1x512: train.py's log at full scale; AlexNet, Inception: as measured
+# before; linear: not measured, at least the MLP's, whose first layer it is a 10-unit
+# version of), and epochs until the training set is fit at the cpu scale's schedule
+# (the slowest p; each epoch also re-evaluates the training set, counted as EVAL_COST
+# of a training pass).
+THROUGHPUT = {"mlp": 35_000, "linear": 35_000, "alexnet": 500, "inception": 100, "wrn": 100,
               OTHER: 100}
 EPOCHS_TO_FIT = {"mlp": 45, "linear": 45, "alexnet": 30, "inception": 30, "wrn": 30, OTHER: 30}
 EVAL_COST = 0.33
