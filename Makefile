@@ -9,7 +9,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEPS := $(VENV)/.deps-installed
-OP := rethinkgen_tf/_build_info.json
+OP := rethinkgen_tf/ops/_build_info.json
 SOURCES := setup.py $(wildcard csrc/*.cc csrc/*.h csrc/*.py csrc/rethinkgen/*)
 # What `make run` runs; override, e.g. make run ARGS="--model=inception --corrupt=0.5"
 ARGS ?= --model=mlp_1x512 --corrupt=0.5
@@ -57,4 +57,4 @@ bench: setup
 	$(PY) -m benchmarks.train
 
 clean:
-	rm -rf build *.egg-info rethinkgen_tf/*.so $(OP)
+	rm -rf build *.egg-info rethinkgen_tf/ops/*.so $(OP)

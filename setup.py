@@ -1,13 +1,13 @@
 """Build and install rethinkgen_tf.
 
-Builds two shared libraries into the package:
-  rethinkgen_tf/_rethinkgen_ops.so   the TensorFlow custom ops (CPU, and GPU
-                                     kernels when nvcc and a CUDA-enabled
-                                     TensorFlow are present)
-  rethinkgen_tf/_rethinkgen_np*.so   the pybind11 module (NumPy, no TF)
+Builds two shared libraries into the ops package, beside the code that loads them:
+  rethinkgen_tf/ops/_rethinkgen_ops.so   the TensorFlow custom ops (CPU, and GPU
+                                         kernels when nvcc and a CUDA-enabled
+                                         TensorFlow are present)
+  rethinkgen_tf/ops/_rethinkgen_np*.so   the pybind11 module (NumPy, no TF)
 Compile and link flags come from the installed TensorFlow (tf.sysconfig);
 the TensorFlow version built against is recorded in
-rethinkgen_tf/_build_info.json and checked when the op is loaded.
+rethinkgen_tf/ops/_build_info.json and checked when the op is loaded.
 
 Install without build isolation, so the build sees the TensorFlow you run:
     pip install --no-build-isolation -e .
@@ -58,16 +58,17 @@ class BuildExt(build_ext):
         self._to_source = bool(self.inplace or getattr(self, "editable_mode", False))
         super().run()
 
-    def _package_dir(self):
+    def _ops_dir(self):
+        """Where rethinkgen_tf.ops (tf_ops.py) looks for the op library and its build info."""
         if getattr(self, "_to_source", False):
-            return os.path.join(HERE, "rethinkgen_tf")
-        return os.path.join(self.build_lib, "rethinkgen_tf")
+            return os.path.join(HERE, "rethinkgen_tf", "ops")
+        return os.path.join(self.build_lib, "rethinkgen_tf", "ops")
 
     def build_tf_ops(self):
         import tensorflow as tf
         cflags = tf.sysconfig.get_compile_flags()
         lflags = tf.sysconfig.get_link_flags()
-        out_dir = self._package_dir()
+        out_dir = self._ops_dir()
         os.makedirs(out_dir, exist_ok=True)
         os.makedirs(self.build_temp, exist_ok=True)
         cxx = os.environ.get("CXX", "g++")
@@ -110,8 +111,8 @@ setup(
     # experiments.cifar); they are not installed, so no generic top-level
     # names are claimed in site-packages.
     packages=find_packages(include=["rethinkgen_tf", "rethinkgen_tf.*"]),
-    package_data={"rethinkgen_tf": ["*.so", "_build_info.json"]},
-    ext_modules=[Extension("rethinkgen_tf._rethinkgen_np",
+    package_data={"rethinkgen_tf.ops": ["*.so", "_build_info.json"]},
+    ext_modules=[Extension("rethinkgen_tf.ops._rethinkgen_np",
                            [os.path.join("csrc", "pybind_module.cc")],
                            # rebuilt when a header changes, not only the .cc
                            depends=sorted(glob.glob(os.path.join("csrc", "rethinkgen", "*.h"))),

@@ -1,5 +1,5 @@
 // pybind11 module: the CPU kernels of rethinkgen/randomize_cpu.h on NumPy
-// arrays, without TensorFlow.  Python API: rethinkgen_tf.native_numpy.
+// arrays, without TensorFlow.  Python API: rethinkgen_tf.ops.native_numpy.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -261,8 +261,8 @@ PYBIND11_MODULE(_rethinkgen_np, m) {
   const CpuPathChoice& path = ActiveCpuPathChoice();
   ActiveCpuKernels();
   if (!path.warning.empty() &&
-      PyErr_WarnEx(PyExc_RuntimeWarning, ("rethinkgen_tf._rethinkgen_np: " + path.warning).c_str(),
-                   1) != 0)
+      PyErr_WarnEx(PyExc_RuntimeWarning,
+                   ("rethinkgen_tf.ops._rethinkgen_np: " + path.warning).c_str(), 1) != 0)
     throw py::error_already_set();
   m.def(
       "cpu_path", [] { return std::string(CpuPathName(ActiveCpuKernels().path)); },

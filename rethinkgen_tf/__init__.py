@@ -1,9 +1,9 @@
 """rethinkgen_tf: the randomization tests of Zhang et al. (ICLR 2017) in TensorFlow/Keras.
 
-Submodules (imported on demand, so ``rethinkgen_tf.reference`` needs NumPy only):
-  ops           the randomization ops (compiled TensorFlow op, pure-TF fallback)
-  reference     the NumPy reference of the same randomizations (the spec)
-  native_numpy  the compiled CPU kernels on NumPy arrays
+Submodules (imported on demand, so ``rethinkgen_tf.ops.reference`` needs NumPy only):
+  ops           the randomization ops: the TensorFlow ops (compiled, or a pure-TF
+                fallback), their NumPy reference (the spec), the compiled CPU kernels
+                on NumPy arrays, the Keras layer that randomizes on the device
   data          sources, randomized tf.data pipelines, preprocessing
   models        the paper's models, by name
   train         training loop, run directories, results

@@ -120,7 +120,7 @@ class Records:
         if self.given is not None and not np.array_equal(self.given, a["index"]):
             raise results.StateError(
                 f"{self.path or FILE} holds records of other examples than this run re-evaluates; "
-                f"{results._examples_advice(self.path or FILE)}")
+                f"{results.examples_advice(self.path or FILE)}")
         self.index = a["index"].astype(np.int64)
         self.epochs = [int(e) for e in a["epochs"]]
         self.correct, self.correct_orig = list(a["correct"]), list(a["correct_orig"])
@@ -149,7 +149,7 @@ class Records:
                 np.array_equal(self.label, label) and np.array_equal(self.label_orig, label_orig)):
             raise results.StateError(
                 f"{self.path or FILE} holds records of examples with other labels than this run's; "
-                f"{results._examples_advice(self.path or FILE)}")
+                f"{results.examples_advice(self.path or FILE)}")
         self.label, self.label_orig = label.astype(np.int32), label_orig.astype(np.int32)
         self.epochs.append(int(epoch))
         self.correct.append(np.packbits(pred == label))

@@ -105,6 +105,17 @@ def write_json(path, obj):
     atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def check_out(out):
+    """An --out (a file to write, or None) must be writable: ValueError (one line) now rather than
+    after the work."""
+    if out:
+        path = os.path.abspath(out)
+        if os.path.isdir(path):
+            raise ValueError(f"--out={out} is a directory; pass a file name")
+        if not os.path.isdir(os.path.dirname(path)):
+            raise ValueError(f"--out={out}: directory {os.path.dirname(path)} does not exist")
+
+
 def run_name(cfg, data):
     """e.g. cifar10_mlp_1x512_labels_s0, cifar10_inception_corrupt0.5_wd0.0005_s0."""
     parts = [data.dataset, cfg.model]
@@ -141,7 +152,7 @@ def read_json(path):
 def _advice(path):
     path = Path(path)
     if path.name == EXAMPLES_FILE:
-        return _examples_advice(path)
+        return examples_advice(path)
     if path.name == "result.json":
         return "delete it to recompute the result from the run's checkpoint, or rerun with --overwrite"
     return f"rerun with --overwrite to retrain the run in {path.parent}, or delete that directory"
@@ -269,7 +280,9 @@ def read_examples(path):
     return arrays
 
 
-def _examples_advice(path):
+def examples_advice(path):
+    """What to do about an examples file (`path`) that is damaged or does not fit the run: the end
+    of its StateError message."""
     return (f"rerun with --overwrite to retrain the run in {Path(path).parent}, or delete "
             f"{Path(path).name} to keep training without the earlier epochs' records")
 
@@ -375,8 +388,8 @@ def onednn():
 def op_build():
     """Which randomization op the data layer used (compiled or TF fallback)."""
     try:
-        from rethinkgen_tf import ops
+        from rethinkgen_tf.ops import tf_ops
     except Exception as e:  # ops module missing or broken: record why
         return {"native": False, "error": repr(e)}
-    return {"native": bool(getattr(ops, "NATIVE", False)),
-            "build": getattr(ops, "BUILD", None)}
+    return {"native": bool(getattr(tf_ops, "NATIVE", False)),
+            "build": getattr(tf_ops, "BUILD", None)}

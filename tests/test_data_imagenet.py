@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 from imagenet_shards import write_shards
 
-from rethinkgen_tf import reference as R
 from rethinkgen_tf.data import DataConfig, DataError, load
+from rethinkgen_tf.ops import reference as R
 
 K, SIZE = 5, 16
 SHARDS = {"train-00000-of-00002": 4, "train-00001-of-00002": 3, "validation-00000-of-00001": 3}

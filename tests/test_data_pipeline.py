@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rethinkgen_tf import reference as R
 from rethinkgen_tf.data import DataConfig, DataError, load
 from rethinkgen_tf.data.randomize import channel_stats
+from rethinkgen_tf.ops import reference as R
 
 N, NT, K = 60, 20, 10
 

@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 from imagenet_shards import write_shards
 
-from rethinkgen_tf import layers
-from rethinkgen_tf import reference as R
 from rethinkgen_tf.data import RANDOMIZATIONS, DataConfig, load
 from rethinkgen_tf.data.randomize import Plan, plan
+from rethinkgen_tf.ops import layers
+from rethinkgen_tf.ops import reference as R
 
 SEED, K, SIZE = 9, 3, 16
 N, NT = 12, 6

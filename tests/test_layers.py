@@ -10,7 +10,8 @@ import tensorflow as tf
 
 keras = pytest.importorskip("keras")
 
-from rethinkgen_tf import layers, ops, reference  # noqa: E402
+from rethinkgen_tf import ops  # noqa: E402
+from rethinkgen_tf.ops import layers, reference  # noqa: E402
 
 SEED = 20170301
 

@@ -16,10 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from rethinkgen_tf import _tf_impl, ops
-from rethinkgen_tf import reference as ref
+from rethinkgen_tf import ops
+from rethinkgen_tf.ops import _tf_impl, tf_ops
+from rethinkgen_tf.ops import reference as ref
 
-native_numpy = pytest.importorskip("rethinkgen_tf.native_numpy")
+native_numpy = pytest.importorskip("rethinkgen_tf.ops.native_numpy")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -27,6 +28,38 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 def test_compiled_op_is_loaded():
     assert ops.NATIVE, ops.BUILD
+
+
+def test_package_names_are_their_modules_names():
+    """rethinkgen_tf.ops reads each public name from the module that holds it, and refuses to
+    set one there (the functions read their own module's NATIVE)."""
+    assert ops.corrupt_labels is tf_ops.corrupt_labels and ops.NATIVE is tf_ops.NATIVE
+    assert ops.derive_seed is ref.derive_seed and ops.cpu_path() == tf_ops.cpu_path()
+    assert {"corrupt_labels", "permute_pixels", "gaussian_images", "NATIVE", "BUILD",
+            "derive_seed", "LIBRARY_PATH"} <= set(dir(ops))
+    with pytest.raises(AttributeError, match="tf_ops.NATIVE"):
+        ops.NATIVE = not tf_ops.NATIVE
+    assert ops.NATIVE is tf_ops.NATIVE
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        ops.no_such_name
+
+
+def test_numpy_modules_import_without_tensorflow():
+    """The package loads no module of its own: the NumPy reference, the NumPy module of the
+    compiled kernels and the TF-free public names work where TensorFlow is absent."""
+    r = _run("""
+        import sys
+        import numpy as np
+        import rethinkgen_tf.ops as rops
+        from rethinkgen_tf.ops import native_numpy, reference
+        lab, idx = np.arange(20) % 4, np.arange(20)
+        assert (native_numpy.corrupt_labels(lab, idx, 0.5, 4, 1)
+                == reference.corrupt_labels(lab, idx, 0.5, 4, 1)).all()
+        assert rops.derive_seed is reference.derive_seed and rops.PIXEL_UNITS == ("position", "value")
+        assert "tensorflow" not in sys.modules, "TensorFlow was imported"
+        print("ok")
+    """)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
 
 
 # ---- Philox known-answer vectors (Random123's kat_vectors, philox4x32_10) ----
@@ -194,11 +227,11 @@ def _cpu_has_avx2():
 def test_cpu_path_reported_alike():
     """Both libraries read RETHINKGEN_CPU_PATH once, by the same rule
     (csrc/rethinkgen/cpu_path.h), and report the same path."""
-    from rethinkgen_tf import _rethinkgen_np
+    from rethinkgen_tf.ops import _rethinkgen_np
     path = _rethinkgen_np.cpu_path()
     assert path in ("avx2", "generic")
     if ops.NATIVE:
-        assert ops._lib.rethinkgen_cpu_path().numpy().decode() == path
+        assert tf_ops._lib.rethinkgen_cpu_path().numpy().decode() == path
     request = os.environ.get("RETHINKGEN_CPU_PATH", "auto").lower()
     avx2 = _cpu_has_avx2()
     if request == "generic":
@@ -235,7 +268,7 @@ def test_permute_label_limit_is_one_rule():
     labels and indices are mapped but never touched (no copies: DLPack)."""
     code = """
         import numpy as np, tensorflow as tf
-        from rethinkgen_tf import _rethinkgen_np, ops
+        from rethinkgen_tf.ops import _rethinkgen_np, tf_ops
         n = 2**31
         def zeros(n):  # 64-byte aligned, as a TensorFlow tensor's buffer must be
             buf = np.zeros(4 * n + 64, np.uint8)
@@ -248,8 +281,8 @@ def test_permute_label_limit_is_one_rule():
         def tensor(a):
             return tf.experimental.dlpack.from_dlpack(a.__dlpack__())
         want = "permute mode takes < 2^31 labels, got 2147483648"
-        for fn in (ops._lib.rethinkgen_corrupt_labels,
-                   tf.function(ops._lib.rethinkgen_corrupt_labels)):
+        for fn in (tf_ops._lib.rethinkgen_corrupt_labels,
+                   tf.function(tf_ops._lib.rethinkgen_corrupt_labels)):
             try:
                 with tf.device("/CPU:0"):
                     fn(tensor(lab), tensor(idx), 0.5, 10, 0, mode="permute")
@@ -266,8 +299,8 @@ def test_permute_label_limit_is_one_rule():
         lab[0], idx[0] = 99, -1
         try:
             with tf.device("/CPU:0"):
-                ops._lib.rethinkgen_corrupt_labels(tensor(lab[:-1]), tensor(idx[:-1]), 0.5, 10, 0,
-                                                   mode="permute")
+                tf_ops._lib.rethinkgen_corrupt_labels(tensor(lab[:-1]), tensor(idx[:-1]), 0.5, 10, 0,
+                                                      mode="permute")
             raise SystemExit("no error")
         except tf.errors.InvalidArgumentError as e:
             assert "indices must be >= 0, got indices[0] = -1" in e.message, e.message
@@ -434,7 +467,7 @@ def test_wrapper_errors():
 
 
 def test_op_errors_are_invalid_argument():
-    lib = ops._lib
+    lib = tf_ops._lib
     bad = [
         lambda: lib.rethinkgen_corrupt_labels([1, 11], [0, 1], 0.5, 10, 0),  # label >= K
         lambda: lib.rethinkgen_corrupt_labels([1, -1], [0, 1], 0.5, 10, 0),
@@ -482,7 +515,7 @@ def test_fuzz_labels(labels, k, p, seed, shift, mode):
     valid = 0 <= p <= 1 and k >= 1 and (len(labels) == 0 or (labels.min() >= 0 and labels.max() < k)) \
         and (len(idx) == 0 or idx.min() >= 0)
     try:
-        got = ops._lib.rethinkgen_corrupt_labels(labels, idx, p, k, seed, mode=mode).numpy()
+        got = tf_ops._lib.rethinkgen_corrupt_labels(labels, idx, p, k, seed, mode=mode).numpy()
     except tf.errors.InvalidArgumentError:
         assert not valid
         return
@@ -498,13 +531,13 @@ def test_fuzz_pixels_and_gaussian(dims, idx_len, seed, shape, c):
     images = np.zeros(dims, np.uint8)
     idx = np.arange(idx_len, dtype=np.int64)
     try:
-        ops._lib.rethinkgen_permute_pixels(images, idx, seed).numpy()
+        tf_ops._lib.rethinkgen_permute_pixels(images, idx, seed).numpy()
         assert len(dims) >= 3 and tuple(dims[:-3]) == (idx_len,)
     except (tf.errors.InvalidArgumentError, ValueError):
         pass
     try:
-        out = ops._lib.rethinkgen_gaussian_images(idx, seed, np.array(shape, np.int64),
-                                                  np.zeros(c, np.float32), np.ones(c, np.float32)).numpy()
+        out = tf_ops._lib.rethinkgen_gaussian_images(idx, seed, np.array(shape, np.int64),
+                                                     np.zeros(c, np.float32), np.ones(c, np.float32)).numpy()
         assert out.shape == (idx_len,) + tuple(shape)
     except (tf.errors.InvalidArgumentError, ValueError):
         assert not (shape and min(shape) >= 1 and c == shape[-1])
@@ -532,7 +565,7 @@ def test_saved_model_roundtrip(tmp_path):
     assert _run(save).returncode == 0
     load = f"""
         import tensorflow as tf, numpy as np
-        import rethinkgen_tf.ops
+        import rethinkgen_tf.ops.tf_ops  # registers the ops (rethinkgen_tf.ops alone imports no TF)
         m = tf.saved_model.load({str(tmp_path / 'm')!r})
         np.testing.assert_array_equal(m(tf.constant([1, 2], tf.int64)).numpy(), np.load({str(tmp_path / 'a.npy')!r}))
         print("ok")
@@ -547,8 +580,9 @@ def test_fallback_warns_once_and_matches():
         import warnings, numpy as np
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
-            from rethinkgen_tf import ops, reference as ref
-            import rethinkgen_tf.ops
+            from rethinkgen_tf import ops
+            from rethinkgen_tf.ops import reference as ref, tf_ops  # loads the op: warns
+            import rethinkgen_tf.ops.tf_ops  # loaded already: no second warning
         msgs = [str(x.message) for x in w if "pure TensorFlow" in str(x.message)]
         assert len(msgs) == 1 and not ops.NATIVE, msgs
         lab = np.arange(50) % 10

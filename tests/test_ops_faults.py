@@ -10,7 +10,7 @@
    op, the fallback and native_numpy; nothing crashes.
 
 The fallback runs in this process: ``ops`` picks the implementation per call
-from ``ops.NATIVE``, which the `backend` fixture sets.
+from ``tf_ops.NATIVE`` (the module that holds it), which the `backend` fixture sets.
 """
 import os
 import subprocess
@@ -22,10 +22,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rethinkgen_tf import _checks, _tf_impl, layers, ops
-from rethinkgen_tf import reference as ref
+from rethinkgen_tf import ops
+from rethinkgen_tf.ops import _checks, _tf_impl, layers, tf_ops
+from rethinkgen_tf.ops import reference as ref
 
-native_numpy = pytest.importorskip("rethinkgen_tf.native_numpy")
+native_numpy = pytest.importorskip("rethinkgen_tf.ops.native_numpy")
 keras = pytest.importorskip("keras")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,20 +38,20 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.fixture(params=["compiled", "fallback"])
 def backend(request, monkeypatch):
     """Runs ops through the compiled op or through the pure-TF fallback."""
-    if request.param == "compiled" and ops._lib is None:
+    if request.param == "compiled" and tf_ops._lib is None:
         pytest.skip("compiled op not built")
-    monkeypatch.setattr(ops, "NATIVE", request.param == "compiled")
+    monkeypatch.setattr(tf_ops, "NATIVE", request.param == "compiled")
     return request.param
 
 
 def _compiled(fn, *args, **kwargs):
     """fn run eagerly with the compiled op (the expected bits)."""
-    saved = ops.NATIVE
-    ops.NATIVE = True
+    saved = tf_ops.NATIVE
+    tf_ops.NATIVE = True
     try:
         return np.asarray(fn(*args, **kwargs))
     finally:
-        ops.NATIVE = saved
+        tf_ops.NATIVE = saved
 
 
 def _run(where, fn, *arrays):
@@ -93,7 +94,7 @@ def test_fallback_labels_in_graphs_equal_compiled_op(backend, where, mode, dtype
     want = ref.corrupt_labels(labels, idx, 0.45, 10, 12345, mode)
     assert got.dtype == labels.dtype
     np.testing.assert_array_equal(got, want)
-    if ops._lib is not None:
+    if tf_ops._lib is not None:
         np.testing.assert_array_equal(
             got, _compiled(ops.corrupt_labels, labels, idx, 0.45, 10, 12345, mode))
 
@@ -116,7 +117,7 @@ def test_fallback_pixels_in_graphs_equal_compiled_op(backend, where, mode, unit)
     got = _run(where, lambda x, i: ops.permute_pixels(x, i, -7, mode, unit), images, idx)
     want = ref.permute_pixels(images, idx, -7, mode, unit)
     np.testing.assert_array_equal(got, want)
-    if ops._lib is not None:
+    if tf_ops._lib is not None:
         np.testing.assert_array_equal(
             got, _compiled(ops.permute_pixels, images, idx, -7, mode, unit))
 
@@ -130,7 +131,7 @@ def test_fallback_gaussian_in_graphs_equal_compiled_op(backend, where, dtype):
                                                     tf.as_dtype(dtype)), idx)
     want = ref.gaussian_images(idx, 9, (3, 5, 3), mean, std, dtype)
     np.testing.assert_array_equal(_bits(got), _bits(want))
-    if ops._lib is not None:
+    if tf_ops._lib is not None:
         compiled = _compiled(ops.gaussian_images, idx, 9, (3, 5, 3), mean, std, tf.as_dtype(dtype))
         np.testing.assert_array_equal(_bits(got), _bits(compiled))
 
@@ -218,7 +219,7 @@ def test_native_threads_too_many_is_value_error_not_abort():
     the module itself, called directly, caps its threads and finishes."""
     r = _subprocess("""
         import numpy as np
-        from rethinkgen_tf import _rethinkgen_np as ext, native_numpy as rn
+        from rethinkgen_tf.ops import _rethinkgen_np as ext, native_numpy as rn
         n = 200_000
         labels, idx = np.arange(n) % 10, np.arange(n)
         try:
@@ -264,9 +265,9 @@ API = ["compiled", "fallback", "native"]
 def _api(name, monkeypatch):
     if name == "native":
         return native_numpy
-    if name == "compiled" and ops._lib is None:
+    if name == "compiled" and tf_ops._lib is None:
         pytest.skip("compiled op not built")
-    monkeypatch.setattr(ops, "NATIVE", name == "compiled")
+    monkeypatch.setattr(tf_ops, "NATIVE", name == "compiled")
     return ops
 
 
@@ -519,7 +520,8 @@ def test_forced_fallback_in_tf_data_and_layer():
         import warnings
         warnings.simplefilter("ignore")
         import numpy as np, tensorflow as tf
-        from rethinkgen_tf import layers, ops, reference as ref
+        from rethinkgen_tf import ops
+        from rethinkgen_tf.ops import layers, reference as ref
         assert not ops.NATIVE
         lab, idx = np.arange(30) % 4, np.arange(30)
         ds = tf.data.Dataset.from_tensor_slices((lab, idx)).batch(7).map(
@@ -549,7 +551,8 @@ def test_fallback_checks_run_before_allocating():
         resource.setrlimit(resource.RLIMIT_AS, (12 << 30, 12 << 30))
         import tensorflow as tf
         from rethinkgen_tf import ops
-        ops.NATIVE = False
+        from rethinkgen_tf.ops import tf_ops
+        tf_ops.NATIVE = False
         f = tf.function(lambda s: ops.gaussian_images(tf.zeros([0], tf.int64), 0, s, [0.0], [1.0]))
         try:
             f(tf.constant([2**17, 2**17, 1], tf.int64))
@@ -570,7 +573,7 @@ def test_a_negative_denormal_probability_is_refused_everywhere():
     refuse it, as they refuse any p < 0 (found by test_ops.py's fuzz test)."""
     labels, idx = np.array([1, 2], np.int64), np.array([0, 1], np.int64)
     with pytest.raises(tf.errors.InvalidArgumentError, match="corrupt_prob must be in"):
-        ops._lib.rethinkgen_corrupt_labels(labels, idx, NEG_DENORMAL, 3, 0, mode="uniform")
+        tf_ops._lib.rethinkgen_corrupt_labels(labels, idx, NEG_DENORMAL, 3, 0, mode="uniform")
     graph = tf.function(lambda p: _tf_impl.corrupt_labels(labels, idx, p, 3, 0))
     with pytest.raises(tf.errors.InvalidArgumentError, match="corrupt_prob must be in"):
         graph(tf.constant(NEG_DENORMAL, tf.float64))

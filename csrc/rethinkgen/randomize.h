@@ -3,7 +3,7 @@
 // Every function here is a pure function of (seed, example index, draw
 // number, parameters), compiled unchanged for the CPU kernels, the CUDA
 // kernels, the pybind11 module and the GPU harness.  docs/randomization.md
-// states the same rules in prose; rethinkgen_tf/reference.py restates them in
+// states the same rules in prose; rethinkgen_tf/ops/reference.py restates them in
 // NumPy.  Change one and you must change all three (the tests compare them
 // bit for bit).
 //

@@ -26,7 +26,7 @@ from typing import Optional
 
 import numpy as np
 
-from rethinkgen_tf.reference import derive_seed
+from rethinkgen_tf.ops.reference import derive_seed
 
 from .sources import _cache_dir, read_cache_json, write_cache_json
 
@@ -93,7 +93,7 @@ def _ops():
     if ops.NATIVE:
         return ops
     try:
-        from rethinkgen_tf import native_numpy
+        from rethinkgen_tf.ops import native_numpy
     except ImportError:
         return ops
     return native_numpy

@@ -5,7 +5,7 @@
     python tests/gpu/check_harness.py --module-dir DIR --bench    # throughput vs torch (cuda only)
 
 Exit status 0 iff every check passed.  Imports NumPy and, for --bench,
-PyTorch; never TensorFlow (rethinkgen_tf/reference.py is loaded by file path).
+PyTorch; never TensorFlow (rethinkgen_tf/ops/reference.py is loaded by file path).
 """
 import argparse
 import importlib.util
@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 
 def load_reference():
     spec = importlib.util.spec_from_file_location(
-        "rethinkgen_reference", os.path.join(ROOT, "rethinkgen_tf", "reference.py"))
+        "rethinkgen_reference", os.path.join(ROOT, "rethinkgen_tf", "ops", "reference.py"))
     ref = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ref)
     return ref

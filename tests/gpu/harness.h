@@ -5,7 +5,7 @@
 //   g++         -> backend "cpu":  the same per-element functions (layer 1 of
 //                  randomize_gpu.cuh) run phase by phase on the host.
 // harness_module.cc wraps it for Python (pybind11); check_harness.py compares
-// it with rethinkgen_tf/reference.py.
+// it with rethinkgen_tf/ops/reference.py.
 //
 // Host API: host pointers in and out (the cuda backend copies).  Device API
 // (cuda backend only): device pointers, asynchronous on the legacy default

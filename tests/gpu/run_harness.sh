@@ -5,7 +5,7 @@
 #   tests/gpu/run_harness.sh --cpu      # same checks, kernels' per-element code on the CPU (CI)
 #
 # Steps (cuda): 1. build the harness with nvcc for the GPU found (nvidia-smi);
-# 2. check every kernel against rethinkgen_tf/reference.py (bit for bit on
+# 2. check every kernel against rethinkgen_tf/ops/reference.py (bit for bit on
 # labels and permutations, <= 1 ulp on Gaussians, expected exact), several
 # shapes incl. 299x299x3 and odd sizes; 3. compute-sanitizer memcheck over one
 # pass of each kernel; 4. throughput next to baselines measured in the same run

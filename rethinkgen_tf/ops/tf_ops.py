@@ -1,18 +1,20 @@
-"""The randomization ops: label corruption, pixel permutation, Gaussian images.
+"""The randomization ops in TensorFlow: label corruption, pixel permutation, Gaussian images.
 
-``import rethinkgen_tf.ops`` loads the compiled library
-(``rethinkgen_tf/_rethinkgen_ops.so``), which registers the TensorFlow ops
+Importing this module (directly, or by the first use of one of its names
+through ``rethinkgen_tf.ops``) loads the compiled library
+(``rethinkgen_tf/ops/_rethinkgen_ops.so``), which registers the TensorFlow ops
 ``RethinkgenCorruptLabels``, ``RethinkgenPermutePixels`` and
 ``RethinkgenGaussianImages`` in this process, so graphs, ``tf.data``
 pipelines and SavedModels that contain them work.  If the library cannot be
 loaded (not built, built for another TensorFlow), the functions below run a
-pure-TensorFlow implementation with identical outputs, and a warning says so
-once.  Semantics: ``docs/randomization.md``.
+pure-TensorFlow implementation with identical outputs (``_tf_impl``), and a
+warning says so once.  Which one runs is read from ``NATIVE`` at each call.
+Semantics: ``docs/randomization.md``.
 
 Bad arguments, the same with either implementation, eagerly or in a graph
 (tf.function, tf.data): what is known when the op is built (Python numbers,
 NumPy arrays, eager tensors, dtypes, static shapes) raises ValueError, by the
-rules of ``rethinkgen_tf._checks``; what is only known when the graph runs,
+rules of ``rethinkgen_tf.ops._checks``; what is only known when the graph runs,
 and the tensors' contents (indices >= 0, labels in [0, num_classes)), raise
 tf.errors.InvalidArgumentError.  A seed is an integer in [-2^63, 2^63 - 1].
 """
@@ -23,16 +25,11 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from rethinkgen_tf import _checks, _tf_impl
-from rethinkgen_tf.reference import derive_seed  # noqa: F401  (public)
+from rethinkgen_tf.ops import _checks, _tf_impl
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 LIBRARY_PATH = os.path.join(_HERE, "_rethinkgen_ops.so")
 BUILD_INFO_PATH = os.path.join(_HERE, "_build_info.json")
-
-LABEL_MODES = _checks.LABEL_MODES
-PIXEL_MODES = _checks.PIXEL_MODES
-PIXEL_UNITS = _checks.PIXEL_UNITS
 
 
 def _build_info():
@@ -150,7 +147,7 @@ def corrupt_labels(labels, indices, corrupt_prob, num_classes, seed, mode="unifo
     exchange their labels by a random permutation (class counts preserved);
     pass the whole label column (a dataset-level transform).
     """
-    _checks.choice("mode", mode, LABEL_MODES)
+    _checks.choice("mode", mode, _checks.LABEL_MODES)
     with tf.name_scope(name or "corrupt_labels"):
         k_t = _num_classes(num_classes)
         labels = _int_tensor(labels, "labels")
@@ -171,8 +168,8 @@ def permute_pixels(images, indices, seed, mode="per_example", unit="position", n
     (random pixels).  unit="position" moves each pixel's C channels together;
     unit="value" permutes all H*W*C values.
     """
-    _checks.choice("mode", mode, PIXEL_MODES)
-    _checks.choice("unit", unit, PIXEL_UNITS)
+    _checks.choice("mode", mode, _checks.PIXEL_MODES)
+    _checks.choice("unit", unit, _checks.PIXEL_UNITS)
     with tf.name_scope(name or "permute_pixels"):
         images = tf.convert_to_tensor(images)
         _checks.image_dtype(images.dtype.name)

@@ -1,12 +1,12 @@
 """The compiled CPU kernels on NumPy arrays, without TensorFlow.
 
-Same results as ``rethinkgen_tf.ops`` and ``rethinkgen_tf.reference``, bit for
-bit, at compiled speed (multi-threaded).  For users of other frameworks::
+Same results as ``rethinkgen_tf.ops`` and ``rethinkgen_tf.ops.reference``, bit
+for bit, at compiled speed (multi-threaded).  For users of other frameworks::
 
-    from rethinkgen_tf import native_numpy as rn
+    from rethinkgen_tf.ops import native_numpy as rn
     noisy = rn.corrupt_labels(labels, np.arange(len(labels)), 0.5, 10, seed=0)
 
-Arguments follow the TensorFlow op's rules (``rethinkgen_tf._checks``: seeds
+Arguments follow the TensorFlow op's rules (``rethinkgen_tf.ops._checks``: seeds
 are integers in [-2^63, 2^63 - 1], labels and indices integer arrays, images
 uint8/float16/bfloat16/float32/float64, ...); what the op refuses raises
 ValueError here, with the op's wording.  ``threads``: 0 (the default) runs one
@@ -16,8 +16,8 @@ Raises ImportError if the module was not built (see BUILD.md).
 """
 import numpy as np
 
-from rethinkgen_tf import _checks
-from rethinkgen_tf import _rethinkgen_np as _np_ext
+from rethinkgen_tf.ops import _checks
+from rethinkgen_tf.ops import _rethinkgen_np as _np_ext
 
 philox4x32 = _np_ext.philox4x32
 cpu_path = _np_ext.cpu_path  # "avx2" or "generic": the loops in use (RETHINKGEN_CPU_PATH)

@@ -2,7 +2,7 @@
 
 Used when the compiled op cannot be loaded (no compiler, TensorFlow version
 changed).  Same outputs as the op, bit for bit (same rules as
-``rethinkgen_tf.reference``), written with ordinary TensorFlow ops so it works
+``rethinkgen_tf.ops.reference``), written with ordinary TensorFlow ops so it works
 in graphs, ``tf.data`` and SavedModels; much slower (the Fisher-Yates swap
 chain runs as a ``tf.while_loop``).  All 32-bit words are carried in uint64.
 
@@ -15,8 +15,8 @@ anything is computed from the inputs.  The messages start as the op's do.
 """
 import tensorflow as tf
 
-from rethinkgen_tf import _checks
-from rethinkgen_tf import reference as ref
+from rethinkgen_tf.ops import _checks
+from rethinkgen_tf.ops import reference as ref
 
 U64 = tf.uint64
 _M32 = 0xFFFFFFFF

@@ -1,10 +1,10 @@
 """The randomization ops' argument rules, in one place, without TensorFlow.
 
 Each rule that can be checked before a kernel runs lives here once:
-``rethinkgen_tf.ops`` applies it to the arguments whose values it knows when
-the op is built (Python numbers, NumPy arrays, eager tensors),
-``rethinkgen_tf.native_numpy`` to all of its arguments, and
-``rethinkgen_tf.layers`` to its constructor arguments.  A violation is a
+``tf_ops`` (the TensorFlow ops) applies it to the arguments whose values it
+knows when the op is built (Python numbers, NumPy arrays, eager tensors),
+``native_numpy`` to all of its arguments, and ``layers`` to its constructor
+arguments (all three in ``rethinkgen_tf.ops``).  A violation is a
 one-line ValueError worded as the compiled TensorFlow op words it.
 
 The rules that need the tensors' contents (indices >= 0, labels in

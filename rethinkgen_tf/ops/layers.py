@@ -42,8 +42,8 @@ try:  # Keras 3 (TF >= 2.16) or tf.keras
 except ImportError:  # pragma: no cover
     from tensorflow import keras
 
-from rethinkgen_tf import _checks, ops
 from rethinkgen_tf.data.randomize import PIXEL_MODES, plan
+from rethinkgen_tf.ops import _checks, tf_ops
 
 KINDS = ("gaussian", "shuffled_pixels", "random_pixels", "labels")
 
@@ -53,7 +53,7 @@ class RandomizeOnDevice(keras.layers.Layer):
 
     Args:
       kind: "gaussian" | "shuffled_pixels" | "random_pixels" | "labels".
-      seed: the int64 randomization seed (use ``ops.derive_seed(seed, "test")``
+      seed: the int64 randomization seed (use ``rethinkgen_tf.ops.derive_seed(seed, "test")``
         for test-split streams, as the host path does).
       unit: "position" | "value" (pixel kinds).
       image_shape, mean, stddev, output_dtype: Gaussian images ([H, W, C],
@@ -78,8 +78,8 @@ class RandomizeOnDevice(keras.layers.Layer):
         self.supports_jit = False
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        # The ops' own rules (rethinkgen_tf._checks), checked once, here.
-        _checks.choice("unit", unit, ops.PIXEL_UNITS)
+        # The ops' own rules (_checks), checked once, here.
+        _checks.choice("unit", unit, _checks.PIXEL_UNITS)
         self.kind = kind
         self.seed = _checks.seed(seed)
         self.unit = unit
@@ -106,14 +106,14 @@ class RandomizeOnDevice(keras.layers.Layer):
     def _apply(self, inputs):
         if self.kind == "gaussian":
             indices = inputs
-            return ops.gaussian_images(indices, self.seed, self.image_shape, self.mean,
-                                       self.stddev, dtype=self.output_dtype)
+            return tf_ops.gaussian_images(indices, self.seed, self.image_shape, self.mean,
+                                          self.stddev, dtype=self.output_dtype)
         first, indices = inputs
         if self.kind == "labels":
-            return ops.corrupt_labels(first, indices, self.corrupt_prob, self.num_classes,
-                                      self.seed, mode="uniform")
-        return ops.permute_pixels(first, indices, self.seed, mode=PIXEL_MODES[self.kind],
-                                  unit=self.unit)
+            return tf_ops.corrupt_labels(first, indices, self.corrupt_prob, self.num_classes,
+                                         self.seed, mode="uniform")
+        return tf_ops.permute_pixels(first, indices, self.seed, mode=PIXEL_MODES[self.kind],
+                                     unit=self.unit)
 
     def call(self, inputs):
         if self.device:
