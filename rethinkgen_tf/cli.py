@@ -18,14 +18,11 @@ from pathlib import Path
 
 from absl import flags, logging
 
-from rethinkgen_tf import recipes, results, train
+from rethinkgen_tf import recipes, train
 from rethinkgen_tf.data import AUGMENTATIONS, RANDOMIZATIONS, DataConfig
 from rethinkgen_tf.results import run_name
 
 FLAGS = flags.FLAGS
-# results.check_out under its old name, for kernels.py and theory.py: remove when they import it
-# from results.
-check_out = results.check_out
 
 
 def define(datasets, model):

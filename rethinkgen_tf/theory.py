@@ -574,14 +574,13 @@ def expressivity_experiment(dataset="cifar10", data_dir=None, n=None, test_n=Non
     Checks what it can before any work: out is a writable file name, each Rademacher model
     builds on its inputs, and there are at least depth - 1 training images."""
     from rethinkgen_tf import results
-    from rethinkgen_tf.cli import check_out
     from rethinkgen_tf.data.sources import load_subsets
     log = progress or _quiet
     if not 0.0 < knot <= 0.5:
         raise ValueError(f"--knot must lie in (0, 0.5], got {knot}")
     if depth == 1 or depth < 0:
         raise ValueError(f"--depth must be 0 (skip) or >= 2, got {depth}")
-    check_out(out)
+    results.check_out(out)
     if rademacher_models:
         check_rademacher_models(rademacher_models, dataset)
     # random subsets (seed + 1), kept in index order
