@@ -21,7 +21,6 @@ from absl import flags  # noqa: E402
 
 from rethinkgen_tf import cli, entry, theory  # noqa: E402
 
-FLAGS = flags.FLAGS
 cli.define_subset_flags(datasets=("cifar10", "mnist", "fashion_mnist"))  # --dataset, --data_dir, --n, --test_n, --out
 flags.DEFINE_enum("labels", "random", ["random", "true"], "Targets: uniform random classes or the true labels.")
 flags.DEFINE_integer("seed", 0, "Seed of the random labels and of the direction a.", lower_bound=0)
@@ -41,16 +40,6 @@ flags.register_validator("depth", lambda v: v != 1, "--depth must be 0 (skip) or
 flags.adopt_module_key_flags(cli)  # list the shared flags in --help
 
 
-def main(argv):
-    if len(argv) > 1:
-        entry.fail(f"error: unexpected arguments {argv[1:]}")
-    # entry.run: ValueError (DataError, ...), OSError and Ctrl-C end in one line, no traceback
-    theory.expressivity_experiment(
-        dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, n=FLAGS.n, test_n=FLAGS.test_n, labels=FLAGS.labels,
-        seed=FLAGS.seed, knot=FLAGS.knot, tries=FLAGS.tries, depth=FLAGS.depth, keras=FLAGS.keras,
-        rademacher_models=FLAGS.rademacher_models, rademacher_n=FLAGS.rademacher_n,
-        rademacher_draws=FLAGS.rademacher_draws, rademacher_epochs=FLAGS.rademacher_epochs, out=FLAGS.out)
-
-
 if __name__ == "__main__":
-    entry.run(main)
+    # theory.expressivity_experiment(**the flags of its parameters' names); entry: one-line errors
+    entry.run_with_flags(theory.expressivity_experiment)

@@ -150,3 +150,21 @@ def run(main):
             return main(argv)
 
     app.run(guarded, flags_parser=parse)
+
+
+def run_with_flags(fn):
+    """`run` for an entry point that is flags plus one call: fn(**flags), each of fn's
+    parameters that names a flag read from it (the others keep their defaults).  Extra
+    command-line arguments are one line."""
+    import inspect
+
+    from absl import flags
+
+    def main(argv):
+        if len(argv) > 1:
+            fail(f"error: unexpected arguments {argv[1:]}")
+        F = flags.FLAGS
+        fn(**{name: F[name].value for name in inspect.signature(fn).parameters if name in F})
+
+    run(main)
+
