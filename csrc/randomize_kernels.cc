@@ -127,30 +127,25 @@ class CpuPathOp : public OpKernel {
 
 REGISTER_KERNEL_BUILDER(Name("RethinkgenCpuPath").Device(DEVICE_CPU), CpuPathOp);
 
-// One CPU registration: op name, kernel class template, the name of its value
-// type attribute, the value type and the index type.
+// The CPU registrations of one op and value type, for both index types: op
+// name, kernel class template, the name of its value type attribute, the type.
 #define RG_CPU_KERNEL(OP, CLASS, TATTR, T, Idx)                                         \
   REGISTER_KERNEL_BUILDER(                                                              \
       Name(OP).Device(DEVICE_CPU).TypeConstraint<T>(TATTR).TypeConstraint<Idx>("Tidx"), \
       CLASS<CPUDevice, T, Idx>);
-#define RG_CPU_LABELS(T, Idx) RG_CPU_KERNEL("RethinkgenCorruptLabels", CorruptLabelsOp, "T", T, Idx)
-RG_CPU_LABELS(int32_t, int32_t)
-RG_CPU_LABELS(int32_t, int64_t)
-RG_CPU_LABELS(int64_t, int32_t)
-RG_CPU_LABELS(int64_t, int64_t)
-
-#define RG_CPU_PIXELS(T)                                                     \
-  RG_CPU_KERNEL("RethinkgenPermutePixels", PermutePixelsOp, "T", T, int32_t) \
-  RG_CPU_KERNEL("RethinkgenPermutePixels", PermutePixelsOp, "T", T, int64_t)
+#define RG_CPU_KERNELS(OP, CLASS, TATTR, T)   \
+  RG_CPU_KERNEL(OP, CLASS, TATTR, T, int32_t) \
+  RG_CPU_KERNEL(OP, CLASS, TATTR, T, int64_t)
+#define RG_CPU_LABELS(T) RG_CPU_KERNELS("RethinkgenCorruptLabels", CorruptLabelsOp, "T", T)
+#define RG_CPU_PIXELS(T) RG_CPU_KERNELS("RethinkgenPermutePixels", PermutePixelsOp, "T", T)
+#define RG_CPU_GAUSS(T) RG_CPU_KERNELS("RethinkgenGaussianImages", GaussianImagesOp, "dtype", T)
+RG_CPU_LABELS(int32_t)
+RG_CPU_LABELS(int64_t)
 RG_CPU_PIXELS(uint8_t)
 RG_CPU_PIXELS(Eigen::half)
 RG_CPU_PIXELS(bfloat16)
 RG_CPU_PIXELS(float)
 RG_CPU_PIXELS(double)
-
-#define RG_CPU_GAUSS(T)                                                            \
-  RG_CPU_KERNEL("RethinkgenGaussianImages", GaussianImagesOp, "dtype", T, int32_t) \
-  RG_CPU_KERNEL("RethinkgenGaussianImages", GaussianImagesOp, "dtype", T, int64_t)
 RG_CPU_GAUSS(float)
 RG_CPU_GAUSS(Eigen::half)
 RG_CPU_GAUSS(bfloat16)

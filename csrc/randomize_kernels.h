@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "absl/status/status.h"
 #include "randomize_op_args.h"
@@ -35,26 +36,13 @@ using CPUDevice = Eigen::ThreadPoolDevice;
 using GPUDevice = Eigen::GpuDevice;
 
 // An unsigned type of T's byte width: image values are moved as bits.
-template <int kBytes>
-struct BitsOfWidth;
-template <>
-struct BitsOfWidth<1> {
-  using type = uint8_t;
-};
-template <>
-struct BitsOfWidth<2> {
-  using type = uint16_t;
-};
-template <>
-struct BitsOfWidth<4> {
-  using type = uint32_t;
-};
-template <>
-struct BitsOfWidth<8> {
-  using type = uint64_t;
-};
 template <typename T>
-using BitsOf = typename BitsOfWidth<sizeof(T)>::type;
+using BitsOf =
+    std::conditional_t<sizeof(T) == 1, uint8_t,
+                       std::conditional_t<sizeof(T) == 2, uint16_t,
+                                          std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>>>;
+static_assert(sizeof(BitsOf<double>) == 8 && sizeof(BitsOf<uint8_t>) == 1,
+              "BitsOf has T's byte width");
 
 namespace functor {
 
@@ -106,20 +94,25 @@ absl::Status CheckContents(OpKernelContext* ctx, const T* labels, int64_t num_cl
   return rethinkgen_args::BadEntriesStatus(bad, num_classes);
 }
 
+// Whether the op's string attribute `name` is `value` (the ops' mode switches;
+// false, with the failure recorded in ctx, if the attribute cannot be read).
+inline bool AttrIs(OpKernelConstruction* ctx, const char* name, const char* value) {
+  std::string attr;
+  const absl::Status status = ctx->GetAttr(name, &attr);
+  if (!status.ok()) ctx->CtxFailure(status);
+  return status.ok() && attr == value;
+}
+
 // ---------------------------------------------------------------------------
 // RethinkgenCorruptLabels
 template <typename Device, typename T, typename Idx>
 class CorruptLabelsOp : public OpKernel {
  public:
-  explicit CorruptLabelsOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    std::string mode;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("mode", &mode));
-    permute_ = mode == "permute";
-  }
+  explicit CorruptLabelsOp(OpKernelConstruction* ctx)
+      : OpKernel(ctx), permute_(AttrIs(ctx, "mode", "permute")) {}
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& labels = ctx->input(0);
-    const Tensor& indices = ctx->input(1);
     rethinkgen_args::LabelArgs args;
     OP_REQUIRES_OK(ctx, rethinkgen_args::ReadLabelArgs(ctx, permute_, &args));
     Tensor* out = nullptr;
@@ -127,7 +120,7 @@ class CorruptLabelsOp : public OpKernel {
     const int64_t n = labels.NumElements();
     if (n == 0) return;
     const T* lab = labels.flat<T>().data();
-    const Idx* idx = indices.flat<Idx>().data();
+    const Idx* idx = ctx->input(1).flat<Idx>().data();
     bool contents_ok = true;
     OP_REQUIRES_OK(ctx, functor::CorruptLabelsFunctor<Device, T, Idx>()(
                             ctx, ctx->eigen_device<Device>(), lab, idx, n, args, permute_,
@@ -147,13 +140,10 @@ class CorruptLabelsOp : public OpKernel {
 template <typename Device, typename T, typename Idx>
 class PermutePixelsOp : public OpKernel {
  public:
-  explicit PermutePixelsOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    std::string mode, unit;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("mode", &mode));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("unit", &unit));
-    per_example_ = mode == "per_example";
-    per_value_ = unit == "value";
-  }
+  explicit PermutePixelsOp(OpKernelConstruction* ctx)
+      : OpKernel(ctx),
+        per_example_(AttrIs(ctx, "mode", "per_example")),
+        per_value_(AttrIs(ctx, "unit", "value")) {}
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& images = ctx->input(0);
