@@ -1,18 +1,28 @@
 """Minimum-norm kernel interpolation (paper Section 5): solve K alpha = Y, one-hot Y.
 
     python -m experiments.kernel --dataset=fashion_mnist --data_dir=/usr/share/datasets/fashion-mnist
-    python -m experiments.kernel --dataset=cifar10 --data_dir=/work/data/cifar10-jpeg --n=10000 \
-        --features=random_conv --conv_filters=1024
+    python -m experiments.kernel --dataset=cifar10 --data_dir=/work/data/cifar10-jpeg --n=5000 \\
+        --test_n=2000 --features=random_conv --conv_filters=1024 --out=runs/kernel/conv1024.json
 
-Gaussian kernel with bandwidth --bandwidth (default: --bandwidth_factor times the median pairwise
-distance of 2000 random training points; factor 0.25 for raw MNIST-format pixels, else 1), on raw
-pixels scaled to [0, 1] (--features=raw) or on random convolutional features
-(--features=random_conv).  Solves for the true labels and for uniform random labels together (one
-kernel matrix, 20 right-hand sides), then with a ridge term (--ridge, true labels; 0 skips it).
-Reports training error (0 when interpolating), test error, the RKHS norm sqrt(trace(alpha^T K
-alpha)), residuals, iterations, time and peak memory.  Solver: --method=direct (float64 Cholesky, n
-<= ~20,000) or mixed (float32 Cholesky of K as the preconditioner of conjugate gradients on the
-exact K; 2 n^2 bytes resident: 7.2 GB at n = 60,000); auto picks direct up to 12,000.
+Gaussian kernel exp(-|x - x'|^2 / (2 sigma^2)) on raw pixels (--features=raw: scaled to [0, 1], or
+per-image standardized, --preprocess) or on random convolutional features (--features=random_conv:
+normalized, ZCA-whitened patches, random Gaussian filters in the whitened space, a threshold
+nonlinearity, sum-pooling over image regions; docs/theory.md).  The squared distances are
+accumulated over blocks of --conv_block filters, so memory does not grow with --conv_filters, and
+checkpointed in --state_dir (default: --out plus ".state") every --checkpoint_minutes: rerunning
+the same command after a kill continues where the last checkpoint left off.
+
+The bandwidth and the ridge are chosen on a validation split of the training images (--val_n held
+out, fit on up to --val_fit_n of the others), never on the test images: sigma = each factor of
+--bandwidth_grid times the median pairwise distance, ridge 0 (the interpolant) and each of
+--ridge_grid (the regularized row); the validation curve and the choices are printed and saved.
+--bandwidth, --bandwidth_factor or --ridge given fix that parameter instead.  Then the interpolant
+of all n training images is solved for the true labels and uniform random labels together (one
+kernel matrix, 20 right-hand sides), and (K + ridge I) alpha = Y for the true labels.  Reports
+training error (0 when interpolating), test error, the RKHS norm sqrt(trace(alpha^T K alpha)),
+residuals, iterations, time and peak memory.  Solver: --method=direct (float64 Cholesky, n <=
+~20,000) or mixed (float32 Cholesky of K as the preconditioner of conjugate gradients on the exact
+K; 2 n^2 bytes resident besides the distances' 2 n^2); auto picks direct up to 12,000.
 """
 import math
 import os
@@ -25,45 +35,79 @@ from rethinkgen_tf import cli, entry, kernels  # noqa: E402
 
 FLAGS = flags.FLAGS
 cli.define_subset_flags(datasets=("fashion_mnist", "mnist", "cifar10"))  # --dataset, --data_dir, --n, --test_n, --out
-flags.DEFINE_enum("features", "raw", ["raw", "random_conv"], "Preprocessing.")
-flags.DEFINE_integer("conv_filters", 1024, "Random conv features: number of filters (paper: 32,000).",
+flags.DEFINE_enum("features", "raw", ["raw", "random_conv"], "Kernel inputs: raw pixels or random conv features.")
+flags.DEFINE_enum("preprocess", "auto", ["auto", "scale", "standardize"],
+                  "Raw pixels: scale to [0, 1], or per-image standardization (minus the image's mean, over its "
+                  "standard deviation).  auto: standardize on CIFAR-10, scale on MNIST-format data.")
+flags.DEFINE_integer("conv_filters", 1024, "Random conv features: number of random filters (paper: 32,000).",
                      lower_bound=1)
-flags.DEFINE_integer("conv_kernel", 5, "Random conv features: filter size.", lower_bound=1)
-flags.DEFINE_integer("conv_pool", 4, "Random conv features: average-pool to a pool x pool grid.", lower_bound=1)
-flags.DEFINE_float("bandwidth", None, "Gaussian kernel sigma > 0 (default: bandwidth_factor x median distance).")
-flags.DEFINE_float("bandwidth_factor", None, "sigma = factor x median pairwise distance when --bandwidth is "
-                   "unset.  Default: 0.25 for raw MNIST / Fashion-MNIST pixels (better conditioned, same test "
-                   "error), 1 otherwise (CIFAR-10, random conv features: in thousands of dimensions a small "
-                   "sigma makes K nearly the identity; raw CIFAR-10 at 0.25 had 82% test error).")
+flags.DEFINE_integer("conv_kernel", 6, "Random conv features: patch (filter) size, stride 1.", lower_bound=1)
+flags.DEFINE_integer("conv_pool", 2, "Random conv features: sum-pool over a pool x pool grid of image regions "
+                     "(2: the quadrants).", lower_bound=1)
+flags.DEFINE_float("conv_threshold", 0.5, "Random conv features: the nonlinearity max(0, z - threshold) of a "
+                   "filter's response z (unit filters in the whitened space).")
+flags.DEFINE_bool("conv_two_sided", False, "Random conv features: also max(0, -z - threshold), two features per "
+                  "filter and region.")
+flags.DEFINE_bool("conv_whiten", True, "Random conv features: ZCA-whiten the normalized patches (statistics of "
+                  "100,000 random training patches).")
+flags.DEFINE_bool("conv_standardize", True, "Random conv features: scale each feature to unit variance over the "
+                  "training images.")
+flags.DEFINE_integer("conv_block", 256, "Random conv features: filters per block of the distance accumulation "
+                     "(memory: (n + test_n) x pool^2 x block floats).", lower_bound=1)
+flags.DEFINE_float("bandwidth", None, "Gaussian kernel sigma > 0: fixes the bandwidth (default: chosen on the "
+                   "validation split).")
+flags.DEFINE_float("bandwidth_factor", None, "sigma = factor x median pairwise distance: fixes the bandwidth "
+                   "(default: chosen on the validation split).")
+flags.DEFINE_float("ridge", None, "Ridge of the regularized row (K + ridge I) alpha = Y, true labels: fixes it; 0 "
+                   "skips that row (default: chosen on the validation split).  With the mixed solver this "
+                   "factors K + ridge I anew: it doubles the time.", lower_bound=0.0)
+flags.DEFINE_integer("val_n", None, "Training images held out to choose the bandwidth and ridge (default: "
+                     f"min({kernels.VAL_N}, n / 5), none below {kernels.MIN_VAL}; 0: no search, default "
+                     "bandwidth factor (0.25 raw MNIST pixels, 1 otherwise) and ridge 1e-3).", lower_bound=0)
+flags.DEFINE_integer("val_fit_n", kernels.VAL_FIT_N, "Training images (besides the held-out ones) the validation "
+                     "fits use, at most.", lower_bound=1)
+flags.DEFINE_list("bandwidth_grid", [format(f, "g") for f in kernels.BANDWIDTH_GRID],
+                  "Bandwidths tried, as factors of the median pairwise distance.")
+flags.DEFINE_list("ridge_grid", [format(r, "g") for r in kernels.RIDGE_GRID], "Ridges tried for the regularized "
+                  "row (the interpolant's is 0).")
 flags.DEFINE_enum("method", "auto", ["auto", "direct", "mixed"],
                   "Solver: direct (float64 Cholesky), mixed (float32 Cholesky + CG on the exact K), "
                   "auto (direct up to n = 12,000).")
 flags.DEFINE_float("tol", 1e-4, "mixed: stop at ||K alpha - Y|| <= tol ||Y|| per column ...", lower_bound=0.0)
 flags.DEFINE_float("max_abs_tol", 1e-3, "... and max |K alpha - Y| <= this.", lower_bound=0.0)
 flags.DEFINE_integer("maxiter", 100, "mixed: conjugate-gradient iteration limit.", lower_bound=1)
-flags.DEFINE_float("ridge", 1e-3, "Also solve (K + ridge I) alpha = Y for the true labels (0: skip).  With "
-                   "the mixed solver this factors K + ridge I anew: it doubles the time.", lower_bound=0.0)
 flags.DEFINE_bool("random_labels", True, "Also solve for uniform random labels.")
-flags.DEFINE_integer("seed", 0, "Seed of the subsets, random labels and conv filters.", lower_bound=0)
+flags.DEFINE_integer("seed", 0, "Seed of the subsets, the validation split, random labels and conv filters.",
+                     lower_bound=0)
+flags.DEFINE_string("state_dir", None, "Checkpoints of the distance accumulation (default: --out plus '.state'; "
+                    "none without --out).  A rerun of the same command resumes from it; another configuration "
+                    "there is refused.")
+flags.DEFINE_bool("keep_state", False, "Keep --state_dir after the run (2 n^2 + 4 n test_n bytes): reruns with "
+                  "other bandwidths or ridges then skip the accumulation.")
+flags.DEFINE_float("checkpoint_minutes", 10.0, "Checkpoint the accumulation at most this often (and after the "
+                   "last block; 0: every block).", lower_bound=0.0)
+
+
+def _floats(values):
+    try:
+        return [float(v) for v in values]
+    except ValueError:
+        return None
+
+
 for _name in ("bandwidth", "bandwidth_factor"):
     flags.register_validator(_name, lambda v: v is None or 0 < v < math.inf, f"--{_name} must be finite and > 0")
-for _name in ("tol", "max_abs_tol", "ridge"):
+for _name in ("tol", "max_abs_tol", "checkpoint_minutes"):
     flags.register_validator(_name, math.isfinite, f"--{_name} must be finite")
+flags.register_validator("ridge", lambda v: v is None or math.isfinite(v), "--ridge must be finite")
+flags.register_validator("conv_threshold", math.isfinite, "--conv_threshold must be finite")
+for _name in ("bandwidth_grid", "ridge_grid"):
+    flags.register_validator(_name, lambda v: bool(v) and _floats(v) is not None and all(
+        0 < f < math.inf for f in _floats(v)), f"--{_name} must be a comma-separated list of finite numbers > 0")
 del _name
 flags.adopt_module_key_flags(cli)  # list the shared flags in --help
 
 
-def main(argv):
-    if len(argv) > 1:
-        entry.fail(f"error: unexpected arguments {argv[1:]}")
-    # entry.run: ValueError (DataError, ...), OSError and Ctrl-C end in one line, no traceback
-    kernels.kernel_experiment(
-        dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, n=FLAGS.n, test_n=FLAGS.test_n, features=FLAGS.features,
-        conv_filters=FLAGS.conv_filters, conv_kernel=FLAGS.conv_kernel, conv_pool=FLAGS.conv_pool,
-        bandwidth=FLAGS.bandwidth, bandwidth_factor=FLAGS.bandwidth_factor, method=FLAGS.method, tol=FLAGS.tol,
-        max_abs_tol=FLAGS.max_abs_tol, maxiter=FLAGS.maxiter, ridge=FLAGS.ridge,
-        random_labels=FLAGS.random_labels, seed=FLAGS.seed, out=FLAGS.out)
-
-
 if __name__ == "__main__":
-    entry.run(main)
+    # kernels.kernel_experiment(**flags); ValueError (DataError, ...), OSError and Ctrl-C end in one line
+    entry.run_with_flags(kernels.kernel_experiment)

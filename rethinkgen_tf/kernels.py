@@ -11,21 +11,33 @@ Two solvers (see docs/theory.md for the sizes and timings):
 - ``mixed`` (large n): a float32 Cholesky of K (+ a jitter only if float32 needs one), computed
   in place in one n x n array of which only the lower triangle is touched (2 n^2 bytes resident:
   7.2 GB for n = 60,000), preconditions conjugate gradients on the exact K, whose products are
-  recomputed from x in row blocks in float64 (nothing else stored).  This is mixed-precision
+  recomputed in row blocks in float64 (nothing else stored).  This is mixed-precision
   iterative refinement: a few iterations bring the residual from float32 level to the
   tolerance.  All right-hand sides (true and random labels) are solved together.
 
+The kernel's inputs are features x [n, ...] or, for features too large to hold (random
+convolutional features with thousands of filters), squared distances accumulated over feature
+blocks (`kernel_distances.Distances`, see rethinkgen_tf/kernel_distances.py); every matrix and
+solver takes either.
+
 The experiment of experiments/kernel.py is `kernel_experiment`: plain arguments in, the summary
-dict out (and its JSON, if asked).
+dict out (and its JSON, if asked).  It chooses the bandwidth and the ridge on a validation split
+of the training images (`validate`), never on the test images.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import math
+import os
 import resource
+import shutil
 import time
 from typing import Callable, NamedTuple, Optional
 
 import numpy as np
+
+from rethinkgen_tf.kernel_distances import Distances, lazy_zeros
 
 
 def _log(msg):
@@ -69,12 +81,66 @@ def median_distance(x, sample=2000, seed=0) -> float:
 
 
 # --------------------------------------------------------------------------- matrices
+def _is_dists(x) -> bool:
+    return isinstance(x, Distances)
+
+
+def _inputs(x):
+    """Features [n, ...] as [n, d], or accumulated squared distances (kernel_distances.Distances) as they are."""
+    return x if _is_dists(x) else _features(x)
+
+
+def kernel_rows(x, sigma, dtype=np.float64) -> Callable:
+    """rows(i0, i1) -> K[i0:i1, :i1], a block row of the lower triangle (the diagonal block whole,
+    unit diagonal), in `dtype`.  x: features [n, d] (float32 cross terms of the distances) or a
+    kernel_distances.Distances (its lower triangle; the diagonal block is mirrored)."""
+    c = -0.5 / (sigma * sigma)
+    if _is_dists(x):
+        def rows(i0, i1):
+            k = np.multiply(x.train[i0:i1, :i1], c, dtype=dtype)
+            upper = np.triu_indices(i1 - i0, 1)
+            diag = k[:, i0:i1]
+            diag[upper] = diag.T[upper]
+            np.exp(k, out=k)
+            diag[np.diag_indices(i1 - i0)] = 1.0
+            return k
+    elif dtype == np.float64:
+        def rows(i0, i1):
+            k = rbf(x[i0:i1], x[:i1], sigma)
+            k[:, i0:i1][np.diag_indices(i1 - i0)] = 1.0
+            return k
+    else:
+        # float32 arithmetic throughout (for the preconditioner, which needs no more; NumPy's
+        # float32 exp is vectorized): 2-3x faster than the float64 rows
+        x32 = x.astype(np.float32, copy=False)
+        sq = np.einsum("ij,ij->i", x32, x32, dtype=np.float64).astype(np.float32)
+
+        def rows(i0, i1):
+            k = x32[i0:i1] @ x32[:i1].T
+            k *= -2.0
+            k += sq[i0:i1, None]
+            k += sq[None, :i1]
+            np.maximum(k, 0.0, out=k)
+            k *= np.float32(c)
+            np.exp(k, out=k)
+            k[:, i0:i1][np.diag_indices(i1 - i0)] = 1.0
+            return k
+    return rows
+
+
 class DenseKernel:
-    """K in memory (float64), for the direct solver and small problems."""
+    """K in memory (float64), for the direct solver and small problems; x: features or Distances."""
 
     def __init__(self, x, sigma):
-        self.n, self.sigma = x.shape[0], sigma
-        self.k = rbf(x, x, sigma, np.float64)
+        x = _inputs(x)
+        self.n, self.sigma = x.n if _is_dists(x) else x.shape[0], sigma
+        if _is_dists(x):
+            self.k = np.tril(x.train).astype(np.float64)
+            self.k += np.tril(self.k, -1).T
+            self.k *= -0.5 / (sigma * sigma)
+            np.exp(self.k, out=self.k)
+        else:
+            self.k = rbf(x, x, sigma, np.float64)
         np.fill_diagonal(self.k, 1.0)
 
     def matvec(self, v):
@@ -82,21 +148,21 @@ class DenseKernel:
 
 
 class KernelOperator:
-    """K as an operator for large n: K V recomputed from x in row blocks, nothing stored.
+    """K as an operator for large n: K V recomputed in row blocks (from the features, or from the
+    stored squared distances), K itself never stored.
 
     Block i is K[rows_i, :end_i] (the lower triangle), used twice: B V and B^T V.  Entries are
-    float64 (the cross term of the distances is float32 BLAS), products float64."""
+    float64 (from features, the cross term of the distances is float32 BLAS), products float64."""
 
     def __init__(self, x, sigma, block=2048):
-        self.x = _features(x)
-        self.n, self.sigma = self.x.shape[0], sigma
+        x = _inputs(x)
+        self.n, self.sigma = x.n if _is_dists(x) else x.shape[0], sigma
+        self.rows = kernel_rows(x, sigma)
         self.bounds = list(range(0, self.n, block)) + [self.n]
 
     def row_blocks(self):
         for i0, i1 in zip(self.bounds[:-1], self.bounds[1:]):
-            blk = rbf(self.x[i0:i1], self.x[:i1], self.sigma)
-            blk[:, i0:i1][np.diag_indices(i1 - i0)] = 1.0
-            yield i0, i1, blk
+            yield i0, i1, self.rows(i0, i1)
 
     def matvec(self, v):
         v = np.asarray(v, np.float64)
@@ -115,28 +181,19 @@ class Float32Cholesky:
     column, LAPACK spotrf on the diagonal block, a triangular solve for the panel, and the
     trailing update of the lower triangle as matrix products (where the time goes: n^3 / 3
     flops at GEMM speed).  Only the lower triangle is ever written, so about 2 n^2 bytes are
-    resident (7.2 GB for n = 60,000).  Raises np.linalg.LinAlgError if K + jitter I is not
-    positive definite in float32."""
+    resident (7.2 GB for n = 60,000).  x: features or Distances.  Raises np.linalg.LinAlgError if
+    K + jitter I is not positive definite in float32."""
 
     def __init__(self, x, sigma, jitter=0.0, block=2048, progress=_log):
         from scipy.linalg import blas, lapack
-        x = _features(x)
-        n = self.n = x.shape[0]
+        x = _inputs(x)
+        n = self.n = x.n if _is_dists(x) else x.shape[0]
         t = time.time()
-        a = self.a = _lazy_zeros((n, n), np.float32)
-        # K in float32 arithmetic throughout (a preconditioner needs no more, and NumPy's float32
-        # exp is vectorized): 2-3x faster than the float64 entries of KernelOperator.
-        x32 = x.astype(np.float32, copy=False)
-        sq = np.einsum("ij,ij->i", x32, x32, dtype=np.float64).astype(np.float32)
+        a = self.a = lazy_zeros((n, n), np.float32)
+        rows = kernel_rows(x, sigma, np.float32)
         for i0 in range(0, n, block):
             i1 = min(i0 + block, n)
-            blk = x32[i0:i1] @ x32[:i1].T
-            blk *= -2.0
-            blk += sq[i0:i1, None]
-            blk += sq[None, :i1]
-            np.maximum(blk, 0.0, out=blk)
-            blk *= np.float32(-0.5 / (sigma * sigma))
-            a[i0:i1, :i1] = np.exp(blk, out=blk)
+            a[i0:i1, :i1] = rows(i0, i1)
             a[np.arange(i0, i1), np.arange(i0, i1)] = 1.0 + jitter
         if progress:
             progress(f"  kernel matrix (lower triangle, float32) {time.time() - t:.0f} s")
@@ -178,18 +235,6 @@ class Float32Cholesky:
         z = blas.strsm(1.0, self.a.T, z, side=0, lower=0, trans_a=1, overwrite_b=1)   # L z1 = r
         z = blas.strsm(1.0, self.a.T, z, side=0, lower=0, trans_a=0, overwrite_b=1)   # L^T z = z1
         return np.asarray(z, np.float64)
-
-
-def _lazy_zeros(shape, dtype):
-    """A zero array whose pages become resident only when written, in 4 KiB pages.  NumPy asks
-    the kernel for transparent huge pages on large arrays, and a 2 MiB page spans several rows of
-    an n x n matrix, so writing the lower triangle would make all of it resident."""
-    import mmap
-    size = max(int(np.prod(shape)) * np.dtype(dtype).itemsize, 1)
-    buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    if hasattr(mmap, "MADV_NOHUGEPAGE"):
-        buf.madvise(mmap.MADV_NOHUGEPAGE)
-    return np.frombuffer(buf, dtype).reshape(shape)
 
 
 class LargeKernel:
@@ -291,21 +336,23 @@ def pcg(matvec: Callable, y, precond: Optional[Callable] = None, ridge=0.0, tol=
 
 def interpolate(x, y, sigma, ridge=0.0, method="auto", tol=1e-4, max_abs_tol=1e-3, maxiter=100,
                 kmat=None, progress=_log):
-    """Fit alpha for features x [n, ...] and targets y [n, C].  Returns (kmat, Solution); pass kmat
-    back in to solve other targets without recomputing K (or its factor).  For another ridge, a
-    `mixed` kmat still works, but CG converges slowly if the ridge differs much from the one it
-    was factored with (kmat.jitter): build a new one."""
-    x = _features(x)
+    """Fit alpha for features x [n, ...] (or their squared distances, a Distances) and targets
+    y [n, C].  Returns (kmat, Solution); pass kmat back in to solve other targets without
+    recomputing K (or its factor).  For another ridge, a `mixed` kmat still works, but CG
+    converges slowly if the ridge differs much from the one it was factored with (kmat.jitter):
+    build a new one."""
+    x = _inputs(x)
+    n = x.n if _is_dists(x) else x.shape[0]
     y = np.asarray(y, np.float64)
-    if y.ndim != 2 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"targets must be [n, C] with n = {x.shape[0]}, got {y.shape}")
+    if y.ndim != 2 or y.shape[0] != n:
+        raise ValueError(f"targets must be [n, C] with n = {n}, got {y.shape}")
     if not sigma > 0 or not math.isfinite(sigma):
         raise ValueError(f"bandwidth must be finite and > 0, got {sigma}"
                          + (" (the median distance of identical samples is 0)" if sigma == 0 else ""))
     if ridge < 0 or not math.isfinite(ridge):
         raise ValueError(f"ridge must be finite and >= 0, got {ridge}")
     if method == "auto":
-        method = "direct" if x.shape[0] <= 12000 else "mixed"
+        method = "direct" if n <= 12000 else "mixed"
     if method not in ("direct", "mixed"):
         raise ValueError(f"method must be auto, direct or mixed, not {method!r}")
     if kmat is None:
@@ -320,6 +367,12 @@ def interpolate(x, y, sigma, ridge=0.0, method="auto", tol=1e-4, max_abs_tol=1e-
 
 
 def predict(x_train, alpha, x, sigma, block=2048) -> np.ndarray:
+    """k(x, X) alpha for features x [m, ...] and training features x_train; or, with x_train None,
+    for x the squared distances [m, n] of the m points to the training points (Distances.test)."""
+    if x_train is None:
+        c = -0.5 / (sigma * sigma)
+        return np.concatenate([np.exp(np.multiply(x[i:i + block], c, dtype=np.float64)) @ alpha
+                               for i in range(0, x.shape[0], block)])
     x_train = _features(x_train)
     x = _features(x)
     return np.concatenate([rbf(x[i:i + block], x_train, sigma) @ alpha for i in range(0, x.shape[0], block)])
@@ -330,38 +383,81 @@ def rkhs_norm(alpha, k_alpha) -> float:
     return float(math.sqrt(max(np.einsum("ij,ij->", alpha, k_alpha), 0.0)))
 
 
-# --------------------------------------------------------------------------- preprocessing
-def random_conv_features(images, filters=1024, kernel=5, pool=4, seed=0, batch=256, progress=_log):
-    """A random convolutional layer: per-image standardized images -> conv (kernel x kernel,
-    `filters` Gaussian filters, stride 1, valid) -> ReLU -> average pooling to a pool x pool grid
-    -> flatten: [N, pool * pool * filters] float32."""
-    import tensorflow as tf
-    x = np.asarray(images)
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.ndim != 4 or x.shape[0] == 0:
-        raise ValueError(f"images must have shape [N, H, W] or [N, H, W, C] with N >= 1, got {x.shape}")
-    if min(filters, kernel, pool) < 1:
-        raise ValueError(f"filters, kernel and pool must be >= 1, got {filters}, {kernel}, {pool}")
-    side = min(x.shape[1:3]) - kernel + 1  # of the valid convolution's output
-    if side < pool:
-        raise ValueError(f"a {kernel}x{kernel} convolution of {x.shape[1]}x{x.shape[2]} images leaves "
-                         f"{max(side, 0)}x{max(side, 0)} positions, fewer than the {pool}x{pool} pooling grid; "
-                         f"need kernel + pool <= {min(x.shape[1:3]) + 1}")
-    c = x.shape[-1]
-    w = np.random.default_rng(seed).standard_normal((kernel, kernel, c, filters)).astype(np.float32)
-    w /= math.sqrt(kernel * kernel * c)
-    w = tf.constant(w)
-    out = []
-    for i in range(0, x.shape[0], batch):
-        b = tf.image.per_image_standardization(tf.cast(x[i:i + batch], tf.float32))
-        h = tf.nn.relu(tf.nn.conv2d(b, w, 1, "VALID"))
-        size = h.shape[1] // pool
-        h = tf.nn.avg_pool2d(h, size, size, "VALID")[:, :pool, :pool]
-        out.append(tf.reshape(h, (h.shape[0], -1)).numpy())
-        if progress and (i // batch) % 40 == 39:
-            progress(f"  random conv features {min(i + batch, x.shape[0])}/{x.shape[0]}")
-    return np.concatenate(out)
+
+
+# --------------------------------------------------------------------------- validation
+# Bandwidths tried: these factors of the median pairwise distance (powers of sqrt(2), 1/8 to 2).
+BANDWIDTH_GRID = (0.125, 0.177, 0.25, 0.354, 0.5, 0.707, 1.0, 1.414, 2.0)
+RIDGE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # ridges tried for the regularized row (besides 0)
+VAL_N = 5000         # held-out training images, at most ...
+VAL_FRACTION = 0.2   # ... and at most this fraction of n
+VAL_FIT_N = 10000    # training images the validation fits use, at most
+MIN_VAL = 20         # a smaller default validation split is too noisy to choose by: defaults instead
+DEFAULT_RIDGE = 1e-3
+
+
+def validation_split(n, val_n, fit_n, seed):
+    """Disjoint sorted index sets (validation, fit) of val_n and fit_n of the n training images."""
+    idx = np.random.default_rng([seed, 2]).permutation(n)
+    return np.sort(idx[:val_n]), np.sort(idx[val_n:val_n + fit_n])
+
+
+def validate(x, labels, num_classes, val_idx, fit_idx, sigmas, ridges, progress=_log) -> list:
+    """Validation error of the kernel predictor fit to the training images fit_idx (their labels)
+    and evaluated on the training images val_idx, for every bandwidth in sigmas and ridge in
+    ridges (0: the interpolant): [{sigma, ridge, val_error}], val_error None where K + ridge I is
+    not positive definite in float64.  x: features or the Distances of the training images (the
+    test images play no part); float64 Cholesky solves."""
+    import scipy.linalg
+    if _is_dists(x):
+        d_ff, d_vf = x.gather(fit_idx, fit_idx), x.gather(val_idx, fit_idx)
+    else:
+        x = _features(x)
+        d_ff, d_vf = sq_dists(x[fit_idx], x[fit_idx]), sq_dists(x[val_idx], x[fit_idx])
+    labels = np.asarray(labels)
+    y, want = np.eye(num_classes)[labels[fit_idx]], labels[val_idx]
+    rows, t = [], time.time()
+    for sigma in sigmas:
+        c = -0.5 / (sigma * sigma)
+        k_ff, k_vf = np.exp(d_ff * c), np.exp(d_vf * c)
+        np.fill_diagonal(k_ff, 1.0)
+        errors = []
+        for ridge in ridges:
+            a = k_ff.copy()
+            a[np.diag_indices_from(a)] += ridge
+            try:
+                factor = scipy.linalg.cho_factor(a, lower=True, overwrite_a=True, check_finite=False)
+                pred = k_vf @ scipy.linalg.cho_solve(factor, y, check_finite=False)
+                err = float(np.mean(np.argmax(pred, 1) != want))
+            except np.linalg.LinAlgError:
+                err = None
+            errors.append(err)
+            rows.append(dict(sigma=float(sigma), ridge=float(ridge), val_error=err))
+        if progress:
+            ok = [e for e in errors if e is not None]
+            progress(f"  sigma {sigma:.4g}: {len(ridges)} fits, lowest validation error "
+                     f"{'-' if not ok else f'{min(ok):.4f}'} ({time.time() - t:.0f} s)")
+    return rows
+
+
+def best(rows, interpolating: bool) -> Optional[dict]:
+    """The row of lowest validation error among the interpolants (ridge 0) or among the ridge
+    rows; ties go to the smaller bandwidth (the better conditioned K), then the larger ridge."""
+    rows = [r for r in rows if (r["ridge"] == 0) == interpolating and r["val_error"] is not None]
+    return min(rows, key=lambda r: (r["val_error"], r["sigma"], -r["ridge"])) if rows else None
+
+
+def _curve_table(rows, median) -> list:
+    """The validation curve as lines: one per bandwidth, a column per ridge."""
+    ridges = sorted({r["ridge"] for r in rows})
+    lines = ["validation error by bandwidth (rows) and ridge (columns):",
+             "    factor     sigma" + "".join(f"{'ridge ' + format(r, 'g'):>13}" for r in ridges)]
+    for sigma in sorted({r["sigma"] for r in rows}):
+        err = {r["ridge"]: r["val_error"] for r in rows if r["sigma"] == sigma}
+        factor = f"{sigma / median:10.3f}" if median else "         -"
+        lines.append(f"{factor} {sigma:9.4g}" + "".join(
+            f"{'-' if err.get(r) is None else format(err[r], '.4f'):>13}" for r in ridges))
+    return lines
 
 
 # --------------------------------------------------------------------------- the experiment
@@ -376,119 +472,275 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def kernel_features(x, features="raw", conv_filters=1024, conv_kernel=5, conv_pool=4, seed=0,
-                    progress: Optional[Callable] = _log) -> np.ndarray:
-    """Images x [N, H, W(, C)] (pixels 0..255) -> the kernel's inputs [N, dim]: "raw" pixels scaled
-    to [0, 1], or "random_conv" features (random_conv_features with these filters, kernel, pool
-    and seed)."""
+def feature_blocks(x, xt, dataset="fashion_mnist", features="raw", preprocess="auto", conv_filters=1024,
+                   conv_kernel=6, conv_pool=2, conv_threshold=0.5, conv_two_sided=False, conv_whiten=True,
+                   conv_standardize=True, conv_block=256, seed=0):
+    """The kernel's inputs for training images x and test images xt (pixels 0..255), as blocks:
+    (features, blocks, dim, standardize, settings): features(b) [len(x) + len(xt), d_b] float32 is
+    block b (training images first), standardize whether kernel_distances.accumulate standardizes
+    each feature, settings the choices made (for the summary and the state's configuration).
+
+    raw: one block, kernel_features.raw_features with `preprocess` ("auto": standardize on
+    CIFAR-10, scale on MNIST-format data).  random_conv: kernel_features.RandomConvFeatures (its
+    statistics from x only) in blocks of conv_block filters."""
+    from rethinkgen_tf.kernel_features import RandomConvFeatures, raw_features
+    images = np.concatenate([x, xt])
     if features == "raw":
-        return x.reshape(x.shape[0], -1).astype(np.float32) / 255.0
-    if features != "random_conv":
-        raise ValueError(f"--features must be raw or random_conv, not {features!r}")
+        pre = preprocess if preprocess != "auto" else ("standardize" if dataset == "cifar10" else "scale")
+        return (lambda b: raw_features(images, pre)), 1, int(np.prod(x.shape[1:])), False, dict(preprocess=pre)
     try:
-        return random_conv_features(x, conv_filters, conv_kernel, conv_pool, seed, progress=progress)
+        fm = RandomConvFeatures(x, conv_filters, conv_kernel, conv_pool, conv_threshold, conv_two_sided,
+                                conv_whiten, seed=seed)
     except ValueError as e:
         raise ValueError(f"--conv_kernel={conv_kernel}, --conv_pool={conv_pool}: {e}") from None
 
+    def block(b):
+        return fm.transform(images, b * conv_block, min((b + 1) * conv_block, conv_filters))
+    settings = dict(conv_filters=conv_filters, conv_kernel=conv_kernel, conv_pool=conv_pool,
+                    conv_threshold=conv_threshold, conv_two_sided=conv_two_sided, conv_whiten=conv_whiten,
+                    conv_standardize=conv_standardize, conv_block=conv_block)
+    return block, -(-conv_filters // conv_block), fm.dim, conv_standardize, settings
 
-def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=None, features="raw",
-                      conv_filters=1024, conv_kernel=5, conv_pool=4, bandwidth=None, bandwidth_factor=None,
-                      method="auto", tol=1e-4, max_abs_tol=1e-3, maxiter=100, ridge=1e-3, random_labels=True,
-                      seed=0, out=None, progress: Optional[Callable] = _log) -> dict:
-    """experiments/kernel.py: minimum-norm Gaussian-kernel interpolation of a random subset of n
-    training images (seed seed + 1, kept in index order; None: all) of `dataset` (read from
-    data_dir, None: tensorflow-datasets), tested on test_n test images.
 
-    One kernel matrix (kernel_features; bandwidth sigma = `bandwidth`, or bandwidth_factor times
-    the median pairwise distance, the factor 0.25 for raw MNIST-format pixels and 1 otherwise by
-    default) is solved (interpolate: method, tol, max_abs_tol, maxiter) for the one-hot true
-    labels and, if random_labels, uniform random labels (seed `seed`) together, then, if ridge,
-    K + ridge I for the true labels.  Returns the summary (dataset, n, test_n, features, dim,
-    median_distance, sigma, method, solver, iterations, residuals, jitter, timings, peak_rss_gib,
-    results: {true, random, true_ridge}: train_error, test_error, rkhs_norm, max_abs_residual);
-    writes it as JSON to `out` if given (atomically), once before the ridge solve and once at
-    the end.  Checks `out` before any work."""
-    from rethinkgen_tf import results
-    from rethinkgen_tf.cli import check_out
-    from rethinkgen_tf.data.sources import load_subsets
-    log = progress or _quiet
+def _check_args(features, preprocess, method, bandwidth, bandwidth_factor, ridge, val_n, val_fit_n,
+                bandwidth_grid, ridge_grid, conv, checkpoint_minutes):
+    """The arguments' values, before any work: ValueError naming the flag."""
     if features not in ("raw", "random_conv"):
         raise ValueError(f"--features must be raw or random_conv, not {features!r}")
+    if preprocess not in ("auto", "scale", "standardize"):
+        raise ValueError(f"--preprocess must be auto, scale or standardize, not {preprocess!r}")
     if method not in ("auto", "direct", "mixed"):
         raise ValueError(f"--method must be auto, direct or mixed, not {method!r}")
     for name, v in (("bandwidth", bandwidth), ("bandwidth_factor", bandwidth_factor)):
         if v is not None and not 0 < v < math.inf:
             raise ValueError(f"--{name} must be finite and > 0")
-    check_out(out)
+    if ridge is not None and not 0 <= ridge < math.inf:
+        raise ValueError(f"--ridge must be finite and >= 0, got {ridge}")
+    for name, grid in (("bandwidth_grid", bandwidth_grid), ("ridge_grid", ridge_grid)):
+        try:
+            ok = bool(grid) and all(0 < float(v) < math.inf for v in grid)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"--{name} must be a non-empty list of finite numbers > 0, got {list(grid or [])}")
+    if val_n is not None and val_n < 0:
+        raise ValueError(f"--val_n must be >= 0, got {val_n}")
+    if val_fit_n < 1:
+        raise ValueError(f"--val_fit_n must be >= 1, got {val_fit_n}")
+    for name in ("conv_filters", "conv_kernel", "conv_pool", "conv_block"):
+        if conv[name] < 1:
+            raise ValueError(f"--{name} must be >= 1, got {conv[name]}")
+    if not math.isfinite(conv["conv_threshold"]):
+        raise ValueError(f"--conv_threshold must be finite, got {conv['conv_threshold']}")
+    if not 0 <= checkpoint_minutes < math.inf:
+        raise ValueError(f"--checkpoint_minutes must be finite and >= 0, got {checkpoint_minutes}")
+
+
+def _data_sha1(*arrays) -> str:
+    h = hashlib.sha1()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=None, features="raw",
+                      preprocess="auto", conv_filters=1024, conv_kernel=6, conv_pool=2, conv_threshold=0.5,
+                      conv_two_sided=False, conv_whiten=True, conv_standardize=True, conv_block=256,
+                      bandwidth=None, bandwidth_factor=None, ridge=None, val_n=None, val_fit_n=VAL_FIT_N,
+                      bandwidth_grid=BANDWIDTH_GRID, ridge_grid=RIDGE_GRID, method="auto", tol=1e-4,
+                      max_abs_tol=1e-3, maxiter=100, random_labels=True, seed=0, out=None, state_dir=None,
+                      keep_state=False, checkpoint_minutes=10.0, progress: Optional[Callable] = _log) -> dict:
+    """experiments/kernel.py: minimum-norm Gaussian-kernel interpolation of a random subset of n
+    training images (seed seed + 1, kept in index order; None: all) of `dataset` (read from
+    data_dir, None: tensorflow-datasets), tested on test_n test images.
+
+    1. Features (feature_blocks) folded block by block into squared distances
+       (kernel_distances.accumulate), checkpointed in state_dir (default: out + ".state"; None
+       without out) every checkpoint_minutes, resumed by a rerun; removed at the end unless
+       keep_state.
+    2. Bandwidth and ridge chosen on a validation split of the training images (validate): val_n
+       of them held out (None: min(5,000, n / 5); 0, or a default below 20: no search, the
+       defaults instead: bandwidth_factor 0.25 for raw MNIST-format pixels and 1 otherwise,
+       ridge 1e-3), fit on up to val_fit_n of the others, for sigma = each factor of
+       bandwidth_grid times the median pairwise distance and ridge 0 (interpolation) and each of
+       ridge_grid.  `bandwidth` (sigma) or `bandwidth_factor` fix the bandwidth, `ridge` the ridge
+       (0: no ridge row); what is fixed is not searched.
+    3. The interpolant on all n images with the chosen bandwidth (interpolate: method, tol,
+       max_abs_tol, maxiter), for the one-hot true labels and, if random_labels, uniform random
+       labels (seed `seed`) together; then, unless the ridge is 0, (K + ridge I) alpha = Y for the
+       true labels with the chosen (bandwidth, ridge).
+
+    Returns the summary (dataset, n, test_n, features and their settings, dim, median_distance,
+    sigma, bandwidth, validation (the curve and the choices), method, solver, iterations,
+    residuals, jitter, accumulate (blocks, timings), timings, peak_rss_gib, results: {true,
+    random, true_ridge}: train_error, test_error, rkhs_norm, max_abs_residual); writes it as JSON
+    to `out` if given (atomically), once before the ridge solve and once at the end.  Checks the
+    arguments and `out` before any work."""
+    from rethinkgen_tf import results
+    from rethinkgen_tf.data.sources import load_subsets
+    from rethinkgen_tf.kernel_distances import StateLock, accumulate
+    log = progress or _quiet
+    conv = dict(conv_filters=conv_filters, conv_kernel=conv_kernel, conv_pool=conv_pool,
+                conv_threshold=conv_threshold, conv_two_sided=conv_two_sided, conv_whiten=conv_whiten,
+                conv_standardize=conv_standardize, conv_block=conv_block)
+    _check_args(features, preprocess, method, bandwidth, bandwidth_factor, ridge, val_n, val_fit_n,
+                bandwidth_grid, ridge_grid, conv, checkpoint_minutes)
+    results.check_out(out)
+    bandwidth_grid, ridge_grid = [float(v) for v in bandwidth_grid], [float(v) for v in ridge_grid]  # flags: str
+    if state_dir is None and out:
+        state_dir = str(out) + ".state"
+    if state_dir and os.path.exists(state_dir) and not os.path.isdir(state_dir):
+        raise ValueError(f"--state_dir={state_dir} is a file; pass a directory")
     t_all = time.time()
     # random subsets (seed + 1), kept in index order
     x, y, xt, yt, names = load_subsets(dataset, data_dir, n, test_n, seed + 1)
-    k, n = len(names), x.shape[0]
+    k, n, t = len(names), x.shape[0], xt.shape[0]
     if n < 2 and bandwidth is None:
         raise ValueError(f"{n} training image has no median distance to set the bandwidth from; pass --bandwidth")
-    log(f"{dataset}: {n} train, {xt.shape[0]} test, features={features}")
-    t = time.time()
-    conv = dict(features=features, conv_filters=conv_filters, conv_kernel=conv_kernel, conv_pool=conv_pool,
-                seed=seed, progress=progress)
-    f, ft = kernel_features(x, **conv), kernel_features(xt, **conv)
-    log(f"features {f.shape[1]}-dimensional ({time.time() - t:.0f} s)")
-    med = median_distance(f, seed=seed) if n > 1 else None  # n = 1: bandwidth is given
-    factor = bandwidth_factor
-    if factor is None:
-        factor = 0.25 if dataset != "cifar10" and features == "raw" else 1.0
-    sigma = bandwidth if bandwidth is not None else factor * med
-    log(f"median distance {'-' if med is None else f'{med:.4g}'}, bandwidth sigma {sigma:.4g}")
+    if val_n is not None and val_n and val_n > n - 1:
+        raise ValueError(f"--val_n={val_n} leaves no training image of the {n} to fit the validation models to")
+    log(f"{dataset}: {n} train, {t} test, features={features}")
+    block, blocks, dim, standardize, settings = feature_blocks(x, xt, dataset, features, preprocess, seed=seed,
+                                                               **conv)
+    config = dict(version=1, dataset=dataset, data_sha1=_data_sha1(x, y, xt, yt), seed=seed, features=features,
+                  **settings)
+    summary = dict(dataset=dataset, n=n, test_n=t, features=features, **settings, dim=dim, method=method,
+                   state_dir=state_dir, results={})
+    with StateLock(state_dir) if state_dir else contextlib.nullcontext():
+        t0 = time.time()
+        log(f"squared distances: {blocks} block(s) of {dim}-dimensional features"
+            + (f" ({conv_block} filters each)" if features == "random_conv" else ""))
+        dists = accumulate(block, blocks, n, t, standardize, state_dir, config, 60.0 * checkpoint_minutes,
+                           progress=progress)
+        summary["accumulate"] = dict(blocks=blocks, resumed_after=dists.blocks_resumed, seconds=time.time() - t0,
+                                     **dists.timing)
+        log(f"distances done ({time.time() - t0:.0f} s, peak {peak_rss_gib():.2f} GiB)")
+        med = dists.median_distance(seed=seed) if n > 1 else None  # n = 1: the bandwidth is given
+        summary["median_distance"] = med
+        choice = _choose(dists, y, k, med, dataset, features, bandwidth, bandwidth_factor, ridge, val_n, val_fit_n,
+                         bandwidth_grid, ridge_grid, seed, log, progress)
+        summary.update(choice)
+        solve_kw = dict(method=method, tol=tol, max_abs_tol=max_abs_tol, maxiter=maxiter, progress=progress)
+        _solve(dists, y, yt, k, summary, random_labels, seed, solve_kw, out, t_all, log)
+        summary.update(total_seconds=time.time() - t_all, peak_rss_gib=peak_rss_gib())
+        log(f"total {summary['total_seconds']:.0f} s, peak memory (max RSS) {summary['peak_rss_gib']:.2f} GiB")
+        if out:
+            results.write_json(out, summary)  # atomic: no half-written file on interruption
+            log(f"wrote {out}")
+        if state_dir and not keep_state:
+            shutil.rmtree(state_dir, ignore_errors=True)
+            log(f"removed {state_dir} (--keep_state keeps it for reruns with other bandwidths and ridges)")
+    return summary
+
+
+def _choose(dists, y, k, med, dataset, features, bandwidth, bandwidth_factor, ridge, val_n, val_fit_n,
+            bandwidth_grid, ridge_grid, seed, log, progress) -> dict:
+    """The bandwidth of the interpolant and the (bandwidth, ridge) of the ridge row: what is fixed by
+    an argument, the rest chosen on the validation split (kernel_experiment, step 2).  Returns the
+    summary's sigma, bandwidth_factor, bandwidth (the choices and their sources), ridge and
+    validation (None without a search)."""
+    n = dists.n
+    if bandwidth is not None:
+        fixed, source = bandwidth, "--bandwidth"
+    elif bandwidth_factor is not None:
+        fixed, source = bandwidth_factor * med, "--bandwidth_factor"
+    else:
+        fixed, source = None, "validation"
+    default_n = min(VAL_N, int(VAL_FRACTION * n))
+    v = val_n if val_n is not None else (default_n if default_n >= MIN_VAL else 0)
+    validation = None
+    if v and (fixed is None or ridge is None):
+        t = time.time()
+        fit_n = min(val_fit_n, n - v)
+        val_idx, fit_idx = validation_split(n, v, fit_n, seed)
+        sigmas = [fixed] if fixed is not None else [f * med for f in bandwidth_grid]
+        ridges = [0.0] + (list(ridge_grid) if ridge is None else [ridge] if ridge > 0 else [])
+        log(f"validation: fitting {fit_n} training images, {v} held out; {len(sigmas)} bandwidth(s) x "
+            f"{len(ridges)} ridge(s)")
+        rows = validate(dists, y, k, val_idx, fit_idx, sigmas, ridges, progress)
+        for r in rows:
+            r["factor"] = r["sigma"] / med if med else None
+        interp, reg = best(rows, True), best(rows, False)
+        if interp is None and fixed is None:
+            raise ValueError(f"no bandwidth of --bandwidth_grid gives a kernel matrix positive definite in float64 "
+                             f"on the {fit_n} validation-fit images (duplicate images?); pass smaller factors")
+        validation = dict(val_n=v, fit_n=fit_n, seed=seed, curve=rows, interpolation=interp, ridge=reg,
+                          seconds=time.time() - t)
+        for line in _curve_table(rows, med):
+            log(line)
+        log("chosen on validation: " + "; ".join(
+            f"{name} sigma {r['sigma']:.4g}, ridge {r['ridge']:g} (validation error {r['val_error']:.4f})"
+            for name, r in (("interpolation", interp), ("ridge row", reg)) if r is not None))
+    elif val_n is None and 0 < n and (fixed is None or ridge is None):
+        log(f"validation: n = {n} is too small to hold out {MIN_VAL} images (--val_n); default bandwidth"
+            f"{'' if fixed is None else ' (fixed)'} and ridge")
+    if fixed is None:
+        if validation is not None:
+            fixed = validation["interpolation"]["sigma"]
+        else:
+            factor = 0.25 if dataset != "cifar10" and features == "raw" else 1.0
+            fixed, source = factor * med, "default"
+    if ridge == 0:
+        ridge_row = None
+    elif validation is not None and validation["ridge"] is not None:
+        ridge_row = dict(sigma=validation["ridge"]["sigma"], ridge=validation["ridge"]["ridge"],
+                         source="validation" if ridge is None else "--ridge")  # its bandwidth: chosen either way
+    else:
+        ridge_row = dict(sigma=fixed, ridge=DEFAULT_RIDGE if ridge is None else ridge,
+                         source="default" if ridge is None else "--ridge")
+    factor = fixed / med if med else None
+    log(f"median distance {'-' if med is None else f'{med:.4g}'}; interpolation: bandwidth sigma {fixed:.4g} "
+        f"({'-' if factor is None else f'{factor:.3g}'} x median, {source})"
+        + ("" if ridge_row is None else f"; ridge row: ridge {ridge_row['ridge']:g}, sigma {ridge_row['sigma']:.4g} "
+                                       f"({ridge_row['source']})"))
+    return dict(sigma=fixed, bandwidth_factor=factor, bandwidth_source=source, ridge=ridge_row, validation=validation)
+
+
+def _evaluate(sol, cols, targets, labels, pred_test, yt) -> dict:
+    fitted, a = sol.fitted[:, cols], sol.alpha[:, cols]
+    return dict(train_error=float(np.mean(np.argmax(fitted, 1) != labels)),
+                test_error=float(np.mean(np.argmax(pred_test[:, cols], 1) != yt)),
+                rkhs_norm=rkhs_norm(a, fitted), max_abs_residual=float(np.abs(fitted - targets[:, cols]).max()))
+
+
+def _solve(dists, y, yt, k, summary, random_labels, seed, solve_kw, out, t_all, log):
+    """kernel_experiment, step 3: the interpolant (true and random labels), then the ridge row."""
+    from rethinkgen_tf import results
+    n, sigma = dists.n, summary["sigma"]
     ys = {"true": y}
     if random_labels:
         ys["random"] = np.random.default_rng(seed).integers(0, k, n)
     targets = np.hstack([np.eye(k)[v] for v in ys.values()])
-    summary = dict(dataset=dataset, n=n, test_n=int(xt.shape[0]), features=features,
-                   dim=int(f.shape[1]), median_distance=med, sigma=sigma, method=method, results={})
-    if features == "random_conv":
-        summary.update(conv_filters=conv_filters, conv_kernel=conv_kernel, conv_pool=conv_pool)
-    solve_kw = dict(method=method, tol=tol, max_abs_tol=max_abs_tol, maxiter=maxiter, progress=progress)
     t = time.time()
-    kmat, sol = interpolate(f, targets, sigma, **solve_kw)
+    kmat, sol = interpolate(dists, targets, sigma, **solve_kw)
     summary.update(solve_seconds=time.time() - t, iterations=sol.iterations, max_abs_residual=sol.residual_max,
                    relative_residual=sol.residual_rel, jitter=getattr(kmat, "jitter", 0.0),
+                   solver="mixed" if isinstance(kmat, LargeKernel) else "direct",
                    interpolation_seconds=time.time() - t_all)
     log(f"solved K alpha = Y for {list(ys)} labels: {sol.iterations} iterations, max |K alpha - Y| "
         f"{sol.residual_max:.2e}, relative {sol.residual_rel:.2e}, {time.time() - t:.0f} s, "
         f"peak {peak_rss_gib():.2f} GiB")
     t = time.time()
-    pred_test = predict(f, sol.alpha, ft, sigma)
-    fitted = sol.fitted
+    pred_test = predict(None, sol.alpha, dists.test, sigma)
     for j, (name, labels) in enumerate(ys.items()):
-        cols = slice(j * k, (j + 1) * k)
-        a = sol.alpha[:, cols]
-        r = dict(train_error=float(np.mean(np.argmax(fitted[:, cols], 1) != labels)),
-                 test_error=float(np.mean(np.argmax(pred_test[:, cols], 1) != yt)),
-                 rkhs_norm=rkhs_norm(a, fitted[:, cols]),
-                 max_abs_residual=float(np.abs(fitted[:, cols] - targets[:, cols]).max()))
-        summary["results"][name] = r
+        r = summary["results"][name] = _evaluate(sol, slice(j * k, (j + 1) * k), targets, labels, pred_test, yt)
         log(f"{name} labels: train error {r['train_error']:.4f}, test error {r['test_error']:.4f} "
             f"(true test labels), RKHS norm {r['rkhs_norm']:.4g}, max |K alpha - Y| {r['max_abs_residual']:.2e}")
     log(f"evaluation {time.time() - t:.0f} s")
-    summary["solver"] = "mixed" if isinstance(kmat, LargeKernel) else "direct"
     if out:  # the interpolation results are safe before the ridge solve starts
         results.write_json(out, summary)
-    if ridge:
-        t = time.time()
-        if isinstance(kmat, LargeKernel):
-            log(f"ridge {ridge}: factoring K + ridge I (as long as the first factorization)")
-            kmat = None  # free the first factor before the second
-        _, sr = interpolate(f, targets[:, :k], sigma, ridge=ridge, kmat=kmat, **solve_kw)
-        fit_r = sr.fitted
-        r = dict(ridge=ridge, train_error=float(np.mean(np.argmax(fit_r, 1) != y)),
-                 test_error=float(np.mean(np.argmax(predict(f, sr.alpha, ft, sigma), 1) != yt)),
-                 rkhs_norm=rkhs_norm(sr.alpha, fit_r), iterations=sr.iterations,
-                 max_abs_residual=sr.residual_max, seconds=time.time() - t)
-        summary["results"]["true_ridge"] = r
-        log(f"ridge {ridge}: train error {r['train_error']:.4f}, test error {r['test_error']:.4f}, "
-            f"RKHS norm {r['rkhs_norm']:.4g} ({r['seconds']:.0f} s)")
-    summary.update(total_seconds=time.time() - t_all, peak_rss_gib=peak_rss_gib())
-    log(f"total {summary['total_seconds']:.0f} s, peak memory (max RSS) {summary['peak_rss_gib']:.2f} GiB")
-    if out:
-        results.write_json(out, summary)  # atomic: no half-written file on interruption
-        log(f"wrote {out}")
-    return summary
+    row = summary["ridge"]
+    if row is None:
+        return
+    t = time.time()
+    if isinstance(kmat, LargeKernel) or row["sigma"] != sigma:
+        log(f"ridge {row['ridge']:g}: {'factoring' if isinstance(kmat, LargeKernel) else 'building'} "
+            f"K + ridge I (sigma {row['sigma']:.4g})")
+        kmat = None  # free the first matrix (or factor) before the second
+    _, sr = interpolate(dists, targets[:, :k], row["sigma"], ridge=row["ridge"], kmat=kmat, **solve_kw)
+    r = _evaluate(sr, slice(0, k), targets, y, predict(None, sr.alpha, dists.test, row["sigma"]), yt)
+    r.update(ridge=row["ridge"], sigma=row["sigma"], iterations=sr.iterations, seconds=time.time() - t)
+    r["max_abs_residual"] = sr.residual_max  # of (K + ridge I) alpha = Y
+    summary["results"]["true_ridge"] = r
+    log(f"ridge {row['ridge']:g}, sigma {row['sigma']:.4g}: train error {r['train_error']:.4f}, test error "
+        f"{r['test_error']:.4f}, RKHS norm {r['rkhs_norm']:.4g} ({r['seconds']:.0f} s)")

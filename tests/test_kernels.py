@@ -1,12 +1,16 @@
-"""Kernel interpolation: kernel matrices, the direct and mixed-precision solvers, random conv features."""
+"""Kernel interpolation: kernel matrices, the direct and mixed-precision solvers, random conv features,
+the blockwise distance accumulation and its checkpoints, the validation choice, the experiment."""
 import json
 import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from test_entry_points import write_idx_dataset  # synthetic MNIST-format files
 
-from rethinkgen_tf import kernels
+from rethinkgen_tf import kernel_distances, kernel_features, kernels, results
 from rethinkgen_tf.data.sources import load_subsets
 
 FASHION = os.environ.get("RETHINKGEN_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
@@ -110,15 +114,6 @@ def test_bad_input():
         kernels.rbf(np.zeros((0, 3)), x[:, :3], 1.0)
 
 
-def test_random_conv_features():
-    imgs = np.random.default_rng(0).integers(0, 256, (5, 12, 12, 3)).astype(np.uint8)
-    f = kernels.random_conv_features(imgs, filters=8, kernel=3, pool=2, progress=None)
-    assert f.shape == (5, 2 * 2 * 8) and f.dtype == np.float32 and np.all(f >= 0)
-    np.testing.assert_array_equal(f, kernels.random_conv_features(imgs, filters=8, kernel=3, pool=2, progress=None))
-    g = kernels.random_conv_features(imgs[..., :1], filters=8, kernel=3, pool=2, seed=1, progress=None)
-    assert g.shape == (5, 32)
-
-
 def test_fashion_mnist_subset():
     from rethinkgen_tf.data.sources import load_arrays
     if not os.path.isdir(FASHION):
@@ -147,8 +142,9 @@ def test_kernel_experiment_smoke(tmp_path):
         pytest.skip(f"Fashion-MNIST not found at {FASHION} (apt-get install dataset-fashion-mnist)")
     out = tmp_path / "k.json"
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # one bandwidth for both rows (the validation would choose the ridge row's own), so that the norms compare
     subprocess.run([sys.executable, "-m", "experiments.kernel", f"--data_dir={FASHION}", "--n=500",
-                    "--test_n=300", "--method=mixed", f"--out={out}"],
+                    "--test_n=300", "--method=mixed", "--bandwidth_factor=0.25", f"--out={out}"],
                    check=True, cwd=repo, capture_output=True)
     r = json.loads(out.read_text())["results"]
     assert r["true"]["train_error"] == 0 and r["random"]["train_error"] == 0
@@ -156,19 +152,382 @@ def test_kernel_experiment_smoke(tmp_path):
     assert r["true_ridge"]["rkhs_norm"] < r["true"]["rkhs_norm"]
 
 
-# ---------------------------------------- the experiment (experiments/kernel.py)
-def test_kernel_features():
-    imgs = np.random.default_rng(0).integers(0, 256, (3, 28, 28)).astype(np.uint8)
-    f = kernels.kernel_features(imgs)
+
+
+# ---------------------------------------- features (rethinkgen_tf/kernel_features.py)
+def _images(n=6, size=12, channels=3, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, channels)).astype(np.uint8)
+
+
+def test_raw_features():
+    imgs = _images(3, 28, 1)[..., 0]
+    f = kernel_features.raw_features(imgs)
     assert f.shape == (3, 784) and f.dtype == np.float32
     np.testing.assert_array_equal(f, imgs.reshape(3, -1).astype(np.float32) / 255.0)
-    g = kernels.kernel_features(imgs, "random_conv", conv_filters=4, conv_kernel=5, conv_pool=2, seed=1,
-                                progress=None)
-    np.testing.assert_array_equal(g, kernels.random_conv_features(imgs, 4, 5, 2, 1, progress=None))
-    with pytest.raises(ValueError, match="--conv_kernel=26, --conv_pool=4: .*need kernel"):
-        kernels.kernel_features(imgs, "random_conv", conv_kernel=26, conv_pool=4, progress=None)
-    with pytest.raises(ValueError, match="--features"):
-        kernels.kernel_features(imgs, "pixels")
+    g = kernel_features.raw_features(imgs, "standardize")
+    np.testing.assert_allclose(g.mean(1), 0, atol=1e-6)
+    np.testing.assert_allclose(g.std(1), 1, rtol=1e-5)
+    import tensorflow as tf  # the same as the training pipeline's per-image standardization
+    ref = tf.image.per_image_standardization(tf.constant(imgs[..., None], tf.float32) / 255.0).numpy()
+    np.testing.assert_allclose(g, ref.reshape(3, -1), atol=1e-5)
+    with pytest.raises(ValueError, match="--preprocess"):
+        kernel_features.raw_features(imgs, "zca")
+
+
+def test_random_conv_features():
+    imgs = _images()
+    fm = kernel_features.RandomConvFeatures(imgs, filters=8, patch=3, pool=2, threshold=0.5)
+    f = fm.transform(imgs)
+    assert f.shape == (6, 2 * 2 * 8) == (6, fm.dim) and f.dtype == np.float32 and np.all(f >= 0)
+    # deterministic for a seed, different for another
+    again = kernel_features.RandomConvFeatures(imgs, filters=8, patch=3, pool=2, threshold=0.5).transform(imgs)
+    np.testing.assert_array_equal(f, again)
+    two = fm.transform(imgs, batch=2, threads=1)   # the number of threads changes nothing
+    np.testing.assert_array_equal(fm.transform(imgs, batch=2, threads=3), two)
+    np.testing.assert_allclose(two, f, rtol=1e-6)    # the batch size, float32 rounding
+    other = kernel_features.RandomConvFeatures(imgs, filters=8, patch=3, pool=2, threshold=0.5, seed=1)
+    assert not np.array_equal(f, other.transform(imgs))
+    # filter blocks are the features of those filters; a layer's first filters are a smaller layer's
+    full = f.reshape(6, 2, 2, 8, 1)
+    block = fm.transform(imgs, 3, 7).reshape(6, 2, 2, 4, 1)
+    np.testing.assert_allclose(block, full[:, :, :, 3:7], rtol=1e-5)
+    small = kernel_features.RandomConvFeatures(imgs, filters=3, patch=3, pool=2, threshold=0.5).transform(imgs)
+    np.testing.assert_allclose(small.reshape(6, 2, 2, 3, 1), full[:, :, :, :3], rtol=1e-5)
+    # two-sided: max(0, z - t) and max(0, -z - t); pooling sums over regions; one channel
+    two = kernel_features.RandomConvFeatures(imgs, filters=8, patch=3, pool=3, threshold=0.0, two_sided=True)
+    assert two.transform(imgs).shape == (6, 3 * 3 * 8 * 2)
+    g = kernel_features.RandomConvFeatures(imgs[..., :1], filters=8, patch=3, pool=2, seed=1)
+    assert g.transform(imgs[..., :1]).shape == (6, 32) and g.transform(imgs[:2, ..., 0]).shape == (2, 32)
+    with pytest.raises(ValueError, match="need kernel"):
+        kernel_features.RandomConvFeatures(imgs, patch=12, pool=2)
+    with pytest.raises(ValueError, match="set up for"):
+        fm.transform(imgs[..., :1])
+    with pytest.raises(ValueError, match="6 training image.* 54 10x10 patches, fewer than the 300 dimensions"):
+        kernel_features.RandomConvFeatures(imgs, patch=10, pool=2)
+    assert kernel_features.RandomConvFeatures(imgs, patch=10, pool=2, whiten=False).dim == 4 * 1024
+
+
+def test_random_conv_features_by_hand():
+    """One filter, one image: normalize, whiten, project, threshold, pool, written out literally."""
+    imgs = _images(4, 7, 2)
+    fm = kernel_features.RandomConvFeatures(imgs, filters=2, patch=3, pool=2, threshold=0.3, two_sided=True)
+    side, d = 5, 3 * 3 * 2
+    out = np.zeros((2, 2, 2, 2))
+    for r in range(side):
+        for c in range(side):
+            p = imgs[1, r:r + 3, c:c + 3].transpose(2, 0, 1).reshape(d).astype(np.float64)
+            p = (p - p.mean()) / np.sqrt(p.var() + kernel_features.PATCH_NORM_EPS)
+            z = p @ fm.weights - fm.offset
+            region = (int(r >= 2), int(c >= 2))   # regions of 5 positions: [0, 2), [2, 5)
+            out[region][:, 0] += np.maximum(z - 0.3, 0)
+            out[region][:, 1] += np.maximum(-z - 0.3, 0)
+    np.testing.assert_allclose(fm.transform(imgs[1:2])[0], out.reshape(-1), rtol=1e-4, atol=1e-4)
+
+
+def test_zca_whitens_the_patches():
+    """Responses of unit filters in the whitened space have covariance w_i . w_j on the patches' support
+    (normalized patches sum to 0: the orthogonal complement of the constant patch), not the pixels'."""
+    imgs = _images(40, 10, 1, seed=3)
+    fm = kernel_features.RandomConvFeatures(imgs, filters=4, patch=2, pool=1, zca_eps=1e-9)
+    p = kernel_features._normalize(kernel_features._patches(imgs.astype(np.float32), 2).reshape(-1, 4).copy())
+    z = p.astype(np.float64) @ fm.weights - fm.offset
+    w = np.random.default_rng(0).standard_normal((4, 4))
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+    support = np.eye(4) - 1 / 4
+    # the statistics are of 100,000 patches drawn with replacement from these 3,240: close, not equal
+    np.testing.assert_allclose(np.cov(z, rowvar=False), w @ support @ w.T, atol=0.03)
+    np.testing.assert_allclose(z.mean(0), 0, atol=0.03)
+    raw = kernel_features.RandomConvFeatures(imgs, filters=4, patch=2, pool=1, whiten=False)
+    assert np.abs(np.cov(p.astype(np.float64) @ raw.weights, rowvar=False) - w @ support @ w.T).max() > 0.1
+
+
+# ---------------------------------------- distances (rethinkgen_tf/kernel_distances.py)
+def _blocks(n=37, t=11, dims=(5, 7, 3), seed=0):
+    rng = np.random.default_rng(seed)
+    fs = [rng.standard_normal((n + t, d)).astype(np.float32) * rng.uniform(0.5, 20, d).astype(np.float32) + 3
+          for d in dims]
+    return fs, n, t
+
+
+def _reference(fs, n, standardize):
+    f = np.hstack(fs).astype(np.float64)
+    f -= f[:n].mean(0)
+    if standardize:
+        f /= f[:n].std(0)
+    return kernels.sq_dists(f[:n], f[:n], np.float64), kernels.sq_dists(f[n:], f[:n], np.float64)
+
+
+@pytest.mark.parametrize("standardize", [False, True])
+def test_blockwise_distances_equal_one_shot(standardize):
+    fs, n, t = _blocks()
+    d = kernel_distances.accumulate(lambda b: fs[b], len(fs), n, t, standardize, row_block=8, progress=None)
+    ref_tr, ref_te = _reference(fs, n, standardize)
+    scale = ref_tr.max()
+    lower = np.tril_indices(n)
+    np.testing.assert_allclose(d.train[lower], ref_tr[lower], atol=1e-5 * scale)
+    np.testing.assert_allclose(d.test, ref_te, atol=1e-5 * scale)
+    assert np.all(np.diag(d.train) == 0) and np.all(d.train[np.triu_indices(n, 1)] == 0)   # lower triangle only
+    np.testing.assert_allclose(d.gather([3, 30, 5], [30, 1]), ref_tr[np.ix_([3, 30, 5], [30, 1])], atol=1e-5 * scale)
+    # the one-block accumulation of the concatenation: the same to float32 round-off
+    one = kernel_distances.accumulate(lambda b: np.hstack(fs), 1, n, t, standardize, progress=None)
+    np.testing.assert_allclose(one.train, d.train, atol=1e-5 * scale)
+
+
+def test_solvers_on_distances_match_features():
+    x, _, y = _data(300)
+    fs, n = [x[:, :4], x[:, 4:]], 300
+    d = kernel_distances.accumulate(lambda b: np.vstack([fs[b], fs[b][:7]]), 2, n, 7, progress=None)
+    np.testing.assert_allclose(kernels.DenseKernel(d, 2.0).k, kernels.DenseKernel(x, 2.0).k, atol=1e-6)
+    v = np.random.default_rng(1).standard_normal((n, 3))
+    np.testing.assert_allclose(kernels.KernelOperator(d, 2.0, block=64).matvec(v),
+                               kernels.DenseKernel(x, 2.0).matvec(v), atol=1e-4)
+    f_d = kernels.Float32Cholesky(d, 2.0, jitter=1e-3, block=64, progress=None)
+    f_x = kernels.Float32Cholesky(x, 2.0, jitter=1e-3, block=64, progress=None)
+    np.testing.assert_allclose(np.tril(f_d.a), np.tril(f_x.a), atol=1e-4)
+    for method in ("direct", "mixed"):
+        _, sol = kernels.interpolate(d, y, 2.0, method=method, tol=1e-9, max_abs_tol=1e-8, progress=None)
+        _, ref = kernels.interpolate(x, y, 2.0, method="direct", progress=None)
+        assert sol.residual_max < 1e-8
+        np.testing.assert_allclose(sol.alpha, ref.alpha, atol=1e-3 * np.abs(ref.alpha).max())
+        np.testing.assert_allclose(kernels.predict(None, sol.alpha, d.test, 2.0), y[:7], atol=1e-4)
+    assert d.median_distance(sample=300) == pytest.approx(kernels.median_distance(x, sample=300), rel=1e-5)
+
+
+def _accumulate(state, fs, n, t, fail_at=None, config=None, every=0.0):
+    def features(b):
+        if b == fail_at:
+            raise KeyboardInterrupt
+        return fs[b]
+    with kernel_distances.StateLock(state):
+        return kernel_distances.accumulate(features, len(fs), n, t, True, state, config or {"c": 1}, every,
+                                           progress=None)
+
+
+def test_resume_after_interruption_equals_uninterrupted(tmp_path):
+    fs, n, t = _blocks(dims=(5, 7, 3, 4, 6))
+    ref = kernel_distances.accumulate(lambda b: fs[b], len(fs), n, t, True, progress=None)
+    state = tmp_path / "state"
+    with pytest.raises(KeyboardInterrupt):
+        _accumulate(state, fs, n, t, fail_at=3)                    # blocks 0-2 done and checkpointed
+    lines = []
+    with kernel_distances.StateLock(state):
+        d = kernel_distances.accumulate(lambda b: fs[b] if b >= 3 else pytest.fail(f"block {b} again"), len(fs),
+                                        n, t, True, state, {"c": 1}, 0.0, progress=lines.append)
+    assert d.blocks_resumed == 3 and any("resuming" in line and "3/5 blocks" in line for line in lines)
+    np.testing.assert_array_equal(d.train, ref.train)
+    np.testing.assert_array_equal(d.test, ref.test)
+    # a finished state: nothing is computed again
+    d = _accumulate(state, [None] * 5, n, t)
+    assert d.blocks_resumed == 5
+    np.testing.assert_array_equal(d.train, ref.train)
+    # without intermediate checkpoints a rerun starts over, with the same result
+    state2 = tmp_path / "state2"
+    with pytest.raises(KeyboardInterrupt):
+        _accumulate(state2, fs, n, t, fail_at=4, every=1e9)
+    assert not (state2 / kernel_distances.PROGRESS).exists()
+    np.testing.assert_array_equal(_accumulate(state2, fs, n, t, every=1e9).train, ref.train)
+
+
+_KILLED = """
+import os, signal, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from test_kernels import _blocks
+from rethinkgen_tf import kernel_distances
+fs, n, t = _blocks(dims=(5, 7, 3, 4, 6))
+where = sys.argv[3]
+if where == "save":   # killed while writing the second checkpoint: its data written, progress.json not yet
+    calls = []
+    real = os.replace
+    def replace(a, b):   # results.atomic_write's, which writes config.json and progress.json
+        if str(b).endswith(kernel_distances.PROGRESS):
+            calls.append(a)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        real(a, b)
+    kernel_distances.os.replace = replace
+def features(b):
+    if where == "block" and b == 3:
+        os.kill(os.getpid(), signal.SIGKILL)   # kill -9 in the middle of the run
+    return fs[b]
+kernel_distances.accumulate(features, 5, n, t, True, sys.argv[2], {"c": 1}, 0.0, progress=None)
+"""
+
+
+@pytest.mark.parametrize("where", ["block", "save"])
+def test_resume_after_kill_9(tmp_path, where):
+    fs, n, t = _blocks(dims=(5, 7, 3, 4, 6))
+    ref = kernel_distances.accumulate(lambda b: fs[b], len(fs), n, t, True, progress=None)
+    state = tmp_path / "state"
+    here = os.path.dirname(os.path.abspath(__file__))
+    p = subprocess.run([sys.executable, "-c", _KILLED, here, str(state), where], capture_output=True, text=True,
+                       cwd=os.path.dirname(here))
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    files = {f.name for f in state.iterdir()}
+    if where == "save":   # the interrupted checkpoint's file is there, progress.json names the one before
+        assert {"dists.bin.1", "dists.bin.2"} <= files and any(results.TMP_TAG in f for f in files)
+    d = _accumulate(state, fs, n, t)
+    assert d.blocks_resumed == (3 if where == "block" else 1)
+    assert {f.name for f in state.iterdir()} == {".lock", "config.json", "progress.json", "dists.bin.5"}
+    np.testing.assert_array_equal(d.train, ref.train)
+    np.testing.assert_array_equal(d.test, ref.test)
+
+
+def test_bad_states_are_one_line(tmp_path):
+    fs, n, t = _blocks()
+    state = tmp_path / "state"
+    _accumulate(state, fs, n, t, config={"c": 1, "filters": 8})
+    with pytest.raises(ValueError, match=r"another configuration \(filters: 8 there, 16 now\)") as e:
+        _accumulate(state, fs, n, t, config={"c": 1, "filters": 16})
+    assert "\n" not in str(e.value)
+    path = state / "dists.bin.3"
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size - 4)
+    with pytest.raises(results.StateError, match="damaged") as e:
+        _accumulate(state, fs, n, t, config={"c": 1, "filters": 8})
+    assert "\n" not in str(e.value)
+    path.write_bytes(b"garbage")
+    with pytest.raises(results.StateError, match="not a checkpoint"):
+        _accumulate(state, fs, n, t, config={"c": 1, "filters": 8})
+    (state / kernel_distances.PROGRESS).write_text("{")
+    with pytest.raises(results.StateError):
+        _accumulate(state, fs, n, t, config={"c": 1, "filters": 8})
+    with kernel_distances.StateLock(state):     # another process (or open file) holds the state
+        with pytest.raises(ValueError, match="in use by process") as e:
+            _accumulate(state, fs, n, t, config={"c": 1, "filters": 8})
+    assert "\n" not in str(e.value)
+
+
+# ---------------------------------------- validation
+def test_validate_and_best():
+    x, labels, _ = _data(120, d=6)
+    val, fit = kernels.validation_split(120, 30, 60, seed=4)
+    assert len(set(val) | set(fit)) == 90 and not set(val) & set(fit)
+    rows = kernels.validate(x, labels, 4, val, fit, [1.0, 3.0], [0.0, 0.1], progress=None)
+    assert [(r["sigma"], r["ridge"]) for r in rows] == [(1.0, 0.0), (1.0, 0.1), (3.0, 0.0), (3.0, 0.1)]
+    for r in rows:   # each is the error of that solve, by hand
+        k = np.exp(-kernels.sq_dists(x[fit], x[fit], np.float64) / (2 * r["sigma"] ** 2)) + r["ridge"] * np.eye(60)
+        alpha = np.linalg.solve(k, np.eye(4)[labels[fit]])
+        pred = np.exp(-kernels.sq_dists(x[val], x[fit], np.float64) / (2 * r["sigma"] ** 2)) @ alpha
+        assert r["val_error"] == np.mean(np.argmax(pred, 1) != labels[val])
+    rows = [dict(sigma=1.0, ridge=0.0, val_error=0.5), dict(sigma=2.0, ridge=0.0, val_error=0.4),
+            dict(sigma=3.0, ridge=0.0, val_error=0.4), dict(sigma=1.0, ridge=0.1, val_error=None),
+            dict(sigma=1.0, ridge=0.01, val_error=0.3), dict(sigma=1.0, ridge=1.0, val_error=0.3)]
+    assert kernels.best(rows, True)["sigma"] == 2.0                       # ties: the smaller bandwidth
+    assert kernels.best(rows, False)["ridge"] == 1.0                      # ties: the larger ridge
+    assert kernels.best(rows[:3], False) is None
+    # a duplicate point makes K singular: no interpolant, the ridge still solves
+    xd = np.vstack([x, x[:1]])
+    rows = kernels.validate(xd, np.append(labels, labels[0]), 4, np.arange(10), np.append(np.arange(10, 60), 120),
+                            [1e3], [0.0, 0.1], progress=None)
+    assert rows[0]["val_error"] is None and rows[1]["val_error"] is not None
+
+
+def _classes(n, seed, size=8):
+    """Images of 3 classes (a bright square in one of three places), noisy."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = rng.integers(0, 120, (n, size, size)).astype(np.float64)
+    for i, c in enumerate(y):
+        x[i, 2 * c:2 * c + 3, 2:5] += 120
+    return x.astype(np.uint8), y
+
+
+def _fake_data(monkeypatch, n=150, test_n=40, test_seed=9, permute_test=False):
+    x, y = _classes(n, 1)
+    xt, yt = _classes(test_n, test_seed)
+    if permute_test:
+        yt = np.random.default_rng(0).permutation(yt)
+    import rethinkgen_tf.data.sources as sources
+    monkeypatch.setattr(sources, "load_subsets", lambda *a, **k: (x, y, xt, yt, ["a", "b", "c"]))
+
+
+@pytest.mark.parametrize("features", ["raw", "random_conv"])
+def test_validation_never_sees_the_test_split(monkeypatch, features):
+    kw = dict(features=features, n=150, conv_filters=6, conv_kernel=3, conv_block=4, random_labels=False,
+              bandwidth_grid=(0.125, 0.25, 0.5, 1.0), ridge_grid=(1e-2, 1.0), progress=None)
+    _fake_data(monkeypatch)
+    s = kernels.kernel_experiment("mnist", "unused", **kw)
+    v = s["validation"]
+    assert (v["val_n"], v["fit_n"], len(v["curve"])) == (30, 120, 4 * 3)
+    assert s["bandwidth_source"] == "validation" and s["sigma"] == v["interpolation"]["sigma"]
+    assert s["ridge"]["source"] == "validation" and s["results"]["true_ridge"]["ridge"] == v["ridge"]["ridge"]
+    assert v["interpolation"]["val_error"] == min(r["val_error"] for r in v["curve"] if r["ridge"] == 0)
+    # permuted test labels, other test images: the same choice, the same curve
+    _fake_data(monkeypatch, permute_test=True)
+    p = kernels.kernel_experiment("mnist", "unused", **kw)
+    assert p["validation"]["curve"] == v["curve"] and (p["sigma"], p["ridge"]) == (s["sigma"], s["ridge"])
+    assert p["results"]["true"]["test_error"] != s["results"]["true"]["test_error"]
+    _fake_data(monkeypatch, test_seed=5)
+    o = kernels.kernel_experiment("mnist", "unused", **kw)
+    assert o["validation"]["curve"] == v["curve"] and (o["sigma"], o["ridge"]) == (s["sigma"], s["ridge"])
+
+
+def test_fixed_parameters_skip_their_search(monkeypatch):
+    _fake_data(monkeypatch)
+    kw = dict(n=150, random_labels=False, bandwidth_grid=(0.25, 0.5), ridge_grid=(1e-2, 1.0), progress=None)
+    s = kernels.kernel_experiment("mnist", "unused", bandwidth_factor=0.3, **kw)   # the ridge is still chosen
+    assert s["bandwidth_source"] == "--bandwidth_factor" and s["sigma"] == pytest.approx(0.3 * s["median_distance"])
+    assert {r["sigma"] for r in s["validation"]["curve"]} == {s["sigma"]} and s["ridge"]["source"] == "validation"
+    s = kernels.kernel_experiment("mnist", "unused", ridge=0.5, **kw)             # the bandwidth is still chosen
+    assert {r["ridge"] for r in s["validation"]["curve"]} == {0.0, 0.5} and s["ridge"]["source"] == "--ridge"
+    assert s["bandwidth_source"] == "validation" and s["results"]["true_ridge"]["ridge"] == 0.5
+    s = kernels.kernel_experiment("mnist", "unused", bandwidth=3.0, ridge=0.0, **kw)   # nothing to choose
+    assert s["validation"] is None and s["sigma"] == 3.0 and set(s["results"]) == {"true"}
+    s = kernels.kernel_experiment("mnist", "unused", val_n=0, **kw)               # no search: the defaults
+    assert s["validation"] is None and s["bandwidth_source"] == "default" and s["ridge"]["ridge"] == 1e-3
+
+
+def test_experiment_resumes_with_the_same_result(monkeypatch, tmp_path):
+    _fake_data(monkeypatch)
+    kw = dict(n=150, features="random_conv", conv_filters=10, conv_kernel=3, conv_block=3, checkpoint_minutes=0.0,
+              bandwidth_grid=(0.5, 1.0), ridge_grid=(0.1,), progress=None)
+    ref = kernels.kernel_experiment("mnist", "unused", out=str(tmp_path / "ref.json"), **kw)
+    assert not (tmp_path / "ref.json.state").exists()                  # removed at the end
+    transform = kernel_features.RandomConvFeatures.transform
+
+    def interrupted(self, images, f0=0, f1=None, **k):
+        if f0 == 6:
+            raise KeyboardInterrupt
+        return transform(self, images, f0, f1, **k)
+    monkeypatch.setattr(kernel_features.RandomConvFeatures, "transform", interrupted)
+    out = tmp_path / "k.json"
+    with pytest.raises(KeyboardInterrupt):
+        kernels.kernel_experiment("mnist", "unused", out=str(out), **kw)
+    assert (tmp_path / "k.json.state" / kernel_distances.PROGRESS).exists() and not out.exists()
+    monkeypatch.setattr(kernel_features.RandomConvFeatures, "transform", transform)
+    # another configuration in that state directory: one line
+    with pytest.raises(ValueError, match="another configuration .*conv_filters: 10 there, 11 now"):
+        kernels.kernel_experiment("mnist", "unused", out=str(out), **dict(kw, conv_filters=11))
+    s = kernels.kernel_experiment("mnist", "unused", out=str(out), keep_state=True, **kw)
+    assert s["accumulate"]["resumed_after"] == 2 and s["accumulate"]["blocks"] == 4
+    timings = ("resumed_after", "state_dir", "peak_rss_gib")   # and every *seconds
+
+    def same(a, b):
+        if isinstance(a, dict):
+            return set(a) == set(b) and all(k.endswith("seconds") or k in timings or same(a[k], b[k]) for k in a)
+        return a == b
+    assert same(s, ref)
+    assert (tmp_path / "k.json.state").is_dir()                      # --keep_state
+    # a rerun with another ridge reuses the finished distances
+    r = kernels.kernel_experiment("mnist", "unused", out=str(out), ridge=0.0, **kw)
+    assert r["accumulate"]["resumed_after"] == 4 and r["results"]["true"] == ref["results"]["true"]
+
+
+# ---------------------------------------- the experiment (experiments/kernel.py)
+def test_feature_blocks():
+    x, xt = _images(5, 12), _images(3, 12, seed=1)
+    f, blocks, dim, standardize, settings = kernels.feature_blocks(x, xt, "cifar10")
+    assert (blocks, dim, standardize, settings) == (1, 432, False, {"preprocess": "standardize"})
+    np.testing.assert_array_equal(f(0), kernel_features.raw_features(np.concatenate([x, xt]), "standardize"))
+    assert kernels.feature_blocks(x, xt, "mnist")[4] == {"preprocess": "scale"}
+    f, blocks, dim, standardize, settings = kernels.feature_blocks(
+        x, xt, "cifar10", "random_conv", conv_filters=10, conv_kernel=3, conv_block=4, seed=2)
+    assert (blocks, dim, standardize, settings["conv_filters"]) == (3, 40, True, 10)
+    fm = kernel_features.RandomConvFeatures(x, 10, 3, 2, seed=2)
+    np.testing.assert_array_equal(f(2), fm.transform(np.concatenate([x, xt]), 8, 10))
+    with pytest.raises(ValueError, match="--conv_kernel=12, --conv_pool=2: .*need kernel"):
+        kernels.feature_blocks(x, xt, "cifar10", "random_conv", conv_kernel=12)
 
 
 def test_kernel_experiment_summary_and_json(tmp_path):
@@ -178,24 +537,29 @@ def test_kernel_experiment_summary_and_json(tmp_path):
     s = kernels.kernel_experiment("fashion_mnist", data, n=16, test_n=6, seed=2, out=str(out), progress=lines.append)
     assert (s["dataset"], s["n"], s["test_n"], s["features"], s["dim"]) == ("fashion_mnist", 16, 6, "raw", 784)
     assert (s["method"], s["solver"], s["jitter"], s["iterations"]) == ("auto", "direct", 0.0, 0)
+    # 16 images are too few to hold out a validation split: the defaults, said so
+    assert s["validation"] is None and any("too small to hold out" in line for line in lines)
     assert s["sigma"] == pytest.approx(0.25 * s["median_distance"])   # raw MNIST-format pixels: factor 0.25
+    assert s["bandwidth_source"] == "default" and s["preprocess"] == "scale"
     assert set(s["results"]) == {"true", "random", "true_ridge"} and "conv_filters" not in s
     for name in ("true", "random"):
         assert s["results"][name]["train_error"] == 0.0 and s["results"][name]["max_abs_residual"] < 1e-6
     ridge = s["results"]["true_ridge"]
     assert ridge["ridge"] == 1e-3 and ridge["rkhs_norm"] < s["results"]["true"]["rkhs_norm"]
     assert json.loads(out.read_text()) == s          # the JSON is the returned summary
-    assert lines[-1] == f"wrote {out}" and any(l.startswith("solved K alpha = Y for ['true', 'random']") for l in lines)
-    # the subsets (seed + 1), the median (seed) and the random labels (seed), recomputed here
+    assert f"wrote {out}" in lines and any(l.startswith("solved K alpha = Y for ['true', 'random']") for l in lines)
+    assert not os.path.exists(s["state_dir"]) and s["state_dir"] == f"{out}.state"
+    # the subsets (seed + 1), the median (seed) and the random labels (seed), recomputed here from the features
     x, y, xt, yt, _ = load_subsets("fashion_mnist", data, 16, 6, 3)
     f, ft = x.reshape(16, -1).astype(np.float32) / 255.0, xt.reshape(6, -1).astype(np.float32) / 255.0
-    assert s["median_distance"] == kernels.median_distance(f, seed=2)
+    assert s["median_distance"] == pytest.approx(kernels.median_distance(f, seed=2), rel=1e-6)
     yr = np.random.default_rng(2).integers(0, 10, 16)
     _, sol = kernels.interpolate(f, np.hstack([np.eye(10)[y], np.eye(10)[yr]]), s["sigma"], progress=None)
     pred = kernels.predict(f, sol.alpha, ft, s["sigma"])
     assert s["results"]["true"]["test_error"] == float(np.mean(np.argmax(pred[:, :10], 1) != yt))
     assert s["results"]["random"]["test_error"] == float(np.mean(np.argmax(pred[:, 10:], 1) != yt))
-    assert s["results"]["random"]["rkhs_norm"] == kernels.rkhs_norm(sol.alpha[:, 10:], sol.fitted[:, 10:])
+    assert s["results"]["random"]["rkhs_norm"] == pytest.approx(
+        kernels.rkhs_norm(sol.alpha[:, 10:], sol.fitted[:, 10:]), rel=1e-5)
 
 
 def test_kernel_experiment_options(tmp_path):
@@ -230,13 +594,25 @@ def test_kernel_experiment_writes_before_the_ridge_solve(tmp_path, monkeypatch):
 
 def test_kernel_experiment_checks_before_work(tmp_path):
     missing = str(tmp_path / "missing")   # no data: each check below must come before loading it
+    (tmp_path / "a_file").write_text("x")
     for kw, match in [(dict(out=str(tmp_path)), "--out=.* is a directory"),
                       (dict(out=str(tmp_path / "no" / "k.json")), "directory .* does not exist"),
                       (dict(method="lu"), "--method"), (dict(features="pixels"), "--features"),
+                      (dict(preprocess="zca"), "--preprocess"),
                       (dict(bandwidth=0.0), "--bandwidth must"),
-                      (dict(bandwidth_factor=float("inf")), "--bandwidth_factor")]:
-        with pytest.raises(ValueError, match=match):
+                      (dict(bandwidth_factor=float("inf")), "--bandwidth_factor"),
+                      (dict(ridge=-1.0), "--ridge"), (dict(ridge=float("nan")), "--ridge"),
+                      (dict(bandwidth_grid=()), "--bandwidth_grid"), (dict(ridge_grid=(0.0,)), "--ridge_grid"),
+                      (dict(val_n=-1), "--val_n"), (dict(val_fit_n=0), "--val_fit_n"),
+                      (dict(conv_filters=0), "--conv_filters"), (dict(conv_block=0), "--conv_block"),
+                      (dict(conv_threshold=float("nan")), "--conv_threshold"),
+                      (dict(checkpoint_minutes=-1.0), "--checkpoint_minutes"),
+                      (dict(state_dir=str(tmp_path / "a_file")), "--state_dir=.* is a file")]:
+        with pytest.raises(ValueError, match=match) as e:
             kernels.kernel_experiment("mnist", missing, progress=None, **kw)
+        assert "\n" not in str(e.value)
     data = str(write_idx_dataset(tmp_path / "idx", n=4, test_n=2))
     with pytest.raises(ValueError, match="1 training image has no median distance.*--bandwidth"):
         kernels.kernel_experiment("mnist", data, n=1, progress=None)
+    with pytest.raises(ValueError, match="--val_n=4 leaves no training image"):
+        kernels.kernel_experiment("mnist", data, n=4, val_n=4, progress=None)
