@@ -13,16 +13,17 @@ checkpointed in --state_dir (default: --out plus ".state") every --checkpoint_mi
 the same command after a kill continues where the last checkpoint left off.
 
 The bandwidth and the ridge are chosen on a validation split of the training images (--val_n held
-out, fit on up to --val_fit_n of the others), never on the test images: sigma = each factor of
---bandwidth_grid times the median pairwise distance, ridge 0 (the interpolant) and each of
---ridge_grid (the regularized row); the validation curve and the choices are printed and saved.
---bandwidth, --bandwidth_factor or --ridge given fix that parameter instead.  Then the interpolant
-of all n training images is solved for the true labels and uniform random labels together (one
-kernel matrix, 20 right-hand sides), and (K + ridge I) alpha = Y for the true labels.  Reports
-training error (0 when interpolating), test error, the RKHS norm sqrt(trace(alpha^T K alpha)),
-residuals, iterations, time and peak memory.  Solver: --method=direct (float64 Cholesky, n <=
-~20,000) or mixed (float32 Cholesky of K as the preconditioner of conjugate gradients on the exact
-K; 2 n^2 bytes resident besides the distances' 2 n^2); auto picks direct up to 12,000.
+out, fit on up to --val_fit_n of the others; or --val_loo, leave-one-out), never on the test
+images: sigma = each factor of --bandwidth_grid times the median pairwise distance, ridge 0 (the
+interpolant) and each of --ridge_grid (the regularized row); the validation curve and the choices
+are printed and saved.  --bandwidth, --bandwidth_factor or --ridge given fix that parameter
+instead.  Then the interpolant of all n training images is solved for the true labels and uniform
+random labels together (one kernel matrix, 20 right-hand sides), and (K + ridge I) alpha = Y for
+the true labels.  Reports training error (0 when interpolating), test error, the RKHS norm
+sqrt(trace(alpha^T K alpha)), residuals, iterations, time and peak memory.  Solver:
+--method=direct (float64 Cholesky, n <= ~20,000) or mixed (float32 Cholesky of K as the
+preconditioner of conjugate gradients on the exact K; 2 n^2 bytes resident besides the distances'
+2 n^2); auto picks direct up to 12,000.
 """
 import math
 import os
@@ -66,6 +67,8 @@ flags.DEFINE_integer("val_n", None, "Training images held out to choose the band
                      "bandwidth factor (0.25 raw MNIST pixels, 1 otherwise) and ridge 1e-3).", lower_bound=0)
 flags.DEFINE_integer("val_fit_n", kernels.VAL_FIT_N, "Training images (besides the held-out ones) the validation "
                      "fits use, at most.", lower_bound=1)
+flags.DEFINE_bool("val_loo", False, "Choose by the leave-one-out error over up to --val_fit_n training images "
+                  "(exact, from each solve; 3x a solve's time) instead of a held-out split (excludes --val_n).")
 flags.DEFINE_list("bandwidth_grid", [format(f, "g") for f in kernels.BANDWIDTH_GRID],
                   "Bandwidths tried, as factors of the median pairwise distance.")
 flags.DEFINE_list("ridge_grid", [format(r, "g") for r in kernels.RIDGE_GRID], "Ridges tried for the regularized "

@@ -406,28 +406,38 @@ def validate(x, labels, num_classes, val_idx, fit_idx, sigmas, ridges, progress=
     """Validation error of the kernel predictor fit to the training images fit_idx (their labels)
     and evaluated on the training images val_idx, for every bandwidth in sigmas and ridge in
     ridges (0: the interpolant): [{sigma, ridge, val_error}], val_error None where K + ridge I is
-    not positive definite in float64.  x: features or the Distances of the training images (the
-    test images play no part); float64 Cholesky solves."""
+    not positive definite in float64.  val_idx None: the leave-one-out error over fit_idx instead,
+    exact and from the one solve (the residual of image i left out is alpha_i / [(K + ridge I)^-1]_ii).
+    x: features or the Distances of the training images (the test images play no part); float64
+    Cholesky solves."""
     import scipy.linalg
+    loo = val_idx is None
+    val_idx = fit_idx if loo else val_idx
     if _is_dists(x):
-        d_ff, d_vf = x.gather(fit_idx, fit_idx), x.gather(val_idx, fit_idx)
+        d_ff, d_vf = x.gather(fit_idx, fit_idx), None if loo else x.gather(val_idx, fit_idx)
     else:
         x = _features(x)
-        d_ff, d_vf = sq_dists(x[fit_idx], x[fit_idx]), sq_dists(x[val_idx], x[fit_idx])
+        d_ff, d_vf = sq_dists(x[fit_idx], x[fit_idx]), None if loo else sq_dists(x[val_idx], x[fit_idx])
     labels = np.asarray(labels)
     y, want = np.eye(num_classes)[labels[fit_idx]], labels[val_idx]
     rows, t = [], time.time()
     for sigma in sigmas:
         c = -0.5 / (sigma * sigma)
-        k_ff, k_vf = np.exp(d_ff * c), np.exp(d_vf * c)
+        k_ff = np.exp(d_ff * c)
         np.fill_diagonal(k_ff, 1.0)
+        k_vf = None if loo else np.exp(d_vf * c)
         errors = []
         for ridge in ridges:
             a = k_ff.copy()
             a[np.diag_indices_from(a)] += ridge
             try:
                 factor = scipy.linalg.cho_factor(a, lower=True, overwrite_a=True, check_finite=False)
-                pred = k_vf @ scipy.linalg.cho_solve(factor, y, check_finite=False)
+                alpha = scipy.linalg.cho_solve(factor, y, check_finite=False)
+                if loo:
+                    inv, info = scipy.linalg.lapack.dpotri(factor[0], lower=1, overwrite_c=1)
+                    pred = y - alpha / np.diag(inv)[:, None]
+                else:
+                    pred = k_vf @ alpha
                 err = float(np.mean(np.argmax(pred, 1) != want))
             except np.linalg.LinAlgError:
                 err = None
@@ -502,7 +512,7 @@ def feature_blocks(x, xt, dataset="fashion_mnist", features="raw", preprocess="a
     return block, -(-conv_filters // conv_block), fm.dim, conv_standardize, settings
 
 
-def _check_args(features, preprocess, method, bandwidth, bandwidth_factor, ridge, val_n, val_fit_n,
+def _check_args(features, preprocess, method, bandwidth, bandwidth_factor, ridge, val_n, val_fit_n, val_loo,
                 bandwidth_grid, ridge_grid, conv, checkpoint_minutes):
     """The arguments' values, before any work: ValueError naming the flag."""
     if features not in ("raw", "random_conv"):
@@ -525,6 +535,8 @@ def _check_args(features, preprocess, method, bandwidth, bandwidth_factor, ridge
             raise ValueError(f"--{name} must be a non-empty list of finite numbers > 0, got {list(grid or [])}")
     if val_n is not None and val_n < 0:
         raise ValueError(f"--val_n must be >= 0, got {val_n}")
+    if val_loo and val_n:
+        raise ValueError(f"--val_n={val_n} and --val_loo exclude each other: a held-out split or leave-one-out")
     if val_fit_n < 1:
         raise ValueError(f"--val_fit_n must be >= 1, got {val_fit_n}")
     for name in ("conv_filters", "conv_kernel", "conv_pool", "conv_block"):
@@ -547,7 +559,7 @@ def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=Non
                       preprocess="auto", conv_filters=1024, conv_kernel=6, conv_pool=2, conv_threshold=0.5,
                       conv_two_sided=False, conv_whiten=True, conv_standardize=True, conv_block=256,
                       bandwidth=None, bandwidth_factor=None, ridge=None, val_n=None, val_fit_n=VAL_FIT_N,
-                      bandwidth_grid=BANDWIDTH_GRID, ridge_grid=RIDGE_GRID, method="auto", tol=1e-4,
+                      val_loo=False, bandwidth_grid=BANDWIDTH_GRID, ridge_grid=RIDGE_GRID, method="auto", tol=1e-4,
                       max_abs_tol=1e-3, maxiter=100, random_labels=True, seed=0, out=None, state_dir=None,
                       keep_state=False, checkpoint_minutes=10.0, progress: Optional[Callable] = _log) -> dict:
     """experiments/kernel.py: minimum-norm Gaussian-kernel interpolation of a random subset of n
@@ -561,8 +573,9 @@ def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=Non
     2. Bandwidth and ridge chosen on a validation split of the training images (validate): val_n
        of them held out (None: min(5,000, n / 5); 0, or a default below 20: no search, the
        defaults instead: bandwidth_factor 0.25 for raw MNIST-format pixels and 1 otherwise,
-       ridge 1e-3), fit on up to val_fit_n of the others, for sigma = each factor of
-       bandwidth_grid times the median pairwise distance and ridge 0 (interpolation) and each of
+       ridge 1e-3), fit on up to val_fit_n of the others (val_loo: no held-out split, the
+       leave-one-out error over up to val_fit_n training images instead), for sigma = each factor
+       of bandwidth_grid times the median pairwise distance and ridge 0 (interpolation) and each of
        ridge_grid.  `bandwidth` (sigma) or `bandwidth_factor` fix the bandwidth, `ridge` the ridge
        (0: no ridge row); what is fixed is not searched.
     3. The interpolant on all n images with the chosen bandwidth (interpolate: method, tol,
@@ -583,7 +596,7 @@ def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=Non
     conv = dict(conv_filters=conv_filters, conv_kernel=conv_kernel, conv_pool=conv_pool,
                 conv_threshold=conv_threshold, conv_two_sided=conv_two_sided, conv_whiten=conv_whiten,
                 conv_standardize=conv_standardize, conv_block=conv_block)
-    _check_args(features, preprocess, method, bandwidth, bandwidth_factor, ridge, val_n, val_fit_n,
+    _check_args(features, preprocess, method, bandwidth, bandwidth_factor, ridge, val_n, val_fit_n, val_loo,
                 bandwidth_grid, ridge_grid, conv, checkpoint_minutes)
     results.check_out(out)
     bandwidth_grid, ridge_grid = [float(v) for v in bandwidth_grid], [float(v) for v in ridge_grid]  # flags: str
@@ -618,7 +631,7 @@ def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=Non
         med = dists.median_distance(seed=seed) if n > 1 else None  # n = 1: the bandwidth is given
         summary["median_distance"] = med
         choice = _choose(dists, y, k, med, dataset, features, bandwidth, bandwidth_factor, ridge, val_n, val_fit_n,
-                         bandwidth_grid, ridge_grid, seed, log, progress)
+                         val_loo, bandwidth_grid, ridge_grid, seed, log, progress)
         summary.update(choice)
         solve_kw = dict(method=method, tol=tol, max_abs_tol=max_abs_tol, maxiter=maxiter, progress=progress)
         _solve(dists, y, yt, k, summary, random_labels, seed, solve_kw, out, t_all, log)
@@ -633,7 +646,7 @@ def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=Non
     return summary
 
 
-def _choose(dists, y, k, med, dataset, features, bandwidth, bandwidth_factor, ridge, val_n, val_fit_n,
+def _choose(dists, y, k, med, dataset, features, bandwidth, bandwidth_factor, ridge, val_n, val_fit_n, val_loo,
             bandwidth_grid, ridge_grid, seed, log, progress) -> dict:
     """The bandwidth of the interpolant and the (bandwidth, ridge) of the ridge row: what is fixed by
     an argument, the rest chosen on the validation split (kernel_experiment, step 2).  Returns the
@@ -649,23 +662,26 @@ def _choose(dists, y, k, med, dataset, features, bandwidth, bandwidth_factor, ri
     default_n = min(VAL_N, int(VAL_FRACTION * n))
     v = val_n if val_n is not None else (default_n if default_n >= MIN_VAL else 0)
     validation = None
-    if v and (fixed is None or ridge is None):
+    if val_loo:
+        v = 0
+    if (v or (val_loo and n > 1)) and (fixed is None or ridge is None):
         t = time.time()
         fit_n = min(val_fit_n, n - v)
         val_idx, fit_idx = validation_split(n, v, fit_n, seed)
         sigmas = [fixed] if fixed is not None else [f * med for f in bandwidth_grid]
         ridges = [0.0] + (list(ridge_grid) if ridge is None else [ridge] if ridge > 0 else [])
-        log(f"validation: fitting {fit_n} training images, {v} held out; {len(sigmas)} bandwidth(s) x "
+        log(f"validation: fitting {fit_n} training images, "
+            + ("leave-one-out" if val_loo else f"{v} held out") + f"; {len(sigmas)} bandwidth(s) x "
             f"{len(ridges)} ridge(s)")
-        rows = validate(dists, y, k, val_idx, fit_idx, sigmas, ridges, progress)
+        rows = validate(dists, y, k, None if val_loo else val_idx, fit_idx, sigmas, ridges, progress)
         for r in rows:
             r["factor"] = r["sigma"] / med if med else None
         interp, reg = best(rows, True), best(rows, False)
         if interp is None and fixed is None:
             raise ValueError(f"no bandwidth of --bandwidth_grid gives a kernel matrix positive definite in float64 "
                              f"on the {fit_n} validation-fit images (duplicate images?); pass smaller factors")
-        validation = dict(val_n=v, fit_n=fit_n, seed=seed, curve=rows, interpolation=interp, ridge=reg,
-                          seconds=time.time() - t)
+        validation = dict(method="leave-one-out" if val_loo else "held-out", val_n=v, fit_n=fit_n, seed=seed,
+                          curve=rows, interpolation=interp, ridge=reg, seconds=time.time() - t)
         for line in _curve_table(rows, med):
             log(line)
         log("chosen on validation: " + "; ".join(

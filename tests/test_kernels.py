@@ -416,6 +416,17 @@ def test_validate_and_best():
     assert kernels.best(rows, True)["sigma"] == 2.0                       # ties: the smaller bandwidth
     assert kernels.best(rows, False)["ridge"] == 1.0                      # ties: the larger ridge
     assert kernels.best(rows[:3], False) is None
+    # leave-one-out: each image's error from the fit to the others, by hand
+    loo = kernels.validate(x, labels, 4, None, fit, [2.0], [0.0, 0.1], progress=None)
+    for r in loo:
+        wrong = 0
+        for i in range(60):
+            rest = np.delete(fit, i)
+            k = np.exp(-kernels.sq_dists(x[rest], x[rest], np.float64) / 8) + r["ridge"] * np.eye(59)
+            f = np.exp(-kernels.sq_dists(x[fit[i:i + 1]], x[rest], np.float64) / 8) @ np.linalg.solve(
+                k, np.eye(4)[labels[rest]])
+            wrong += np.argmax(f) != labels[fit[i]]
+        assert r["val_error"] == wrong / 60
     # a duplicate point makes K singular: no interpolant, the ridge still solves
     xd = np.vstack([x, x[:1]])
     rows = kernels.validate(xd, np.append(labels, labels[0]), 4, np.arange(10), np.append(np.arange(10, 60), 120),
@@ -474,6 +485,12 @@ def test_fixed_parameters_skip_their_search(monkeypatch):
     assert s["bandwidth_source"] == "validation" and s["results"]["true_ridge"]["ridge"] == 0.5
     s = kernels.kernel_experiment("mnist", "unused", bandwidth=3.0, ridge=0.0, **kw)   # nothing to choose
     assert s["validation"] is None and s["sigma"] == 3.0 and set(s["results"]) == {"true"}
+    s = kernels.kernel_experiment("mnist", "unused", val_loo=True, val_fit_n=100, **kw)   # leave-one-out
+    v = s["validation"]
+    assert (v["method"], v["val_n"], v["fit_n"], len(v["curve"])) == ("leave-one-out", 0, 100, 2 * 3)
+    assert s["sigma"] == v["interpolation"]["sigma"]
+    with pytest.raises(ValueError, match="--val_n=5 and --val_loo exclude each other"):
+        kernels.kernel_experiment("mnist", "unused", val_loo=True, val_n=5, **kw)
     s = kernels.kernel_experiment("mnist", "unused", val_n=0, **kw)               # no search: the defaults
     assert s["validation"] is None and s["bandwidth_source"] == "default" and s["ridge"]["ridge"] == 1e-3
 
