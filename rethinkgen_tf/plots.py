@@ -92,10 +92,12 @@ def figure1(pairs, out_dir):
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
     numbers = {"a": {}, "b": {}, "c": {}}
     a_runs = by_seed([(p, r) for p, r in pairs if p.tag["part"] == "a"], "randomize")
+    last_step = 0
     for k, ((randomize,), runs) in enumerate(a_runs.items()):
         color = f"C{k}"
         for j, (sd, res) in enumerate(runs):
             rows = _rows(res)
+            last_step = max([last_step] + [r["step"] for r in rows])
             axes[0].plot([r["step"] / 1000 for r in rows], [r["train_loss"] for r in rows],
                          color=color, label=None if j else LABELS[randomize])
         steps = [r.get("overfit_step") for _, r in runs]
@@ -108,7 +110,7 @@ def figure1(pairs, out_dir):
                       f"{_n_seeds(a_runs.values())} seed(s)")
     # Runs that went on long after the loss is ~0: show up to twice the slowest time to overfit.
     fit = [v["overfit_step_mean"] for v in numbers["a"].values()]
-    if fit and all(fit):
+    if fit and all(fit) and last_step > 2 * max(fit):
         axes[0].set_xlim(0, 2 * max(fit) / 1000)
     bc = [(p, r) for p, r in pairs if p.tag["part"] == "bc"]
     models = list(dict.fromkeys(p.tag["model"] for p, _ in bc))
