@@ -105,9 +105,14 @@ def figure1(pairs, out_dir):
             "overfit_step": dict(zip([sd for sd, _ in runs], steps)),
             "overfit_step_mean": mean_std(steps)[0],
             "final_train_loss": [(_rows(r) or [{}])[-1].get("train_loss") for _, r in runs]}
-    axes[0].set(xlabel="thousand steps", ylabel="average loss",
-                title=f"(a) {_a_model(pairs)}, n = {_sizes(a_runs.values())}, "
-                      f"{_n_seeds(a_runs.values())} seed(s)")
+    if any(a_runs.values()):
+        axes[0].set(xlabel="thousand steps", ylabel="average loss",
+                    title=f"(a) {_a_model(pairs)}, n = {_sizes(a_runs.values())}, "
+                          f"{_n_seeds(a_runs.values())} seed(s)")
+    else:
+        axes[0].set(title="(a) the five randomizations", xticks=[], yticks=[])
+        axes[0].text(0.5, 0.5, "not run" if a_runs else "not in this grid (--parts)",
+                     ha="center", va="center", transform=axes[0].transAxes, color="gray")
     # Runs that went on long after the loss is ~0: show up to twice the slowest time to overfit.
     fit = [v["overfit_step_mean"] for v in numbers["a"].values()]
     if fit and all(fit) and last_step > 2 * max(fit):
