@@ -33,6 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import flags  # noqa: E402
 
 from rethinkgen_tf import cli, entry, kernels  # noqa: E402
+from rethinkgen_tf import kernel_features as kf  # noqa: E402
 
 FLAGS = flags.FLAGS
 cli.define_subset_flags(datasets=("fashion_mnist", "mnist", "cifar10"))  # --dataset, --data_dir, --n, --test_n, --out
@@ -40,12 +41,12 @@ flags.DEFINE_enum("features", "raw", ["raw", "random_conv"], "Kernel inputs: raw
 flags.DEFINE_enum("preprocess", "auto", ["auto", "scale", "standardize"],
                   "Raw pixels: scale to [0, 1], or per-image standardization (minus the image's mean, over its "
                   "standard deviation).  auto: standardize on CIFAR-10, scale on MNIST-format data.")
-flags.DEFINE_integer("conv_filters", 1024, "Random conv features: number of random filters (paper: 32,000).",
+flags.DEFINE_integer("conv_filters", kf.FILTERS, "Random conv features: number of random filters (paper: 32,000).",
                      lower_bound=1)
-flags.DEFINE_integer("conv_kernel", 6, "Random conv features: patch (filter) size, stride 1.", lower_bound=1)
-flags.DEFINE_integer("conv_pool", 2, "Random conv features: sum-pool over a pool x pool grid of image regions "
-                     "(2: the quadrants).", lower_bound=1)
-flags.DEFINE_float("conv_threshold", 0.5, "Random conv features: the nonlinearity max(0, z - threshold) of a "
+flags.DEFINE_integer("conv_kernel", kf.PATCH, "Random conv features: patch (filter) size, stride 1.", lower_bound=1)
+flags.DEFINE_integer("conv_pool", kf.POOL, "Random conv features: sum-pool over a pool x pool grid of image "
+                     "regions (2: the quadrants).", lower_bound=1)
+flags.DEFINE_float("conv_threshold", kf.THRESHOLD, "Random conv features: the nonlinearity max(0, z - threshold) of a "
                    "filter's response z (unit filters in the whitened space).")
 flags.DEFINE_bool("conv_two_sided", False, "Random conv features: also max(0, -z - threshold), two features per "
                   "filter and region.")
@@ -53,8 +54,8 @@ flags.DEFINE_bool("conv_whiten", True, "Random conv features: ZCA-whiten the nor
                   "100,000 random training patches).")
 flags.DEFINE_bool("conv_standardize", True, "Random conv features: scale each feature to unit variance over the "
                   "training images.")
-flags.DEFINE_integer("conv_block", 256, "Random conv features: filters per block of the distance accumulation "
-                     "(memory: (n + test_n) x pool^2 x block floats).", lower_bound=1)
+flags.DEFINE_integer("conv_block", kf.FILTER_BLOCK, "Random conv features: filters per block of the distance "
+                     "accumulation (memory: (n + test_n) x pool^2 x block floats, twice).", lower_bound=1)
 flags.DEFINE_float("bandwidth", None, "Gaussian kernel sigma > 0: fixes the bandwidth (default: chosen on the "
                    "validation split).")
 flags.DEFINE_float("bandwidth_factor", None, "sigma = factor x median pairwise distance: fixes the bandwidth "

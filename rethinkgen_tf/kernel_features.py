@@ -28,6 +28,9 @@ from typing import Optional
 import numpy as np
 
 PREPROCESS = ("scale", "standardize")
+# The design's defaults, each chosen on validation (docs/theory.md, "Random convolutional features")
+FILTERS, PATCH, POOL, THRESHOLD = 1024, 6, 3, 0.5
+FILTER_BLOCK = 256     # filters per block of the distance accumulation
 PATCH_NORM_EPS = 10.0  # added to the patch variance (pixels 0..255): flat patches are not blown up
 ZCA_SAMPLE = 100_000   # random training patches for the whitening statistics
 BATCH = 64             # images per matrix product (46,656 patches of 32x32 images with p = 6)
@@ -81,11 +84,12 @@ class RandomConvFeatures:
     (pixels 0..255; only training images: the test images never shape the features).
 
     filters: number of random filters; patch: their size; pool: sum-pooling grid (2: the four image
-    quadrants); threshold: alpha; two_sided: both signs of each response (2 features per filter and
-    region); whiten: ZCA whitening (False: the normalized patches as they are); zca_eps: added to
-    the eigenvalues of the patch covariance before inverting their square roots."""
+    quadrants; 3: nine regions); threshold: alpha; two_sided: both signs of each response (2
+    features per filter and region); whiten: ZCA whitening (False: the normalized patches as they
+    are); zca_eps: added to the eigenvalues of the patch covariance before inverting their square
+    roots."""
 
-    def __init__(self, train_images, filters=1024, patch=6, pool=2, threshold=0.5, two_sided=False,
+    def __init__(self, train_images, filters=FILTERS, patch=PATCH, pool=POOL, threshold=THRESHOLD, two_sided=False,
                  whiten=True, zca_eps=0.1, seed=0):
         x = _images(train_images)
         if min(filters, patch, pool) < 1:

@@ -37,6 +37,7 @@ from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
+from rethinkgen_tf import kernel_features as kf
 from rethinkgen_tf.kernel_distances import Distances, lazy_zeros
 
 
@@ -423,7 +424,8 @@ def validate(x, labels, num_classes, val_idx, fit_idx, sigmas, ridges, progress=
     rows, t = [], time.time()
     for sigma in sigmas:
         c = -0.5 / (sigma * sigma)
-        k_ff = np.exp(d_ff * c)
+        k_ff = np.multiply(d_ff, c)
+        np.exp(k_ff, out=k_ff)
         np.fill_diagonal(k_ff, 1.0)
         k_vf = None if loo else np.exp(d_vf * c)
         errors = []
@@ -482,9 +484,9 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def feature_blocks(x, xt, dataset="fashion_mnist", features="raw", preprocess="auto", conv_filters=1024,
-                   conv_kernel=6, conv_pool=2, conv_threshold=0.5, conv_two_sided=False, conv_whiten=True,
-                   conv_standardize=True, conv_block=256, seed=0):
+def feature_blocks(x, xt, dataset="fashion_mnist", features="raw", preprocess="auto", conv_filters=kf.FILTERS,
+                   conv_kernel=kf.PATCH, conv_pool=kf.POOL, conv_threshold=kf.THRESHOLD, conv_two_sided=False,
+                   conv_whiten=True, conv_standardize=True, conv_block=kf.FILTER_BLOCK, seed=0):
     """The kernel's inputs for training images x and test images xt (pixels 0..255), as blocks:
     (features, blocks, dim, standardize, settings): features(b) [len(x) + len(xt), d_b] float32 is
     block b (training images first), standardize whether kernel_distances.accumulate standardizes
@@ -493,13 +495,12 @@ def feature_blocks(x, xt, dataset="fashion_mnist", features="raw", preprocess="a
     raw: one block, kernel_features.raw_features with `preprocess` ("auto": standardize on
     CIFAR-10, scale on MNIST-format data).  random_conv: kernel_features.RandomConvFeatures (its
     statistics from x only) in blocks of conv_block filters."""
-    from rethinkgen_tf.kernel_features import RandomConvFeatures, raw_features
     images = np.concatenate([x, xt])
     if features == "raw":
         pre = preprocess if preprocess != "auto" else ("standardize" if dataset == "cifar10" else "scale")
-        return (lambda b: raw_features(images, pre)), 1, int(np.prod(x.shape[1:])), False, dict(preprocess=pre)
+        return (lambda b: kf.raw_features(images, pre)), 1, int(np.prod(x.shape[1:])), False, dict(preprocess=pre)
     try:
-        fm = RandomConvFeatures(x, conv_filters, conv_kernel, conv_pool, conv_threshold, conv_two_sided,
+        fm = kf.RandomConvFeatures(x, conv_filters, conv_kernel, conv_pool, conv_threshold, conv_two_sided,
                                 conv_whiten, seed=seed)
     except ValueError as e:
         raise ValueError(f"--conv_kernel={conv_kernel}, --conv_pool={conv_pool}: {e}") from None
@@ -556,8 +557,9 @@ def _data_sha1(*arrays) -> str:
 
 
 def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=None, features="raw",
-                      preprocess="auto", conv_filters=1024, conv_kernel=6, conv_pool=2, conv_threshold=0.5,
-                      conv_two_sided=False, conv_whiten=True, conv_standardize=True, conv_block=256,
+                      preprocess="auto", conv_filters=kf.FILTERS, conv_kernel=kf.PATCH, conv_pool=kf.POOL,
+                      conv_threshold=kf.THRESHOLD, conv_two_sided=False, conv_whiten=True, conv_standardize=True,
+                      conv_block=kf.FILTER_BLOCK,
                       bandwidth=None, bandwidth_factor=None, ridge=None, val_n=None, val_fit_n=VAL_FIT_N,
                       val_loo=False, bandwidth_grid=BANDWIDTH_GRID, ridge_grid=RIDGE_GRID, method="auto", tol=1e-4,
                       max_abs_tol=1e-3, maxiter=100, random_labels=True, seed=0, out=None, state_dir=None,

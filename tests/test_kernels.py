@@ -540,10 +540,10 @@ def test_feature_blocks():
     assert kernels.feature_blocks(x, xt, "mnist")[4] == {"preprocess": "scale"}
     f, blocks, dim, standardize, settings = kernels.feature_blocks(
         x, xt, "cifar10", "random_conv", conv_filters=10, conv_kernel=3, conv_block=4, seed=2)
-    assert (blocks, dim, standardize, settings["conv_filters"]) == (3, 40, True, 10)
-    fm = kernel_features.RandomConvFeatures(x, 10, 3, 2, seed=2)
+    assert (blocks, dim, standardize, settings["conv_filters"], settings["conv_pool"]) == (3, 90, True, 10, 3)
+    fm = kernel_features.RandomConvFeatures(x, 10, 3, 3, seed=2)
     np.testing.assert_array_equal(f(2), fm.transform(np.concatenate([x, xt]), 8, 10))
-    with pytest.raises(ValueError, match="--conv_kernel=12, --conv_pool=2: .*need kernel"):
+    with pytest.raises(ValueError, match="--conv_kernel=12, --conv_pool=3: .*need kernel"):
         kernels.feature_blocks(x, xt, "cifar10", "random_conv", conv_kernel=12)
 
 
