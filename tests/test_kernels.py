@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from test_entry_points import write_idx_dataset  # synthetic MNIST-format files
+from test_entry_points import _PARSE, write_idx_dataset  # flag parsing in a child; synthetic MNIST-format files
 
 from rethinkgen_tf import kernel_distances, kernel_features, kernels, results
 from rethinkgen_tf.data.sources import load_subsets
@@ -633,3 +633,21 @@ def test_kernel_experiment_checks_before_work(tmp_path):
         kernels.kernel_experiment("mnist", data, n=1, progress=None)
     with pytest.raises(ValueError, match="--val_n=4 leaves no training image"):
         kernels.kernel_experiment("mnist", data, n=4, val_n=4, progress=None)
+
+
+def test_new_flags_are_checked_in_one_line():
+    """The flags of the validation, the conv design and the checkpoints: a bad value is one line naming it."""
+    bad = [["--bandwidth_grid=abc"], ["--bandwidth_grid=0.5,-1"], ["--ridge_grid=0,1"], ["--ridge_grid="],
+           ["--val_n=-1"], ["--val_fit_n=0"], ["--conv_block=0"], ["--conv_threshold=nan"],
+           ["--checkpoint_minutes=-1"], ["--checkpoint_minutes=inf"], ["--preprocess=zca"], ["--ridge=nan"]]
+    good = [["--bandwidth_grid=0.5"], ["--ridge_grid=1e-3,1"], ["--val_n=0"], ["--val_loo"], ["--conv_two_sided"],
+            ["--noconv_whiten"], ["--conv_threshold=0"], ["--checkpoint_minutes=0"], ["--keep_state"],
+            ["--state_dir=/tmp/x"], ["--preprocess=scale"]]
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.run([sys.executable, "-c", _PARSE, "experiments.kernel", json.dumps(bad + good)], cwd=repo,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    errors = json.loads(p.stdout.strip().splitlines()[-1])
+    for args, err in zip(bad, errors):
+        assert err is not None and args[0].split("=")[0] in err and "\n" not in err, (args, err)
+    assert errors[len(bad):] == [None] * len(good)
