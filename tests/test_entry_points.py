@@ -173,6 +173,7 @@ RUN_ERRORS = [
     _run_error("kernel-no-data", KERNEL, ["--data_dir={tmp}/missing"], "missing"),
     _run_error("kernel-one-image", KERNEL, ["--n=1"], "--bandwidth"),
     _run_error("kernel-conv-too-large", KERNEL, ["--features=random_conv", "--conv_kernel=26"], "--conv_kernel"),
+    _run_error("kernel-conv-no-grid", KERNEL, ["--features=random_conv", "--conv_kernel=28"], "--conv_kernel"),
     _run_error("kernel-out", KERNEL, ["--out={tmp}"], "is a directory"),
     _run_error("imagenet-no-data-dir", IMAGENET[:1], [], "--data_dir"),
     _run_error("imagenet-missing-data", IMAGENET, ["--data_dir={tmp}/missing"], "--data_dir"),
