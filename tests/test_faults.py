@@ -119,7 +119,10 @@ class Wait(keras.callbacks.Callback):  # at step `arg`: say so, then wait for ru
 
 if phase == "mid_epoch": cbs.append(At(kill))
 elif phase == "wait": cbs.append(Wait())
-elif phase == "sigint": cbs.append(At(lambda: os.kill(os.getpid(), signal.SIGINT)))
+elif phase == "sigint":  # Ctrl-C in a terminal.  (A job started with `&` from a script
+    # inherits SIGINT ignored, and Python keeps it so: restore what a terminal gives.)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    cbs.append(At(lambda: os.kill(os.getpid(), signal.SIGINT)))
 elif phase == "after_metrics":  # epoch `arg`'s row written, its checkpoint not
     patch(results, "write_metrics", after=kill, when=lambda d, rows: len(rows) == int(arg))
 elif phase == "after_checkpoint":  # epoch `arg` checkpointed, next epoch not begun
