@@ -23,7 +23,7 @@ flags.DEFINE_string("parts", "abc", "Which panels to run: any of a, b, c.")
 
 
 def points(F):
-    return grids.figure1_points(F.scale, F.data_dir, F.models, F.loss_model, F.seed,
+    return grids.figure1_points(F.scale, F.data_dir, F.models, F.loss_model, seed=F.seed,
                                 parts=F.parts, seeds=F.seeds)
 
 

@@ -18,8 +18,8 @@ flags.DEFINE_bool("table4", False, "Table 4 instead: random labels with weight d
 
 def points(F):
     if F.table4:
-        return grids.table4_points(F.scale, F.data_dir, F.seed, F.seeds)
-    return grids.table1_points(F.scale, F.data_dir, F.models, F.seed, F.seeds)
+        return grids.table4_points(F.scale, F.data_dir, seed=F.seed, seeds=F.seeds)
+    return grids.table1_points(F.scale, F.data_dir, F.models, seed=F.seed, seeds=F.seeds)
 
 
 def draw(pairs, out_dir):

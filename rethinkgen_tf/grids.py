@@ -11,6 +11,8 @@ hour on a 2-core CPU, with the paper's decay per *step*) is
 `rethinkgen_tf.recipes` (`SCALES`, `Scale.configs`); docs/experiments.md has the
 table.  This module holds the grids and the paper's numbers.
 """
+import functools
+
 from rethinkgen_tf import recipes
 from rethinkgen_tf.suite import point
 
@@ -68,70 +70,78 @@ def seed_list(seed=0, seeds=1):
     return range(seed, seed + seeds)
 
 
+def per_seed(grid):
+    """A grid of one seed, grid(scale, data_dir, ..., seed=s) -> the same grid taking
+    seed= and seeds=: its points for seed, seed + 1, ..., seed + seeds - 1, one seed after
+    the other (each seed its own runs, tagged `seed` by suite.point)."""
+    @functools.wraps(grid)
+    def each_seed(*args, seed=0, seeds=1, **kw):
+        return [p for sd in seed_list(seed, seeds) for p in grid(*args, seed=sd, **kw)]
+    return each_seed
+
+
+@per_seed
 def figure1_points(scale, data_dir, models=FIG1_MODELS, loss_model="inception", seed=0,
-                   corruptions=CORRUPTIONS, parts="abc", seeds=1):
-    """(a) five randomizations of `loss_model`; (b, c) label corruption sweeps; each
-    point once per seed (tagged `seed`; each seed its own run)."""
+                   corruptions=CORRUPTIONS, parts="abc"):
+    """(a) five randomizations of `loss_model`; (b, c) label corruption sweeps."""
     s = recipes.scale(scale)
     pts = []
-    for sd in seed_list(seed, seeds):
-        if "a" in parts:
-            for r in FIG1_RANDOMIZATIONS:
-                t, d = s.configs(loss_model, data_dir, sd, randomize=r,
-                                 **s.figure1_overrides(loss_model))
-                pts.append(point(t, d, part="a", model=loss_model, randomize=r, seed=sd))
-        if "b" in parts or "c" in parts:
-            for m in models:
-                for p in corruptions:
-                    # 1b needs the time to overfit, 1c the test error once fit: stop there.
-                    t, d = s.configs(m, data_dir, sd, corrupt=p, test_every=s.figure1_test_every,
-                                     **s.figure1_overrides(m))
-                    pts.append(point(t, d, part="bc", model=m, corrupt=p, seed=sd))
+    if "a" in parts:
+        for r in FIG1_RANDOMIZATIONS:
+            t, d = s.configs(loss_model, data_dir, seed, randomize=r,
+                             **s.figure1_overrides(loss_model))
+            pts.append(point(t, d, part="a", model=loss_model, randomize=r))
+    if "b" in parts or "c" in parts:
+        for m in models:
+            for p in corruptions:
+                # 1b needs the time to overfit, 1c the test error once fit: stop there.
+                t, d = s.configs(m, data_dir, seed, corrupt=p, test_every=s.figure1_test_every,
+                                 **s.figure1_overrides(m))
+                pts.append(point(t, d, part="bc", model=m, corrupt=p))
     return pts
 
 
-def table1_points(scale, data_dir, models=TABLE1_MODELS, seed=0, seeds=1):
+@per_seed
+def table1_points(scale, data_dir, models=TABLE1_MODELS, seed=0):
     unknown = [m for m in models if m not in TABLE1_MODELS]
     if unknown:
         raise ValueError(f"--models: Table 1 has no rows for {', '.join(unknown)}; "
                          f"choose from {', '.join(TABLE1_MODELS)}")
     s = recipes.scale(scale)
     pts = []
-    for sd in seed_list(seed, seeds):
-        for key in (*TABLE1, *TABLE1_CONTROL):
-            model, crop, wd, random_labels = key
-            if model not in models:
-                continue
-            t, d = s.configs(model, data_dir, sd, augment="crop" if crop else "none",
-                             randomize="labels" if random_labels else "none",
-                             weight_decay=WEIGHT_DECAY if wd else 0.0, **s.table1_overrides(model))
-            pts.append(point(t, d, model=model, crop=crop, wd=wd, random_labels=random_labels,
-                             seed=sd))
+    for key in (*TABLE1, *TABLE1_CONTROL):
+        model, crop, wd, random_labels = key
+        if model not in models:
+            continue
+        t, d = s.configs(model, data_dir, seed, augment="crop" if crop else "none",
+                         randomize="labels" if random_labels else "none",
+                         weight_decay=WEIGHT_DECAY if wd else 0.0, **s.table1_overrides(model))
+        pts.append(point(t, d, model=model, crop=crop, wd=wd, random_labels=random_labels))
     return pts
 
 
-def table4_points(scale, data_dir, seed=0, seeds=1):
+@per_seed
+def table4_points(scale, data_dir, seed=0):
     """Random labels with a regularizer on; the slower decay the paper needed."""
     s = recipes.scale(scale)
     pts = []
-    for sd in seed_list(seed, seeds):
-        for (model, reg) in TABLE4:
-            t, d = s.configs(model, data_dir, sd, randomize="labels",
-                             augment={"random_crop": "crop", "augmentation": "crop_flip"}.get(reg, "none"),
-                             lr_decay=s.per_epoch(recipes.TABLE4_LR_DECAY, model),
-                             weight_decay=WEIGHT_DECAY if reg == "weight_decay" else 0.0)
-            pts.append(point(t, d, model=model, regularizer=reg, seed=sd))
+    for (model, reg) in TABLE4:
+        t, d = s.configs(model, data_dir, seed, randomize="labels",
+                         augment={"random_crop": "crop", "augmentation": "crop_flip"}.get(reg, "none"),
+                         lr_decay=s.per_epoch(recipes.TABLE4_LR_DECAY, model),
+                         weight_decay=WEIGHT_DECAY if reg == "weight_decay" else 0.0)
+        pts.append(point(t, d, model=model, regularizer=reg))
     return pts
 
 
-def implicit_points(scale, data_dir, seed=0, seeds=1):
+@per_seed
+def implicit_points(scale, data_dir, seed=0):
     """Figure 2b: small Inception with and without batch norm, no regularizers."""
     s = recipes.scale(scale)
     pts = []
-    for sd in seed_list(seed, seeds):
-        for model in ("inception", "inception_nobn"):
-            t, d = s.configs(model, data_dir, sd)
-            pts.append(point(t, d, model=model, seed=sd))
+    for model in ("inception", "inception_nobn"):
+        t, d = s.configs(model, data_dir, seed)
+        pts.append(point(t, d, model=model))
     return pts
 
 

@@ -37,7 +37,9 @@ class Point:
 
 
 def point(train_config, data_config, **tags):
-    return Point(tuple(sorted(tags.items())), train_config, data_config)
+    """A Point tagged with `tags` and its seed (train_config.seed)."""
+    return Point(tuple(sorted({"seed": train_config.seed, **tags}.items())), train_config,
+                 data_config)
 
 
 def config_key(p):
