@@ -88,6 +88,10 @@ flags.DEFINE_string("state_dir", None, "Checkpoints of the distance accumulation
                     "there is refused.")
 flags.DEFINE_bool("keep_state", False, "Keep --state_dir after the run (2 n^2 + 4 n test_n bytes): reruns with "
                   "other bandwidths or ridges then skip the accumulation.")
+flags.DEFINE_list("curve_filters", [], "Random conv features: also the test error at these smaller filter counts "
+                  "(multiples of --conv_block), from the same accumulation: each is evaluated as the run with "
+                  "--conv_filters set to it (interpolant and random labels, ridge 0), summarized in --out's "
+                  "'curve' and drawn into --out's name plus '.curve.png'; needs --out.")
 flags.DEFINE_float("checkpoint_minutes", 10.0, "Checkpoint the accumulation at most this often (and after the "
                    "last block; 0: every block).", lower_bound=0.0)
 
@@ -105,6 +109,8 @@ for _name in ("tol", "max_abs_tol", "checkpoint_minutes"):
     flags.register_validator(_name, math.isfinite, f"--{_name} must be finite")
 flags.register_validator("ridge", lambda v: v is None or math.isfinite(v), "--ridge must be finite")
 flags.register_validator("conv_threshold", math.isfinite, "--conv_threshold must be finite")
+flags.register_validator("curve_filters", lambda v: all(f.isdigit() and int(f) > 0 for f in v),
+                         "--curve_filters must be a comma-separated list of filter counts > 0")
 for _name in ("bandwidth_grid", "ridge_grid"):
     flags.register_validator(_name, lambda v: bool(v) and _floats(v) is not None and all(
         0 < f < math.inf for f in _floats(v)), f"--{_name} must be a comma-separated list of finite numbers > 0")

@@ -205,19 +205,56 @@ def _add_block(d: Distances, f, n, standardize, row_block):
         d.test[i0:i1] += g
 
 
+def full_config(config, blocks, n, t, standardize) -> dict:
+    """What a state directory's config.json holds: `config` with the block count and sizes."""
+    return dict(config or {}, blocks=blocks, n=n, t=t, standardize=bool(standardize))
+
+
+def finished(state_dir, config) -> bool:
+    """Whether state_dir holds the complete accumulation of `config` (a full_config)."""
+    state_dir = Path(state_dir)
+    try:
+        if check_state(state_dir, config) is None:
+            return False
+        progress = results.read_json(state_dir / PROGRESS)
+    except (ValueError, OSError, results.StateError):
+        return False
+    return (isinstance(progress, dict) and progress.get("blocks_done") == config["blocks"]
+            and (state_dir / str(progress.get("file"))).is_file())
+
+
+def save_state(state_dir, d: Distances, config) -> Path:
+    """Writes the distances d as the finished state of `config` (a full_config: d holds its
+    config["blocks"] blocks) into state_dir, which a run of that configuration resumes with
+    nothing left to accumulate.  The checkpoint's own protocol: config.json, then the file, then
+    progress.json naming it."""
+    state_dir = Path(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    results.remove_strays(state_dir)
+    if check_state(state_dir, config) is None:
+        results.write_json(state_dir / "config.json", config)
+    return _save(state_dir, d, config["blocks"], _config_hash(config))
+
+
 def accumulate(features: Callable[[int], np.ndarray], blocks: int, n: int, t: int, standardize=False,
                state_dir=None, config: Optional[dict] = None, checkpoint_seconds=600.0, row_block=ROW_BLOCK,
-               progress: Optional[Callable] = _log) -> Distances:
+               progress: Optional[Callable] = _log, snapshots: Optional[dict] = None) -> Distances:
     """The squared distances of the concatenated standardized blocks features(0), ...,
     features(blocks - 1) (each [n + t, d_b]: n training images, then t test images).
 
     With state_dir: resumes from its checkpoint and writes one every checkpoint_seconds (0: every
     block) and after the last block; `config` (a JSON-able dict: everything that determines the
     features, with the block split) is stored, and a different one there is refused.  Call under
-    StateLock(state_dir)."""
+    StateLock(state_dir).
+
+    snapshots {k: (directory, config_k)}: once the first k blocks are in, save_state writes them
+    as the finished state of config_k (the configuration of a run with those k blocks only:
+    fewer filters of the same feature map), unless that directory holds it already.  One that a
+    resumed run has passed is skipped with a line: `skipped_snapshots` lists them."""
     d = Distances(n, t)
     done = 0
-    config = dict(config or {}, blocks=blocks, n=n, t=t, standardize=bool(standardize))
+    config = full_config(config, blocks, n, t, standardize)
+    snapshots = {k: (Path(sd), full_config(c, k, n, t, standardize)) for k, (sd, c) in (snapshots or {}).items()}
     if state_dir is not None:
         state_dir = Path(state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -229,6 +266,13 @@ def accumulate(features: Callable[[int], np.ndarray], blocks: int, n: int, t: in
         done = _load(state_dir, d, blocks, digest)
         if done and progress:
             progress(f"  resuming {state_dir}: {done}/{blocks} blocks done (read in {time.time() - t0:.0f} s)")
+    d.skipped_snapshots = []
+    for k, (sd, c) in sorted(snapshots.items()):
+        if k <= done and not finished(sd, c):
+            d.skipped_snapshots.append(k)
+            if progress:
+                progress(f"  snapshot of the first {k} blocks: cannot be written, the accumulation resumed after "
+                         f"block {done}; delete {state_dir} to start over with it")
     t_start, t_saved = time.time(), time.time()
     # wall and CPU seconds (all threads: on a busy machine, CPU seconds / cores estimates a quiet machine's wall)
     timing = dict(features_seconds=0.0, distances_seconds=0.0, features_cpu_seconds=0.0, distances_cpu_seconds=0.0,
@@ -252,6 +296,13 @@ def accumulate(features: Callable[[int], np.ndarray], blocks: int, n: int, t: in
             if progress and (last or t_saved - t2 > 1):
                 progress(f"  checkpoint: {b + 1} blocks in {path} ({path.stat().st_size / 2**30:.2f} GiB, "
                          f"{t_saved - t2:.0f} s)")
+        if b + 1 in snapshots and not finished(*snapshots[b + 1]):
+            t3 = time.time()
+            path = save_state(snapshots[b + 1][0], d, snapshots[b + 1][1])
+            timing["checkpoint_seconds"] += time.time() - t3
+            if progress:
+                progress(f"  snapshot: the first {b + 1} blocks as a finished state in {path.parent} "
+                         f"({time.time() - t3:.0f} s)")
         if progress:
             el = time.time() - t_start
             per = el / (b + 1 - done)

@@ -549,6 +549,82 @@ def _check_args(features, preprocess, method, bandwidth, bandwidth_factor, ridge
         raise ValueError(f"--checkpoint_minutes must be finite and >= 0, got {checkpoint_minutes}")
 
 
+def _check_curve(curve_filters, features, conv_filters, conv_block, out, state_dir) -> list:
+    """curve_filters, sorted: ValueError naming --curve_filters unless each is a multiple of
+    --conv_block below --conv_filters, with random_conv features and a state directory."""
+    try:
+        fs = sorted({int(f) for f in curve_filters or ()})
+    except (TypeError, ValueError):
+        raise ValueError(f"--curve_filters must be a list of filter counts, got {list(curve_filters)}") from None
+    if not fs:
+        return []
+    if features != "random_conv":
+        raise ValueError("--curve_filters needs --features=random_conv")
+    bad = [f for f in fs if f < 1 or f >= conv_filters or f % conv_block]
+    if bad:
+        raise ValueError(f"--curve_filters: {', '.join(map(str, bad))} not a multiple of --conv_block={conv_block} "
+                         f"below --conv_filters={conv_filters}")
+    if not out:
+        raise ValueError("--curve_filters needs --out (each point's summary and state are named after it)")
+    return fs
+
+
+def _curve_path(out, filters, suffix=None):
+    """out's name plus ".curve<filters>" (or plus `suffix`), its extension kept."""
+    if not out:
+        return None
+    root, ext = os.path.splitext(str(out))
+    return f"{root}.curve{filters}{ext}" if suffix is None else root + suffix
+
+
+def _curve_row(filters, summary, out=None) -> dict:
+    res = summary["results"]
+    row = dict(filters=filters, dim=summary.get("dim"), sigma=summary["sigma"],
+               bandwidth_factor=summary.get("bandwidth_factor"), test_error=res["true"]["test_error"],
+               train_error=res["true"]["train_error"], out=out)
+    v = summary.get("validation")
+    row["val_error"] = v["interpolation"]["val_error"] if v and v.get("interpolation") else None
+    if "random" in res:
+        row.update(random_train_error=res["random"]["train_error"], random_test_error=res["random"]["test_error"])
+    if "true_ridge" in res:
+        row.update(ridge=res["true_ridge"]["ridge"], ridge_test_error=res["true_ridge"]["test_error"])
+    return row
+
+
+def _curve(curve_filters, skipped, curve_outs, state_dir, point_kw, summary, log) -> list:
+    """kernel_experiment, step 4: each curve point's row (its summary read from its out when there,
+    else computed from its snapshot state), then the largest run's row."""
+    from rethinkgen_tf import results
+    rows = []
+    for f in curve_filters:
+        p = curve_outs[f]
+        if os.path.exists(p):
+            point = results.read_json(p)
+            if not isinstance(point, dict) or point.get("conv_filters") != f or "results" not in point:
+                raise results.StateError(f"{p} is not the summary of a {f}-filter run; delete it to rerun that point")
+            log(f"curve: {f} filters: read {p}")
+        elif f in skipped:
+            log(f"curve: {f} filters: no snapshot (the accumulation resumed past it); run it with "
+                f"--conv_filters={f} --out={p}")
+            continue
+        else:
+            log(f"curve: {f} filters, from the snapshot of the first {f} filters")
+            point = kernel_experiment(**dict(point_kw, conv_filters=f), out=p,
+                                      state_dir=os.path.join(state_dir, f"curve{f}"))
+        rows.append(_curve_row(f, point, p))
+        log(f"curve: {f} filters: test error {rows[-1]['test_error']:.4f}")
+    rows.append(_curve_row(summary["conv_filters"], summary))
+    return rows
+
+
+def _curve_figure(summary, out, log) -> str:
+    from rethinkgen_tf import plots
+    path = _curve_path(out, None, ".curve.png")
+    plots.kernel_curve(summary, path)
+    log(f"drew {path}")
+    return path
+
+
 def _data_sha1(*arrays) -> str:
     h = hashlib.sha1()
     for a in arrays:
@@ -563,7 +639,8 @@ def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=Non
                       bandwidth=None, bandwidth_factor=None, ridge=None, val_n=None, val_fit_n=VAL_FIT_N,
                       val_loo=False, bandwidth_grid=BANDWIDTH_GRID, ridge_grid=RIDGE_GRID, method="auto", tol=1e-4,
                       max_abs_tol=1e-3, maxiter=100, random_labels=True, seed=0, out=None, state_dir=None,
-                      keep_state=False, checkpoint_minutes=10.0, progress: Optional[Callable] = _log) -> dict:
+                      keep_state=False, checkpoint_minutes=10.0, curve_filters=(),
+                      progress: Optional[Callable] = _log) -> dict:
     """experiments/kernel.py: minimum-norm Gaussian-kernel interpolation of a random subset of n
     training images (seed seed + 1, kept in index order; None: all) of `dataset` (read from
     data_dir, None: tensorflow-datasets), tested on test_n test images.
@@ -584,6 +661,14 @@ def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=Non
        max_abs_tol, maxiter), for the one-hot true labels and, if random_labels, uniform random
        labels (seed `seed`) together; then, unless the ridge is 0, (K + ridge I) alpha = Y for the
        true labels with the chosen (bandwidth, ridge).
+    4. curve_filters (random_conv, each a multiple of conv_block below conv_filters): the test
+       error against the filter count from the same accumulation.  When the first F filters' blocks
+       are in, their distances are saved as the finished state of the run with conv_filters=F
+       (state_dir/curveF); after step 3 each is evaluated as that run (steps 2-3, interpolant and
+       random labels, ridge 0) with out = out's name plus ".curveF", and summary["curve"] lists
+       each F's filters, test error and choices, with the largest run's row last; a curve point
+       whose out exists is read, not rerun.  With out, the curve is drawn into out's name plus
+       ".curve.png".
 
     Returns the summary (dataset, n, test_n, features and their settings, dim, median_distance,
     sigma, bandwidth, validation (the curve and the choices), method, solver, iterations,
@@ -595,15 +680,20 @@ def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=Non
     from rethinkgen_tf.data.sources import load_subsets
     from rethinkgen_tf.kernel_distances import StateLock, accumulate
     log = progress or _quiet
+    n_arg = n
     conv = dict(conv_filters=conv_filters, conv_kernel=conv_kernel, conv_pool=conv_pool,
                 conv_threshold=conv_threshold, conv_two_sided=conv_two_sided, conv_whiten=conv_whiten,
                 conv_standardize=conv_standardize, conv_block=conv_block)
     _check_args(features, preprocess, method, bandwidth, bandwidth_factor, ridge, val_n, val_fit_n, val_loo,
                 bandwidth_grid, ridge_grid, conv, checkpoint_minutes)
+    curve_filters = _check_curve(curve_filters, features, conv_filters, conv_block, out, state_dir)
     results.check_out(out)
     bandwidth_grid, ridge_grid = [float(v) for v in bandwidth_grid], [float(v) for v in ridge_grid]  # flags: str
     if state_dir is None and out:
         state_dir = str(out) + ".state"
+    curve_outs = {f: _curve_path(out, f) for f in curve_filters}
+    for p in curve_outs.values():
+        results.check_out(p)
     if state_dir and os.path.exists(state_dir) and not os.path.isdir(state_dir):
         raise ValueError(f"--state_dir={state_dir} is a file; pass a directory")
     t_all = time.time()
@@ -625,8 +715,12 @@ def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=Non
         t0 = time.time()
         log(f"squared distances: {blocks} block(s) of {dim}-dimensional features"
             + (f" ({conv_block} filters each)" if features == "random_conv" else ""))
+        todo = [f for f in curve_filters if not (curve_outs[f] and os.path.exists(curve_outs[f]))]
+        snapshots = {f // conv_block: (os.path.join(state_dir, f"curve{f}"), dict(config, conv_filters=f))
+                     for f in todo}
         dists = accumulate(block, blocks, n, t, standardize, state_dir, config, 60.0 * checkpoint_minutes,
-                           progress=progress)
+                           progress=progress, snapshots=snapshots)
+        skipped = [f for f in todo if f // conv_block in dists.skipped_snapshots]
         summary["accumulate"] = dict(blocks=blocks, resumed_after=dists.blocks_resumed, seconds=time.time() - t0,
                                      **dists.timing)
         log(f"distances done ({time.time() - t0:.0f} s, peak {peak_rss_gib():.2f} GiB)")
@@ -637,6 +731,17 @@ def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=Non
         summary.update(choice)
         solve_kw = dict(method=method, tol=tol, max_abs_tol=max_abs_tol, maxiter=maxiter, progress=progress)
         _solve(dists, y, yt, k, summary, random_labels, seed, solve_kw, out, t_all, log)
+        if curve_filters:
+            del dists  # 2 n^2 + 4 n t bytes: each curve point loads its own
+            point_kw = dict(dataset=dataset, data_dir=data_dir, n=n_arg, test_n=test_n, features=features,
+                            preprocess=preprocess, **dict(conv, conv_filters=None), bandwidth=bandwidth,
+                            bandwidth_factor=bandwidth_factor, ridge=0.0, val_n=val_n, val_fit_n=val_fit_n,
+                            val_loo=val_loo, bandwidth_grid=bandwidth_grid, ridge_grid=ridge_grid, method=method,
+                            tol=tol, max_abs_tol=max_abs_tol, maxiter=maxiter, random_labels=random_labels,
+                            seed=seed, checkpoint_minutes=checkpoint_minutes, progress=progress)
+            summary["curve"] = _curve(curve_filters, skipped, curve_outs, state_dir, point_kw, summary, log)
+            if out:
+                summary["curve_figure"] = _curve_figure(summary, out, log)
         summary.update(total_seconds=time.time() - t_all, peak_rss_gib=peak_rss_gib())
         log(f"total {summary['total_seconds']:.0f} s, peak memory (max RSS) {summary['peak_rss_gib']:.2f} GiB")
         if out:

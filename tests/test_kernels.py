@@ -434,6 +434,34 @@ def test_validate_and_best():
     assert rows[0]["val_error"] is None and rows[1]["val_error"] is not None
 
 
+def test_snapshots_are_the_smaller_runs_finished_state(tmp_path):
+    """A snapshot of the first k blocks is the finished state of the k-block configuration: a run
+    of it resumes with nothing left to do and gets the k-block accumulation, bit for bit."""
+    fs, n, t = _blocks(dims=(5, 7, 3, 4, 6))
+    snap = tmp_path / "snap2"
+    lines = []
+    with kernel_distances.StateLock(tmp_path / "state"):
+        kernel_distances.accumulate(lambda b: fs[b], 5, n, t, True, tmp_path / "state", {"c": 5}, 1e9,
+                                    progress=lines.append, snapshots={2: (snap, {"c": 2})})
+    assert any("snapshot: the first 2 blocks" in line for line in lines)
+    ref = kernel_distances.accumulate(lambda b: fs[b], 2, n, t, True, progress=None)
+    d = _accumulate(snap, [None] * 2, n, t, config={"c": 2})     # no block is computed again
+    assert d.blocks_resumed == 2
+    np.testing.assert_array_equal(d.train, ref.train)
+    np.testing.assert_array_equal(d.test, ref.test)
+    # the larger run's own state is refused there (another configuration)
+    with pytest.raises(ValueError, match="another configuration"):
+        _accumulate(snap, fs, n, t, config={"c": 5})
+    # a run resumed past a snapshot's block count cannot write it: said, and listed
+    lines = []
+    with kernel_distances.StateLock(tmp_path / "state"):
+        d = kernel_distances.accumulate(lambda b: pytest.fail("all done"), 5, n, t, True, tmp_path / "state",
+                                        {"c": 5}, 1e9, progress=lines.append,
+                                        snapshots={2: (snap, {"c": 2}), 3: (tmp_path / "snap3", {"c": 3})})
+    assert d.skipped_snapshots == [3] and not (tmp_path / "snap3").exists()
+    assert any("first 3 blocks: cannot be written" in line for line in lines)
+
+
 def _classes(n, seed, size=8):
     """Images of 3 classes (a bright square in one of three places), noisy."""
     rng = np.random.default_rng(seed)
@@ -529,6 +557,40 @@ def test_experiment_resumes_with_the_same_result(monkeypatch, tmp_path):
     # a rerun with another ridge reuses the finished distances
     r = kernels.kernel_experiment("mnist", "unused", out=str(out), ridge=0.0, **kw)
     assert r["accumulate"]["resumed_after"] == 4 and r["results"]["true"] == ref["results"]["true"]
+
+
+def test_filter_curve_equals_separate_runs(monkeypatch, tmp_path):
+    """--curve_filters: each point is the run with that many filters, from one accumulation; the
+    curve is saved and drawn; a rerun reads finished points instead of computing them again."""
+    _fake_data(monkeypatch)
+    kw = dict(n=150, features="random_conv", conv_kernel=3, conv_block=3, bandwidth_grid=(0.5, 1.0),
+              ridge_grid=(0.1,), progress=None)
+    out = tmp_path / "c12.json"
+    s = kernels.kernel_experiment("mnist", "unused", conv_filters=12, curve_filters=["6", "3"], out=str(out), **kw)
+    assert [r["filters"] for r in s["curve"]] == [3, 6, 12]
+    assert not (tmp_path / "c12.json.state").exists()
+    for row in s["curve"][:2]:
+        f = row["filters"]
+        alone = kernels.kernel_experiment("mnist", "unused", conv_filters=f, ridge=0.0, **kw)
+        assert (row["sigma"], row["test_error"], row["random_test_error"]) == (
+            alone["sigma"], alone["results"]["true"]["test_error"], alone["results"]["random"]["test_error"])
+        assert row["out"] == str(tmp_path / f"c12.curve{f}.json") and os.path.exists(row["out"])
+    assert s["curve"][2]["test_error"] == s["results"]["true"]["test_error"] and "ridge_test_error" in s["curve"][2]
+    assert (tmp_path / "c12.curve.png").stat().st_size > 0 and results.read_json(out)["curve"] == s["curve"]
+    # a rerun (the state kept) computes no curve point again
+    calls = []
+    real = kernels.kernel_experiment
+    monkeypatch.setattr(kernels, "kernel_experiment", lambda *a, **k: calls.append(k) or real(*a, **k))
+    again = real("mnist", "unused", conv_filters=12, curve_filters=[3, 6], out=str(out), **kw)
+    assert calls == [] and again["curve"] == s["curve"]
+    for bad, match in [(dict(curve_filters=[4]), "4 not a multiple of --conv_block=3"),
+                       (dict(curve_filters=[12]), "below --conv_filters=12"),
+                       (dict(curve_filters=[3], features="raw"), "needs --features=random_conv"),
+                       (dict(curve_filters=["x"]), "--curve_filters must be a list")]:
+        with pytest.raises(ValueError, match=match):
+            real("mnist", "unused", **dict(kw, conv_filters=12, out=str(out), **bad))
+    with pytest.raises(ValueError, match="needs --out"):
+        real("mnist", "unused", conv_filters=12, curve_filters=[3], **kw)
 
 
 # ---------------------------------------- the experiment (experiments/kernel.py)
@@ -639,10 +701,11 @@ def test_new_flags_are_checked_in_one_line():
     """The flags of the validation, the conv design and the checkpoints: a bad value is one line naming it."""
     bad = [["--bandwidth_grid=abc"], ["--bandwidth_grid=0.5,-1"], ["--ridge_grid=0,1"], ["--ridge_grid="],
            ["--val_n=-1"], ["--val_fit_n=0"], ["--conv_block=0"], ["--conv_threshold=nan"],
-           ["--checkpoint_minutes=-1"], ["--checkpoint_minutes=inf"], ["--preprocess=zca"], ["--ridge=nan"]]
+           ["--checkpoint_minutes=-1"], ["--checkpoint_minutes=inf"], ["--preprocess=zca"], ["--ridge=nan"],
+           ["--curve_filters=1k"], ["--curve_filters=0"]]
     good = [["--bandwidth_grid=0.5"], ["--ridge_grid=1e-3,1"], ["--val_n=0"], ["--val_loo"], ["--conv_two_sided"],
             ["--noconv_whiten"], ["--conv_threshold=0"], ["--checkpoint_minutes=0"], ["--keep_state"],
-            ["--state_dir=/tmp/x"], ["--preprocess=scale"]]
+            ["--state_dir=/tmp/x"], ["--preprocess=scale"], ["--curve_filters=1024,4096"]]
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     p = subprocess.run([sys.executable, "-c", _PARSE, "experiments.kernel", json.dumps(bad + good)], cwd=repo,
                        capture_output=True, text=True, timeout=300)
