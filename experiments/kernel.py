@@ -92,6 +92,9 @@ flags.DEFINE_list("curve_filters", [], "Random conv features: also the test erro
                   "(multiples of --conv_block), from the same accumulation: each is evaluated as the run with "
                   "--conv_filters set to it (interpolant and random labels, ridge 0), summarized in --out's "
                   "'curve' and drawn into --out's name plus '.curve.png'; needs --out.")
+flags.DEFINE_string("start_from", None, "Random conv features: the --state_dir of a finished run (--keep_state) "
+                    "with fewer filters (a multiple of --conv_block), all else the same: the accumulation starts "
+                    "after its blocks, e.g. --conv_filters=32000 after a 16,384-filter run.")
 flags.DEFINE_float("checkpoint_minutes", 10.0, "Checkpoint the accumulation at most this often (and after the "
                    "last block; 0: every block).", lower_bound=0.0)
 

@@ -236,6 +236,41 @@ def save_state(state_dir, d: Distances, config) -> Path:
     return _save(state_dir, d, config["blocks"], _config_hash(config))
 
 
+def start_from(state_dir, source, source_config, config) -> int:
+    """Copies the finished state in `source` (of source_config, a full_config of fewer blocks
+    that are config's first blocks: the caller checks that) into the empty state_dir as config's
+    checkpoint after those blocks; returns their number.  Call under StateLock(state_dir)."""
+    source, state_dir = Path(source), Path(state_dir)
+    advice = "pass a finished state (a run with --keep_state) to start from, or none"
+    if not finished(source, source_config):
+        raise results.StateError(f"{source} holds no finished accumulation of {source_config.get('blocks')} "
+                                 f"blocks; {advice}")
+    progress = results.read_json(source / PROGRESS)
+    blocks, src = progress["blocks_done"], source / progress["file"]
+    state_dir.mkdir(parents=True, exist_ok=True)
+    results.remove_strays(state_dir)
+    if check_state(state_dir, config) is None:
+        results.write_json(state_dir / "config.json", config)
+    dst = state_dir / f"{STATE_FILE}.{blocks}"
+    tmp = state_dir / f".{dst.name}{results.TMP_TAG}"
+    try:
+        with open(src, "rb") as f, open(tmp, "wb") as g:
+            magic, done, n, t, digest = HEADER.unpack(f.read(HEADER.size))
+            if magic != MAGIC or digest != _config_hash(source_config) or done != blocks:
+                raise results.StateError(f"{src} is not the checkpoint its directory names; {advice}")
+            g.write(HEADER.pack(MAGIC, blocks, n, t, _config_hash(config)))
+            while chunk := f.read(1 << 24):
+                g.write(chunk)
+            g.flush()
+            os.fsync(g.fileno())
+        os.replace(tmp, dst)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise results.StateError(f"cannot copy {src} into {state_dir}: {e.strerror or e}") from None
+    results.write_json(state_dir / PROGRESS, dict(blocks_done=blocks, file=dst.name))
+    return blocks
+
+
 def accumulate(features: Callable[[int], np.ndarray], blocks: int, n: int, t: int, standardize=False,
                state_dir=None, config: Optional[dict] = None, checkpoint_seconds=600.0, row_block=ROW_BLOCK,
                progress: Optional[Callable] = _log, snapshots: Optional[dict] = None) -> Distances:

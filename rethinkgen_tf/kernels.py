@@ -569,6 +569,32 @@ def _check_curve(curve_filters, features, conv_filters, conv_block, out, state_d
     return fs
 
 
+def _start_from(source, state_dir, config, blocks, n, t, standardize, log):
+    """kernel_experiment's start_from: a state_dir without a checkpoint begins as the smaller
+    run's finished state in `source` (checked to be the same run but for fewer, whole blocks)."""
+    from rethinkgen_tf import kernel_distances as kd
+    from rethinkgen_tf import results
+    if os.path.exists(os.path.join(state_dir, kd.PROGRESS)):
+        log(f"--start_from={source}: {state_dir} holds a checkpoint already, resuming that")
+        return
+    src = results.read_json(os.path.join(source, "config.json"))
+    if not isinstance(src, dict):
+        raise results.StateError(f"{source}/config.json is damaged; pass another --start_from")
+    f, b = src.get("conv_filters"), src.get("blocks")
+    ours = kd.full_config(config, blocks, n, t, standardize)
+    same = dict(ours, conv_filters=f, blocks=b) == src
+    if not (same and isinstance(f, int) and 0 < f < config["conv_filters"] and f == b * config["conv_block"]):
+        diff = sorted(k for k in set(src) | set(ours) if src.get(k) != ours.get(k) and k not in ("conv_filters",
+                                                                                                 "blocks"))
+        why = (f"it differs in {', '.join(diff[:4])}" if diff else
+               f"its {f} filters are not fewer than {config['conv_filters']} in whole blocks of "
+               f"{config['conv_block']}")
+        raise ValueError(f"--start_from={source} is not this run with fewer filters: {why}")
+    t0 = time.time()
+    done = kd.start_from(state_dir, source, src, ours)
+    log(f"  started from {source}: {done} blocks ({f} filters) copied in {time.time() - t0:.0f} s")
+
+
 def _curve_path(out, filters, suffix=None):
     """out's name plus ".curve<filters>" (or plus `suffix`), its extension kept."""
     if not out:
@@ -639,7 +665,7 @@ def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=Non
                       bandwidth=None, bandwidth_factor=None, ridge=None, val_n=None, val_fit_n=VAL_FIT_N,
                       val_loo=False, bandwidth_grid=BANDWIDTH_GRID, ridge_grid=RIDGE_GRID, method="auto", tol=1e-4,
                       max_abs_tol=1e-3, maxiter=100, random_labels=True, seed=0, out=None, state_dir=None,
-                      keep_state=False, checkpoint_minutes=10.0, curve_filters=(),
+                      keep_state=False, checkpoint_minutes=10.0, curve_filters=(), start_from=None,
                       progress: Optional[Callable] = _log) -> dict:
     """experiments/kernel.py: minimum-norm Gaussian-kernel interpolation of a random subset of n
     training images (seed seed + 1, kept in index order; None: all) of `dataset` (read from
@@ -670,6 +696,10 @@ def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=Non
        whose out exists is read, not rerun.  With out, the curve is drawn into out's name plus
        ".curve.png".
 
+    start_from: the finished state (state_dir of a run with keep_state) of the same run with fewer
+    filters, a multiple of conv_block: a fresh accumulation starts after its blocks instead of
+    from block 0 (the paper's 32,000 filters after a 16,384-filter run, say).
+
     Returns the summary (dataset, n, test_n, features and their settings, dim, median_distance,
     sigma, bandwidth, validation (the curve and the choices), method, solver, iterations,
     residuals, jitter, accumulate (blocks, timings), timings, peak_rss_gib, results: {true,
@@ -687,6 +717,13 @@ def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=Non
     _check_args(features, preprocess, method, bandwidth, bandwidth_factor, ridge, val_n, val_fit_n, val_loo,
                 bandwidth_grid, ridge_grid, conv, checkpoint_minutes)
     curve_filters = _check_curve(curve_filters, features, conv_filters, conv_block, out, state_dir)
+    if start_from is not None and features != "random_conv":
+        raise ValueError("--start_from needs --features=random_conv")
+    if start_from is not None and not (out or state_dir):
+        raise ValueError("--start_from needs --out or --state_dir (the state it continues in)")
+    if start_from is not None and not os.path.isfile(os.path.join(start_from, "config.json")):
+        raise ValueError(f"--start_from={start_from} holds no state (config.json); pass the --state_dir of a "
+                         "finished run kept with --keep_state")
     results.check_out(out)
     bandwidth_grid, ridge_grid = [float(v) for v in bandwidth_grid], [float(v) for v in ridge_grid]  # flags: str
     if state_dir is None and out:
@@ -715,6 +752,8 @@ def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=Non
         t0 = time.time()
         log(f"squared distances: {blocks} block(s) of {dim}-dimensional features"
             + (f" ({conv_block} filters each)" if features == "random_conv" else ""))
+        if start_from is not None:
+            _start_from(start_from, state_dir, config, blocks, n, t, standardize, log)
         todo = [f for f in curve_filters if not (curve_outs[f] and os.path.exists(curve_outs[f]))]
         snapshots = {f // conv_block: (os.path.join(state_dir, f"curve{f}"), dict(config, conv_filters=f))
                      for f in todo}

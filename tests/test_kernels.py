@@ -593,6 +593,34 @@ def test_filter_curve_equals_separate_runs(monkeypatch, tmp_path):
         real("mnist", "unused", conv_filters=12, curve_filters=[3], **kw)
 
 
+def test_start_from_a_smaller_run(monkeypatch, tmp_path):
+    """--start_from: a larger run continues from a smaller run's kept state, with the result of a
+    run from block 0; a state that is not this run with fewer whole blocks is one line."""
+    _fake_data(monkeypatch)
+    kw = dict(n=150, features="random_conv", conv_kernel=3, conv_block=3, bandwidth_grid=(0.5, 1.0),
+              ridge_grid=(0.1,), random_labels=False, progress=None)
+    kernels.kernel_experiment("mnist", "unused", conv_filters=6, out=str(tmp_path / "c6.json"), keep_state=True, **kw)
+    kernels.kernel_experiment("mnist", "unused", conv_filters=4, out=str(tmp_path / "c4.json"), keep_state=True, **kw)
+    ref = kernels.kernel_experiment("mnist", "unused", conv_filters=12, **kw)
+    s = kernels.kernel_experiment("mnist", "unused", conv_filters=12, out=str(tmp_path / "c12.json"),
+                                  start_from=str(tmp_path / "c6.json.state"), **kw)
+    def timeless(r):
+        return {k: {kk: v for kk, v in row.items() if kk != "seconds"} for k, row in r.items()}
+    assert s["accumulate"]["resumed_after"] == 2 and s["sigma"] == ref["sigma"]
+    assert timeless(s["results"]) == timeless(ref["results"])
+    assert (tmp_path / "c6.json.state" / "config.json").exists()      # the source is left as it was
+    for extra, source, match in [
+            (dict(conv_filters=12, seed=1), "c6.json.state", "not this run with fewer filters: it differs in seed$"),
+            (dict(conv_filters=12), "c4.json.state", "its 4 filters are not fewer than 12 in whole blocks of 3"),
+            (dict(conv_filters=6), "c6.json.state", "its 6 filters are not fewer than 6"),
+            (dict(conv_filters=12), "missing", "holds no state"),
+            (dict(conv_filters=12, features="raw"), "c6.json.state", "needs --features=random_conv")]:
+        with pytest.raises(ValueError, match=match) as e:
+            kernels.kernel_experiment("mnist", "unused", **dict(kw, **extra), out=str(tmp_path / "x.json"),
+                                      start_from=str(tmp_path / source))
+        assert "\n" not in str(e.value)
+
+
 # ---------------------------------------- the experiment (experiments/kernel.py)
 def test_feature_blocks():
     x, xt = _images(5, 12), _images(3, 12, seed=1)
@@ -705,7 +733,7 @@ def test_new_flags_are_checked_in_one_line():
            ["--curve_filters=1k"], ["--curve_filters=0"]]
     good = [["--bandwidth_grid=0.5"], ["--ridge_grid=1e-3,1"], ["--val_n=0"], ["--val_loo"], ["--conv_two_sided"],
             ["--noconv_whiten"], ["--conv_threshold=0"], ["--checkpoint_minutes=0"], ["--keep_state"],
-            ["--state_dir=/tmp/x"], ["--preprocess=scale"], ["--curve_filters=1024,4096"]]
+            ["--state_dir=/tmp/x"], ["--preprocess=scale"], ["--curve_filters=1024,4096"], ["--start_from=/tmp/s"]]
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     p = subprocess.run([sys.executable, "-c", _PARSE, "experiments.kernel", json.dumps(bad + good)], cwd=repo,
                        capture_output=True, text=True, timeout=300)
