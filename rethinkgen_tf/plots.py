@@ -3,7 +3,8 @@
 Each function takes [(suite.Point, result or None)] as returned by
 ``suite.collect`` and an output directory, writes its files there, and
 returns a dict of the key numbers it plotted; `dynamics` takes run directories
-and draws their per-example records (examples.npz, rethinkgen_tf.dynamics).
+and draws their per-example records (examples.npz, rethinkgen_tf.dynamics);
+`kernel_curve` takes a kernel experiment's summary (kernels.kernel_experiment).
 """
 from pathlib import Path
 
