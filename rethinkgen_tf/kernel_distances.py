@@ -223,17 +223,23 @@ def finished(state_dir, config) -> bool:
             and (state_dir / str(progress.get("file"))).is_file())
 
 
-def save_state(state_dir, d: Distances, config) -> Path:
-    """Writes the distances d as the finished state of `config` (a full_config: d holds its
-    config["blocks"] blocks) into state_dir, which a run of that configuration resumes with
-    nothing left to accumulate.  The checkpoint's own protocol: config.json, then the file, then
-    progress.json naming it."""
+def _open_state(state_dir, config) -> Path:
+    """state_dir made, a killed writer's temporary files removed, config.json written there if
+    none yet (another configuration there: check_state's ValueError)."""
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     results.remove_strays(state_dir)
     if check_state(state_dir, config) is None:
         results.write_json(state_dir / "config.json", config)
-    return _save(state_dir, d, config["blocks"], _config_hash(config))
+    return state_dir
+
+
+def save_state(state_dir, d: Distances, config) -> Path:
+    """Writes the distances d as the finished state of `config` (a full_config: d holds its
+    config["blocks"] blocks) into state_dir, which a run of that configuration resumes with
+    nothing left to accumulate.  The checkpoint's own protocol: config.json, then the file, then
+    progress.json naming it."""
+    return _save(_open_state(state_dir, config), d, config["blocks"], _config_hash(config))
 
 
 def start_from(state_dir, source, source_config, config) -> int:
@@ -247,10 +253,7 @@ def start_from(state_dir, source, source_config, config) -> int:
                                  f"blocks; {advice}")
     progress = results.read_json(source / PROGRESS)
     blocks, src = progress["blocks_done"], source / progress["file"]
-    state_dir.mkdir(parents=True, exist_ok=True)
-    results.remove_strays(state_dir)
-    if check_state(state_dir, config) is None:
-        results.write_json(state_dir / "config.json", config)
+    _open_state(state_dir, config)
     dst = state_dir / f"{STATE_FILE}.{blocks}"
     tmp = state_dir / f".{dst.name}{results.TMP_TAG}"
     try:
@@ -291,12 +294,8 @@ def accumulate(features: Callable[[int], np.ndarray], blocks: int, n: int, t: in
     config = full_config(config, blocks, n, t, standardize)
     snapshots = {k: (Path(sd), full_config(c, k, n, t, standardize)) for k, (sd, c) in (snapshots or {}).items()}
     if state_dir is not None:
-        state_dir = Path(state_dir)
-        state_dir.mkdir(parents=True, exist_ok=True)
-        results.remove_strays(state_dir)  # a temporary checkpoint of a killed run
+        state_dir = _open_state(state_dir, config)  # removes a temporary checkpoint of a killed run
         digest = _config_hash(config)
-        if check_state(state_dir, config) is None:
-            results.write_json(state_dir / "config.json", config)
         t0 = time.time()
         done = _load(state_dir, d, blocks, digest)
         if done and progress:

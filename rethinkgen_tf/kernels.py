@@ -549,7 +549,7 @@ def _check_args(features, preprocess, method, bandwidth, bandwidth_factor, ridge
         raise ValueError(f"--checkpoint_minutes must be finite and >= 0, got {checkpoint_minutes}")
 
 
-def _check_curve(curve_filters, features, conv_filters, conv_block, out, state_dir) -> list:
+def _check_curve(curve_filters, features, conv_filters, conv_block, out) -> list:
     """curve_filters, sorted: ValueError naming --curve_filters unless each is a multiple of
     --conv_block below --conv_filters, with random_conv features and a state directory."""
     try:
@@ -597,8 +597,6 @@ def _start_from(source, state_dir, config, blocks, n, t, standardize, log):
 
 def _curve_path(out, filters, suffix=None):
     """out's name plus ".curve<filters>" (or plus `suffix`), its extension kept."""
-    if not out:
-        return None
     root, ext = os.path.splitext(str(out))
     return f"{root}.curve{filters}{ext}" if suffix is None else root + suffix
 
@@ -635,8 +633,8 @@ def _curve(curve_filters, skipped, curve_outs, state_dir, point_kw, summary, log
             continue
         else:
             log(f"curve: {f} filters, from the snapshot of the first {f} filters")
-            point = kernel_experiment(**dict(point_kw, conv_filters=f), out=p,
-                                      state_dir=os.path.join(state_dir, f"curve{f}"))
+            point = kernel_experiment(**dict(point_kw, conv_filters=f, out=p,
+                                             state_dir=os.path.join(state_dir, f"curve{f}")))
         rows.append(_curve_row(f, point, p))
         log(f"curve: {f} filters: test error {rows[-1]['test_error']:.4f}")
     rows.append(_curve_row(summary["conv_filters"], summary))
@@ -706,17 +704,17 @@ def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=Non
     random, true_ridge}: train_error, test_error, rkhs_norm, max_abs_residual); writes it as JSON
     to `out` if given (atomically), once before the ridge solve and once at the end.  Checks the
     arguments and `out` before any work."""
+    call = dict(locals())  # the arguments (nothing else is bound yet), for the curve points' runs
     from rethinkgen_tf import results
     from rethinkgen_tf.data.sources import load_subsets
     from rethinkgen_tf.kernel_distances import StateLock, accumulate
     log = progress or _quiet
-    n_arg = n
     conv = dict(conv_filters=conv_filters, conv_kernel=conv_kernel, conv_pool=conv_pool,
                 conv_threshold=conv_threshold, conv_two_sided=conv_two_sided, conv_whiten=conv_whiten,
                 conv_standardize=conv_standardize, conv_block=conv_block)
     _check_args(features, preprocess, method, bandwidth, bandwidth_factor, ridge, val_n, val_fit_n, val_loo,
                 bandwidth_grid, ridge_grid, conv, checkpoint_minutes)
-    curve_filters = _check_curve(curve_filters, features, conv_filters, conv_block, out, state_dir)
+    curve_filters = _check_curve(curve_filters, features, conv_filters, conv_block, out)
     if start_from is not None and features != "random_conv":
         raise ValueError("--start_from needs --features=random_conv")
     if start_from is not None and not (out or state_dir):
@@ -754,7 +752,7 @@ def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=Non
             + (f" ({conv_block} filters each)" if features == "random_conv" else ""))
         if start_from is not None:
             _start_from(start_from, state_dir, config, blocks, n, t, standardize, log)
-        todo = [f for f in curve_filters if not (curve_outs[f] and os.path.exists(curve_outs[f]))]
+        todo = [f for f in curve_filters if not os.path.exists(curve_outs[f])]
         snapshots = {f // conv_block: (os.path.join(state_dir, f"curve{f}"), dict(config, conv_filters=f))
                      for f in todo}
         dists = accumulate(block, blocks, n, t, standardize, state_dir, config, 60.0 * checkpoint_minutes,
@@ -772,15 +770,9 @@ def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=Non
         _solve(dists, y, yt, k, summary, random_labels, seed, solve_kw, out, t_all, log)
         if curve_filters:
             del dists  # 2 n^2 + 4 n t bytes: each curve point loads its own
-            point_kw = dict(dataset=dataset, data_dir=data_dir, n=n_arg, test_n=test_n, features=features,
-                            preprocess=preprocess, **dict(conv, conv_filters=None), bandwidth=bandwidth,
-                            bandwidth_factor=bandwidth_factor, ridge=0.0, val_n=val_n, val_fit_n=val_fit_n,
-                            val_loo=val_loo, bandwidth_grid=bandwidth_grid, ridge_grid=ridge_grid, method=method,
-                            tol=tol, max_abs_tol=max_abs_tol, maxiter=maxiter, random_labels=random_labels,
-                            seed=seed, checkpoint_minutes=checkpoint_minutes, progress=progress)
+            point_kw = dict(call, ridge=0.0, keep_state=False, curve_filters=(), start_from=None)
             summary["curve"] = _curve(curve_filters, skipped, curve_outs, state_dir, point_kw, summary, log)
-            if out:
-                summary["curve_figure"] = _curve_figure(summary, out, log)
+            summary["curve_figure"] = _curve_figure(summary, out, log)
         summary.update(total_seconds=time.time() - t_all, peak_rss_gib=peak_rss_gib())
         log(f"total {summary['total_seconds']:.0f} s, peak memory (max RSS) {summary['peak_rss_gib']:.2f} GiB")
         if out:
