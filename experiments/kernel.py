@@ -95,6 +95,11 @@ flags.DEFINE_list("curve_filters", [], "Random conv features: also the test erro
 flags.DEFINE_string("start_from", None, "Random conv features: the --state_dir of a finished run (--keep_state) "
                     "with fewer filters (a multiple of --conv_block), all else the same: the accumulation starts "
                     "after its blocks, e.g. --conv_filters=32000 after a 16,384-filter run.")
+flags.DEFINE_list("curve_with", [], "Random conv features: the summaries (--out) of the same run with other filter "
+                  "counts, e.g. the run --start_from continues; their curve points join this run's curve and figure "
+                  "(--out's name plus '.curve.png').")
+flags.DEFINE_bool("plot_only", False, "Run nothing: join --out's curve with --curve_with's, rewrite --out and redraw "
+                  "the curve's figure.")
 flags.DEFINE_float("checkpoint_minutes", 10.0, "Checkpoint the accumulation at most this often (and after the "
                    "last block; 0: every block).", lower_bound=0.0)
 

@@ -641,6 +641,69 @@ def _curve(curve_filters, skipped, curve_outs, state_dir, point_kw, summary, log
     return rows
 
 
+_SAME_RUN = ("dataset", "n", "test_n", "features", "preprocess", "seed", "data_sha1", "conv_kernel", "conv_pool",
+             "conv_threshold", "conv_two_sided", "conv_whiten", "conv_standardize", "conv_block")
+
+
+def _read_curve_with(curve_with) -> list:
+    """curve_with's summaries, read before any work: each a random conv kernel experiment's summary."""
+    from rethinkgen_tf import results
+    others = []
+    for path in curve_with:
+        try:
+            s = results.read_json(path)
+        except (ValueError, OSError) as e:  # damaged (results.StateError), unreadable
+            s = e
+        if not isinstance(s, dict) or "results" not in s or "conv_filters" not in s:
+            why = (": no such file" if isinstance(s, FileNotFoundError) else
+                   f": {'unreadable' if isinstance(s, OSError) else 'damaged'}" if isinstance(s, Exception) else "")
+            raise ValueError(f"--curve_with={path} is not the summary (--out) of a random conv kernel "
+                             f"experiment{why}")
+        others.append(s)
+    return others
+
+
+def _check_same_run(summary, others, names):
+    if summary.get("features") != "random_conv":
+        raise ValueError("--curve_with needs --features=random_conv")
+    for s, name in zip(others, names):
+        diff = [k for k in _SAME_RUN if k in s and k in summary and s[k] != summary[k]]
+        if diff:
+            raise ValueError(f"--curve_with={name} is not this run with other filter counts: it differs in "
+                             + ", ".join(diff[:4]))
+
+
+def merge_curves(summary, others, names) -> list:
+    """The test error against the filter count of `summary` (its "curve", else its own row) joined
+    with those of `others`, summaries of the same run with other filter counts (curve_with, named
+    by `names`): one row per filter count, summary's own first, by ascending filters.  A summary
+    of another run (data, seed, conv settings but the filter count) is a ValueError of one line."""
+    _check_same_run(summary, others, names)
+    rows = {}
+    for s, name in [(summary, None)] + list(zip(others, names)):
+        for row in s.get("curve") or [_curve_row(s["conv_filters"], s, name)]:
+            rows.setdefault(row["filters"], row)
+    return [rows[f] for f in sorted(rows)]
+
+
+def _redraw_curve(out, curve_with, log) -> dict:
+    """kernel_experiment(plot_only=True): out's curve joined with curve_with's, saved and drawn."""
+    from rethinkgen_tf import results
+    if not out:
+        raise ValueError("--plot_only needs --out (the summary whose curve it draws)")
+    try:
+        summary = results.read_json(out)
+    except (ValueError, OSError):
+        summary = None
+    if not isinstance(summary, dict) or "results" not in summary:
+        raise ValueError(f"--plot_only: {out} is not a kernel experiment's summary; run the experiment first")
+    summary["curve"] = merge_curves(summary, _read_curve_with(curve_with), curve_with)
+    summary["curve_figure"] = _curve_figure(summary, out, log)
+    results.write_json(out, summary)
+    log(f"wrote {out}")
+    return summary
+
+
 def _curve_figure(summary, out, log) -> str:
     from rethinkgen_tf import plots
     path = _curve_path(out, None, ".curve.png")
@@ -664,7 +727,7 @@ def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=Non
                       val_loo=False, bandwidth_grid=BANDWIDTH_GRID, ridge_grid=RIDGE_GRID, method="auto", tol=1e-4,
                       max_abs_tol=1e-3, maxiter=100, random_labels=True, seed=0, out=None, state_dir=None,
                       keep_state=False, checkpoint_minutes=10.0, curve_filters=(), start_from=None,
-                      progress: Optional[Callable] = _log) -> dict:
+                      curve_with=(), plot_only=False, progress: Optional[Callable] = _log) -> dict:
     """experiments/kernel.py: minimum-norm Gaussian-kernel interpolation of a random subset of n
     training images (seed seed + 1, kept in index order; None: all) of `dataset` (read from
     data_dir, None: tensorflow-datasets), tested on test_n test images.
@@ -698,6 +761,11 @@ def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=Non
     filters, a multiple of conv_block: a fresh accumulation starts after its blocks instead of
     from block 0 (the paper's 32,000 filters after a 16,384-filter run, say).
 
+    curve_with: summaries (out) of the same run with other filter counts (the run start_from
+    continues, say): their curves (or their own rows) join this run's curve and its figure
+    (merge_curves; needs out).  plot_only: no run; out's summary gets the curve joined with
+    curve_with's, is rewritten, and its curve is drawn.
+
     Returns the summary (dataset, n, test_n, features and their settings, dim, median_distance,
     sigma, bandwidth, validation (the curve and the choices), method, solver, iterations,
     residuals, jitter, accumulate (blocks, timings), timings, peak_rss_gib, results: {true,
@@ -709,6 +777,9 @@ def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=Non
     from rethinkgen_tf.data.sources import load_subsets
     from rethinkgen_tf.kernel_distances import StateLock, accumulate
     log = progress or _quiet
+    curve_with = list(curve_with)
+    if plot_only:
+        return _redraw_curve(out, curve_with, log)
     conv = dict(conv_filters=conv_filters, conv_kernel=conv_kernel, conv_pool=conv_pool,
                 conv_threshold=conv_threshold, conv_two_sided=conv_two_sided, conv_whiten=conv_whiten,
                 conv_standardize=conv_standardize, conv_block=conv_block)
@@ -722,6 +793,9 @@ def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=Non
     if start_from is not None and not os.path.isfile(os.path.join(start_from, "config.json")):
         raise ValueError(f"--start_from={start_from} holds no state (config.json); pass the --state_dir of a "
                          "finished run kept with --keep_state")
+    if curve_with and (features != "random_conv" or not out):
+        raise ValueError("--curve_with needs --features=random_conv and --out (the curve's figure is named after it)")
+    others = _read_curve_with(curve_with)
     results.check_out(out)
     bandwidth_grid, ridge_grid = [float(v) for v in bandwidth_grid], [float(v) for v in ridge_grid]  # flags: str
     if state_dir is None and out:
@@ -744,8 +818,10 @@ def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=Non
                                                                **conv)
     config = dict(version=1, dataset=dataset, data_sha1=_data_sha1(x, y, xt, yt), seed=seed, features=features,
                   **settings)
-    summary = dict(dataset=dataset, n=n, test_n=t, features=features, **settings, dim=dim, method=method,
-                   state_dir=state_dir, results={})
+    summary = dict(dataset=dataset, n=n, test_n=t, features=features, seed=seed, data_sha1=config["data_sha1"],
+                   **settings, dim=dim, method=method, state_dir=state_dir, results={})
+    if others:
+        _check_same_run(summary, others, curve_with)  # another run's summary: one line, before any work
     with StateLock(state_dir) if state_dir else contextlib.nullcontext():
         t0 = time.time()
         log(f"squared distances: {blocks} block(s) of {dim}-dimensional features"
@@ -770,8 +846,10 @@ def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=Non
         _solve(dists, y, yt, k, summary, random_labels, seed, solve_kw, out, t_all, log)
         if curve_filters:
             del dists  # 2 n^2 + 4 n t bytes: each curve point loads its own
-            point_kw = dict(call, ridge=0.0, keep_state=False, curve_filters=(), start_from=None)
+            point_kw = dict(call, ridge=0.0, keep_state=False, curve_filters=(), start_from=None, curve_with=())
             summary["curve"] = _curve(curve_filters, skipped, curve_outs, state_dir, point_kw, summary, log)
+        if curve_filters or curve_with:
+            summary["curve"] = merge_curves(summary, others, curve_with)
             summary["curve_figure"] = _curve_figure(summary, out, log)
         summary.update(total_seconds=time.time() - t_all, peak_rss_gib=peak_rss_gib())
         log(f"total {summary['total_seconds']:.0f} s, peak memory (max RSS) {summary['peak_rss_gib']:.2f} GiB")

@@ -621,6 +621,53 @@ def test_start_from_a_smaller_run(monkeypatch, tmp_path):
         assert "\n" not in str(e.value)
 
 
+def test_curve_with_joins_runs_of_other_filter_counts(monkeypatch, tmp_path):
+    """--curve_with: the curve of a larger run (say the one --start_from continues from a kept
+    smaller run) joins the smaller run's points, in the summary and the figure, with or without
+    running (--plot_only); a summary of another run is one line, before any work."""
+    _fake_data(monkeypatch)
+    kw = dict(n=150, features="random_conv", conv_kernel=3, conv_block=3, bandwidth_grid=(0.5, 1.0),
+              ridge_grid=(0.1,), progress=None)
+    c6 = str(tmp_path / "c6.json")
+    small = kernels.kernel_experiment("mnist", "unused", conv_filters=6, curve_filters=[3], out=c6, **kw)
+    big = tmp_path / "c12.json"
+    s = kernels.kernel_experiment("mnist", "unused", conv_filters=12, out=str(big), curve_with=[c6], **kw)
+    assert [r["filters"] for r in s["curve"]] == [3, 6, 12]
+    assert s["curve"][:2] == small["curve"]
+    assert s["curve"][2]["test_error"] == s["results"]["true"]["test_error"]
+    assert (tmp_path / "c12.curve.png").stat().st_size > 0 and results.read_json(big)["curve"] == s["curve"]
+    # --plot_only: no run, the same curve from the saved summaries (here a summary without a curve)
+    saved = results.read_json(big)
+    del saved["curve"], saved["curve_figure"]
+    results.write_json(big, saved)
+    (tmp_path / "c12.curve.png").unlink()
+    import rethinkgen_tf.data.sources as sources
+    monkeypatch.setattr(sources, "load_subsets", lambda *a, **k: pytest.fail("--plot_only read the data"))
+    p = kernels.kernel_experiment(out=str(big), curve_with=[c6], plot_only=True, progress=None)
+    assert p["curve"] == s["curve"] and (tmp_path / "c12.curve.png").stat().st_size > 0
+    assert results.read_json(big)["curve"] == s["curve"]
+    # another run (seed), not a summary, no --out, raw features: one line each
+    _fake_data(monkeypatch)
+    kernels.kernel_experiment("mnist", "unused", conv_filters=6, seed=1, out=str(tmp_path / "s1.json"), ridge=0.0,
+                              random_labels=False, **kw)
+    (tmp_path / "junk.json").write_text("{")
+    for extra, match in [(dict(curve_with=[str(tmp_path / "s1.json")]), "s1.json is not this run with other "
+                          "filter counts: it differs in seed$"),
+                         (dict(curve_with=[str(tmp_path / "junk.json")]), "junk.json is not the summary"),
+                         (dict(curve_with=[str(tmp_path / "none.json")]), "none.json is not the summary"),
+                         (dict(curve_with=[c6], out=None), "needs --features=random_conv and "
+                          "--out"),
+                         (dict(curve_with=[c6], features="raw"), "needs --features")]:
+        args = dict(dict(kw, conv_filters=12, out=str(tmp_path / "x.json")), **extra)
+        with pytest.raises(ValueError, match=match) as e:
+            kernels.kernel_experiment("mnist", "unused", **args)
+        assert "\n" not in str(e.value) and not (tmp_path / "x.json.state").exists()
+    for extra, match in [(dict(out=None), "--plot_only needs --out"),
+                         (dict(out=str(tmp_path / "none.json")), "none.json is not a kernel experiment's summary")]:
+        with pytest.raises(ValueError, match=match):
+            kernels.kernel_experiment(**dict(dict(curve_with=[], plot_only=True, progress=None), **extra))
+
+
 # ---------------------------------------- the experiment (experiments/kernel.py)
 def test_feature_blocks():
     x, xt = _images(5, 12), _images(3, 12, seed=1)
@@ -733,7 +780,8 @@ def test_new_flags_are_checked_in_one_line():
            ["--curve_filters=1k"], ["--curve_filters=0"]]
     good = [["--bandwidth_grid=0.5"], ["--ridge_grid=1e-3,1"], ["--val_n=0"], ["--val_loo"], ["--conv_two_sided"],
             ["--noconv_whiten"], ["--conv_threshold=0"], ["--checkpoint_minutes=0"], ["--keep_state"],
-            ["--state_dir=/tmp/x"], ["--preprocess=scale"], ["--curve_filters=1024,4096"], ["--start_from=/tmp/s"]]
+            ["--state_dir=/tmp/x"], ["--preprocess=scale"], ["--curve_filters=1024,4096"], ["--start_from=/tmp/s"],
+            ["--curve_with=a.json,b.json"], ["--plot_only"]]
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     p = subprocess.run([sys.executable, "-c", _PARSE, "experiments.kernel", json.dumps(bad + good)], cwd=repo,
                        capture_output=True, text=True, timeout=300)
