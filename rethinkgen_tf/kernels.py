@@ -645,22 +645,30 @@ _SAME_RUN = ("dataset", "n", "test_n", "features", "preprocess", "seed", "data_s
              "conv_threshold", "conv_two_sided", "conv_whiten", "conv_standardize", "conv_block")
 
 
+def _read_summary(path, needs, what) -> dict:
+    """The kernel experiment's summary (its --out) in `path`, holding the keys `needs`; else a
+    ValueError of one line: `what`, then why."""
+    from rethinkgen_tf import results
+    try:
+        s = results.read_json(path)
+    except FileNotFoundError:
+        why = "no such file"
+    except OSError:
+        why = "unreadable"
+    except ValueError:  # results.StateError
+        why = "damaged"
+    else:
+        if all(k in s for k in needs):
+            return s
+        why = "no " + ", ".join(k for k in needs if k not in s)
+    raise ValueError(f"{what}: {why}")
+
+
 def _read_curve_with(curve_with) -> list:
     """curve_with's summaries, read before any work: each a random conv kernel experiment's summary."""
-    from rethinkgen_tf import results
-    others = []
-    for path in curve_with:
-        try:
-            s = results.read_json(path)
-        except (ValueError, OSError) as e:  # damaged (results.StateError), unreadable
-            s = e
-        if not isinstance(s, dict) or "results" not in s or "conv_filters" not in s:
-            why = (": no such file" if isinstance(s, FileNotFoundError) else
-                   f": {'unreadable' if isinstance(s, OSError) else 'damaged'}" if isinstance(s, Exception) else "")
-            raise ValueError(f"--curve_with={path} is not the summary (--out) of a random conv kernel "
-                             f"experiment{why}")
-        others.append(s)
-    return others
+    return [_read_summary(p, ("results", "conv_filters"),
+                          f"--curve_with={p} is not the summary (--out) of a random conv kernel experiment")
+            for p in curve_with]
 
 
 def _check_same_run(summary, others, names):
@@ -691,12 +699,8 @@ def _redraw_curve(out, curve_with, log) -> dict:
     from rethinkgen_tf import results
     if not out:
         raise ValueError("--plot_only needs --out (the summary whose curve it draws)")
-    try:
-        summary = results.read_json(out)
-    except (ValueError, OSError):
-        summary = None
-    if not isinstance(summary, dict) or "results" not in summary:
-        raise ValueError(f"--plot_only: {out} is not a kernel experiment's summary; run the experiment first")
+    summary = _read_summary(out, ("results",), f"--plot_only: {out} is not a kernel experiment's summary "
+                                               "(run the experiment first)")
     summary["curve"] = merge_curves(summary, _read_curve_with(curve_with), curve_with)
     summary["curve_figure"] = _curve_figure(summary, out, log)
     results.write_json(out, summary)
@@ -777,7 +781,6 @@ def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=Non
     from rethinkgen_tf.data.sources import load_subsets
     from rethinkgen_tf.kernel_distances import StateLock, accumulate
     log = progress or _quiet
-    curve_with = list(curve_with)
     if plot_only:
         return _redraw_curve(out, curve_with, log)
     conv = dict(conv_filters=conv_filters, conv_kernel=conv_kernel, conv_pool=conv_pool,
