@@ -1,6 +1,6 @@
 """Throughput of the randomization ops against what a user would otherwise write.
 
-    python -m benchmarks.ops [--repeats=5] [--threads=0]
+    python -m benchmarks.ops [--repeats=5] [--only=gaussian,labels_permute]
 
 Prints, from one run on this machine: the memory copy bandwidth (the
 ceiling), then each op beside its baseline measured in the same run, with
@@ -16,6 +16,11 @@ from rethinkgen_tf import entry
 
 flags.DEFINE_integer("repeats", 5, "Timings per measurement; the best is printed.")
 flags.DEFINE_integer("examples", 50_000, "Images per Gaussian / random-pixel batch.")
+PARTS = ("gaussian", "pixels", "labels_uniform", "labels_permute")
+flags.DEFINE_list("only", [], f"Measure only these parts, comma-separated, of {', '.join(PARTS)}; "
+                  "default: all.  The memory copy line is always printed.")
+flags.register_validator("only", lambda v: set(v) <= set(PARTS),
+                         f"--only takes parts of {', '.join(PARTS)}")
 FLAGS = flags.FLAGS
 
 
@@ -50,6 +55,7 @@ def main(_):
           f"CPU threads {tf.config.threading.get_inter_op_parallelism_threads() or 'default'}")
     r = FLAGS.repeats
     n = FLAGS.examples
+    parts = set(FLAGS.only or PARTS)
 
     # Ceiling: memory copy bandwidth (NumPy copy of 512 MB).
     buf = np.ones(64 * 2**20, np.float64)
@@ -59,9 +65,18 @@ def main(_):
     print(f"{'memory copy (np.copyto, 512 MB)':<44s} {gbs:10.2f} GB/s (read+write {2 * gbs:.2f} GB/s)")
     del buf, dst
 
-    # Gaussian images: 50,000 x 28 x 28 x 3 float32.
     idx = tf.range(n, dtype=tf.int64)
     shape = (28, 28, 3)
+    if "gaussian" in parts:
+        gaussian(tf, ops, idx, n, shape, r)
+    if "pixels" in parts:
+        pixels(tf, ops, idx, n, shape, r)
+    if parts & {"labels_uniform", "labels_permute"}:
+        label_lines(tf, ops, parts, r)
+
+
+def gaussian(tf, ops, idx, n, shape, r):
+    """Gaussian images: 50,000 x 28 x 28 x 3 float32."""
     mean, std = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
     ours = best_time(lambda: ops.gaussian_images(idx, 1, shape, mean, std), r)
 
@@ -75,7 +90,9 @@ def main(_):
          "tf.random.stateless_normal")
     print(f"{'':44s} output bandwidth {count * 4 / ours / 1e9:.2f} GB/s")
 
-    # Random pixels: 50,000 x 28 x 28 x 3 uint8, one permutation per example.
+
+def pixels(tf, ops, idx, n, shape, r):
+    """Random pixels: 50,000 x 28 x 28 x 3 uint8, one permutation per example."""
     images = tf.constant(np.random.default_rng(0).integers(0, 256, (n,) + shape, dtype=np.uint8))
     ours = best_time(lambda: ops.permute_pixels(images, idx, 1, mode="per_example"), r)
 
@@ -91,10 +108,14 @@ def main(_):
     ours_s = best_time(lambda: ops.permute_pixels(images, idx, 1, mode="shared"), r)
     line(f"permute_pixels shared {n}x28x28x3 u8", n, "images", ours_s)
 
-    # Label corruption vs NumPy.
+
+def label_lines(tf, ops, parts, r):
+    """Label corruption vs NumPy."""
     for m in (50_000, 1_281_167):
         labels = np.random.default_rng(1).integers(0, 1000, m)
         lt, it = tf.constant(labels), tf.range(m, dtype=tf.int64)
+        if "labels_uniform" not in parts:
+            continue
         ours = best_time(lambda: ops.corrupt_labels(lt, it, 0.5, 1000, 3), r)
 
         def numpy_corrupt():
@@ -103,6 +124,8 @@ def main(_):
             return np.where(flip, g.integers(0, 1000, m), labels)
         base = best_time(numpy_corrupt, r)
         line(f"corrupt_labels uniform {m} labels", m, "labels", ours, base, "NumPy")
+    if "labels_permute" not in parts:
+        return
     ours = best_time(lambda: ops.corrupt_labels(lt, it, 1.0, 1000, 3, mode="permute"), r)
     base = best_time(lambda: np.random.default_rng(3).permutation(labels), r)
     line(f"corrupt_labels permute {m} labels", m, "labels", ours, base, "np.random.permutation")

@@ -266,8 +266,8 @@ PYBIND11_MODULE(_rethinkgen_np, m) {
     throw py::error_already_set();
   m.def(
       "cpu_path", [] { return std::string(CpuPathName(ActiveCpuKernels().path)); },
-      "The CPU code path this module runs: 'avx2' or 'generic' (fixed when "
-      "the module loads; RETHINKGEN_CPU_PATH=generic|avx2|auto).");
+      "The CPU code path this module runs: 'avx512', 'avx2' or 'generic' (fixed when "
+      "the module loads; RETHINKGEN_CPU_PATH=generic|avx2|avx512|auto).");
   m.def("corrupt_labels", &CorruptLabels, py::arg("labels"), py::arg("indices"),
         py::arg("corrupt_prob"), py::arg("num_classes"), py::arg("seed"),
         py::arg("mode") = "uniform", py::arg("threads") = 0);

@@ -112,7 +112,7 @@ struct GaussianImagesFunctor<CPUDevice, T, Idx> {
 
 namespace {
 
-// RethinkgenCpuPath: "avx2" or "generic".
+// RethinkgenCpuPath: "avx512", "avx2" or "generic".
 class CpuPathOp : public OpKernel {
  public:
   explicit CpuPathOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}

@@ -90,8 +90,8 @@ REGISTER_OP("RethinkgenCpuPath")
     .Output("path: string")
     .SetShapeFn(shape_inference::ScalarShape)
     .Doc(R"doc(
-The CPU code path of this library's CPU kernels, "avx2" or "generic": fixed
-when the library loads (RETHINKGEN_CPU_PATH=generic|avx2|auto, default auto).
+The CPU code path of this library's CPU kernels, "avx512", "avx2" or "generic": fixed
+when the library loads (RETHINKGEN_CPU_PATH=generic|avx2|avx512|auto, default auto).
 )doc");
 
 }  // namespace

@@ -212,16 +212,25 @@ def test_gaussian_bit_exact_on_vector_tails(dtype):
             err_msg=str(shape))
 
 
-def _cpu_has_avx2():
+def _cpu_has(*features):
     """True/False from /proc/cpuinfo on x86-64 Linux, else None (unknown)."""
     import platform
     if platform.machine() not in ("x86_64", "AMD64"):
         return False
     try:
         with open("/proc/cpuinfo") as f:
-            return " avx2" in f.read()
+            flags = set(f.read().split())
     except OSError:
         return None
+    return all(f in flags for f in features)
+
+
+def _cpu_has_avx2():
+    return _cpu_has("avx2")
+
+
+def _cpu_has_avx512():
+    return _cpu_has("avx2", "avx512f", "avx512bw", "avx512dq", "avx512vl")
 
 
 def test_cpu_path_reported_alike():
@@ -229,18 +238,21 @@ def test_cpu_path_reported_alike():
     (csrc/rethinkgen/cpu_path.h), and report the same path."""
     from rethinkgen_tf.ops import _rethinkgen_np
     path = _rethinkgen_np.cpu_path()
-    assert path in ("avx2", "generic")
+    assert path in ("avx512", "avx2", "generic")
     if ops.NATIVE:
         assert tf_ops._lib.rethinkgen_cpu_path().numpy().decode() == path
     request = os.environ.get("RETHINKGEN_CPU_PATH", "auto").lower()
-    avx2 = _cpu_has_avx2()
+    avx2, avx512 = _cpu_has_avx2(), _cpu_has_avx512()
+    best = "avx512" if avx512 else "avx2" if avx2 else "generic"
     if request == "generic":
         assert path == "generic"
-    elif request in ("avx2", "auto") and avx2 is not None:
-        assert path == ("avx2" if avx2 else "generic")
+    elif request == "avx2" and avx2:
+        assert path == "avx2"
+    elif request in ("avx2", "avx512", "auto") and avx2 is not None and avx512 is not None:
+        assert path == (request if request == "avx512" and avx512 else best)
 
 
-@pytest.mark.parametrize("path", ["generic", "avx2"])
+@pytest.mark.parametrize("path", ["generic", "avx2", "avx512"])
 @pytest.mark.slow
 def test_bit_exact_on_each_cpu_path(path):
     """The path is fixed when the libraries load, so each one gets a process:
@@ -258,6 +270,8 @@ def test_bit_exact_on_each_cpu_path(path):
     assert re.fullmatch(r"\d+ passed, \d+ deselected in .*", summary), summary  # none skipped
     if path == "avx2" and _cpu_has_avx2() is False:
         assert "no AVX2" in out  # the one warning of the fallback to generic
+    if path == "avx512" and _cpu_has_avx512() is False:
+        assert "no AVX-512" in out  # the one warning of the fallback to auto's path
 
 
 @pytest.mark.slow

@@ -20,9 +20,16 @@
 // Label corruption (purpose kLabelCorrupt, block 0 = words w0..w3)
 //   corrupted  <=>  w0 < floor(p * 2^32)     (p = 1: always, p = 0: never)
 //   new label   =  UniformIndex(w1, w2, K)    (may equal the old label)
-//   Mode "permute": the corrupted examples (same rule) exchange labels by a
-//   Fisher-Yates shuffle, in increasing order of example index, with draws
-//   from purpose kLabelPermute and counter index 0.  Class counts are kept.
+//   Mode "permute" (v2): the m corrupted examples (same rule), taken in
+//   increasing order of example index, exchange labels: the k-th of them gets
+//   the label of the LabelPermutation(k)-th.  Class counts are kept.
+//
+// LabelPermutation of m items (permute v2)
+//   m <= kFeistelMinItems: Fisher-Yates (below), purpose kLabelPermute,
+//   counter index 0.  Larger m: a keyed Feistel bijection of [0, 2^b),
+//   2^b the smallest power of two >= m, restricted to [0, m) by cycle-walking
+//   (FeistelKey, FeistelIndex below).  Each item maps independently, so it
+//   runs in parallel; the total work is at most 2^b < 2m bijection calls.
 //
 // Fisher-Yates shuffle of n items (perm starts as the identity)
 //   for j = n-1 down to 1, step t = n-1-j:
@@ -146,6 +153,68 @@ RG_HD void FisherYates(uint32_t* perm, uint32_t n, Key key, uint32_t purpose, in
     perm[j] = perm[r];
     perm[r] = tmp;
   }
+}
+
+// ---------------------------------------------------------------------------
+// Keyed Feistel bijection (mode "permute" v2, m > kFeistelMinItems items).
+//   b = number of bits of m - 1 (2^b >= m > 2^(b-1)); x < 2^b splits into a
+//   high half L of hb = b / 2 bits and a low half R of lb = b - hb bits.
+//   Round keys k[0..7]: words 0..3 of blocks 0 and 1 of purpose kLabelPermute,
+//   counter index m (so every m has its own permutation).
+//   Round r: r even: L ^= F(R, k[r]) >> (32 - hb);  r odd: R ^= F(L, k[r]) >> (32 - lb);
+//   F(v, k) = h2 * M1 (mod 2^32), h2 = h ^ (h >> 16), h = (v ^ k) * M0 (mod 2^32),
+//   with Philox's multipliers M0, M1; the shift keeps F's top bits, which
+//   depend on every bit of v.  E(x) = (L << lb) | R after 8 rounds.
+//   Cycle-walking: FeistelIndex(k) = the first of E(k), E(E(k)), ... below m,
+//   a bijection of [0, m).
+// Feistel networks on few bits are measurably far from uniform (tiny round
+// functions), so m <= kFeistelMinItems (b <= 12) keeps Fisher-Yates.
+constexpr uint32_t kFeistelMinItems = 4096;
+constexpr int kFeistelRounds = 8;
+
+struct FeistelKey {
+  uint32_t k[kFeistelRounds];
+  uint32_t m;        // items: the domain [0, m)
+  uint32_t lo_bits;  // lb: bits of the low half R
+  uint32_t hi_bits;  // hb: bits of the high half L
+};
+
+// m > kFeistelMinItems, m < 2^31 (so 13 <= b <= 31).
+RG_HD FeistelKey MakeFeistelKey(Key key, uint32_t m) {
+  FeistelKey f;
+  for (uint32_t blk = 0; blk < kFeistelRounds / 4; ++blk) {
+    const U32x4 w = Block(key, kLabelPermute, m, blk);
+    for (int j = 0; j < 4; ++j) f.k[4 * blk + j] = w.v[j];
+  }
+  uint32_t b = 0;
+  while ((uint64_t{1} << b) < m) ++b;
+  f.m = m;
+  f.hi_bits = b / 2;
+  f.lo_bits = b - b / 2;
+  return f;
+}
+
+RG_HD uint32_t FeistelRound(uint32_t v, uint32_t k) {
+  uint32_t h = (v ^ k) * kPhiloxM0;
+  h ^= h >> 16;
+  return h * kPhiloxM1;
+}
+
+RG_HD uint32_t FeistelEncrypt(const FeistelKey& f, uint32_t x) {
+  const uint32_t lo = f.lo_bits, hi = f.hi_bits;
+  uint32_t left = x >> lo, right = x & ((1u << lo) - 1u);
+  for (int r = 0; r < kFeistelRounds; r += 2) {
+    left ^= FeistelRound(right, f.k[r]) >> (32 - hi);
+    right ^= FeistelRound(left, f.k[r + 1]) >> (32 - lo);
+  }
+  return (left << lo) | right;
+}
+
+// The item whose label item k receives: a bijection of [0, m).
+RG_HD uint32_t FeistelIndex(const FeistelKey& f, uint32_t k) {
+  uint32_t x = FeistelEncrypt(f, k);
+  while (x >= f.m) x = FeistelEncrypt(f, x);
+  return x;
 }
 
 // ---------------------------------------------------------------------------

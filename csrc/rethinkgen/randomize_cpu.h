@@ -7,10 +7,12 @@
 // pybind11 module passes a std::thread pool.  Results never depend on how
 // the range is split.
 //
-// Two code paths (cpu_path.h) compute the same bits: "generic" (portable
-// C++ compiled for the baseline instruction set) and "avx2" (x86-64: the
+// Three code paths (cpu_path.h) compute the same bits: "generic" (portable
+// C++ compiled for the baseline instruction set), "avx2" (x86-64: the
 // hand-written intrinsics of randomize_avx2.h, and the same lane loops as
-// generic compiled with target("avx2")).  The path is chosen in one place:
+// generic compiled with target("avx2")) and "avx512" (the avx2 path with the
+// Gaussian images in the AVX-512 intrinsics of randomize_avx512.h and the
+// Feistel lanes compiled for AVX-512).  The path is chosen in one place:
 // ActiveCpuKernels() below, evaluated once per library, maps the choice of
 // cpu_path.h (CPU features, RETHINKGEN_CPU_PATH) to a table of function
 // pointers (CpuKernels); the drivers reach every path-specific loop through
@@ -32,6 +34,7 @@
 
 #ifdef RG_HAVE_AVX2_PATH
 #include "rethinkgen/randomize_avx2.h"
+#include "rethinkgen/randomize_avx512.h"
 #endif
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -174,6 +177,44 @@ RG_AVX2 inline void LabelLanesAvx2(Key key, const int64_t* index, uint64_t thres
                                    uint64_t num_classes, uint8_t* corrupted,
                                    uint32_t* random_class) {
   LabelLanesBody<PhiloxLanesAvx2>(key, index, threshold, num_classes, corrupted, random_class);
+}
+#endif
+
+// Feistel lanes (mode "permute" v2): x[j] = FeistelEncrypt(f, x[j]) for
+// j < count rounded up to kFeistelLanes (x holds that many values < 2^b).
+// Plain C++ that each path's compiler flags vectorize (32-bit multiplies);
+// whole groups of kFeistelLanes leave no scalar remainder loop.
+constexpr int kFeistelLanes = 16;
+using FeistelLanesFn = void (*)(const FeistelKey& f, uint32_t* x, int count);
+
+RG_ALWAYS_INLINE void FeistelLanesBody(const FeistelKey& f, uint32_t* x, int count) {
+  const uint32_t lo = f.lo_bits, mask = (1u << lo) - 1u;
+  const uint32_t shift_hi = 32 - f.hi_bits, shift_lo = 32 - lo;
+  uint32_t k[kFeistelRounds];
+  for (int r = 0; r < kFeistelRounds; ++r) k[r] = f.k[r];
+  for (int j0 = 0; j0 < count; j0 += kFeistelLanes) {
+    uint32_t* v = x + j0;
+    for (int j = 0; j < kFeistelLanes; ++j) {
+      uint32_t left = v[j] >> lo, right = v[j] & mask;
+#pragma GCC unroll 8
+      for (int r = 0; r < kFeistelRounds; r += 2) {
+        left ^= FeistelRound(right, k[r]) >> shift_hi;
+        right ^= FeistelRound(left, k[r + 1]) >> shift_lo;
+      }
+      v[j] = (left << lo) | right;
+    }
+  }
+}
+
+inline void FeistelLanesGeneric(const FeistelKey& f, uint32_t* x, int count) {
+  FeistelLanesBody(f, x, count);
+}
+#ifdef RG_HAVE_AVX2_PATH
+RG_AVX2 inline void FeistelLanesAvx2(const FeistelKey& f, uint32_t* x, int count) {
+  FeistelLanesBody(f, x, count);
+}
+RG_AVX512 inline void FeistelLanesAvx512(const FeistelKey& f, uint32_t* x, int count) {
+  FeistelLanesBody(f, x, count);
 }
 #endif
 
@@ -370,6 +411,73 @@ RG_AVX2 inline void GaussianValuesAvx2(Key key, int64_t index, uint32_t b0, int6
 RG_AVX2 inline void GaussianNormalsAvx2(Key key, int64_t index, uint32_t b0, uint32_t n, float* z) {
   GaussianValuesAvx2(key, index, b0, 4 * int64_t{n}, nullptr, nullptr, z);
 }
+
+// The same with AVX-512: groups of 16 blocks (64 values), Philox into an
+// 8 KB buffer, then Box-Muller on 2 * kStep register pairs interleaved.
+RG_AVX512 inline void GaussianValuesAvx512(Key key, int64_t index, uint32_t b0, int64_t count,
+                                           const float* mean, const float* stddev, float* out) {
+  constexpr int kGroups = 32;
+  constexpr int kPhiloxStep = 2;  // groups per Philox step: 4 registers of 8 blocks
+  constexpr int kStep = 2;        // groups per Box-Muller step: 2 * kStep register pairs
+  static_assert(kGroups % kStep == 0 && kStep % kPhiloxStep == 0, "whole steps");
+  const avx512::RoundKeys keys = avx512::MakeRoundKeys(key);
+  const uint64_t i = static_cast<uint64_t>(index);
+  // Blocks b + 0, 2, .., 14 and b + 1, 3, .., 15 in two registers.
+  const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+  __m512i w[kGroups][4];
+  for (int64_t e0 = 0; e0 < count; e0 += 64 * kGroups) {
+    const int64_t n = std::min<int64_t>(count - e0, 64 * kGroups);
+    const int groups = static_cast<int>((n + 64 * kStep - 1) / (64 * kStep)) * kStep;
+    for (int g = 0; g < groups; g += kPhiloxStep) {
+      __m512i c[4][2 * kPhiloxStep];
+      for (int q = 0; q < kPhiloxStep; ++q) {
+        const uint32_t b = b0 + static_cast<uint32_t>((e0 + 64 * (g + q)) / 4);
+        for (int j = 0; j < 2; ++j) {
+          c[0][2 * q + j] = _mm512_add_epi32(avx512::Set(b + j), even);
+          c[1][2 * q + j] = avx512::Set(static_cast<uint32_t>(kGaussian));
+          c[2][2 * q + j] = avx512::Set(static_cast<uint32_t>(i));
+          c[3][2 * q + j] = avx512::Set(static_cast<uint32_t>(i >> 32));
+        }
+      }
+      avx512::Philox(c, keys);
+      for (int q = 0; q < kPhiloxStep; ++q)
+        for (int k = 0; k < 4; ++k) w[g + q][k] = avx512::Join(c[k][2 * q], c[k][2 * q + 1]);
+    }
+    for (int g = 0; g < groups; g += kStep) {
+      __m512i x1[2 * kStep], x2[2 * kStep];
+      for (int q = 0; q < kStep; ++q) {
+        x1[2 * q] = w[g + q][0];
+        x2[2 * q] = w[g + q][1];
+        x1[2 * q + 1] = w[g + q][2];
+        x2[2 * q + 1] = w[g + q][3];
+      }
+      __m512 z0[2 * kStep], z1[2 * kStep];
+      avx512::GaussianPairs(x1, x2, z0, z1);
+      for (int q = 0; q < kStep; ++q) {
+        const __m512 z[4] = {z0[2 * q], z1[2 * q], z0[2 * q + 1], z1[2 * q + 1]};
+        __m512 v[4];
+        avx512::ToElementOrder(z, v);
+        for (int r = 0; r < 4; ++r) {
+          const int64_t at = e0 + 64 * (g + q) + 16 * r;
+          if (at >= count) break;
+          const int64_t left = count - at;
+          const __mmask16 keep =
+              left >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << left) - 1u);
+          __m512 x = v[r];
+          if (mean)
+            x = _mm512_add_ps(_mm512_maskz_loadu_ps(keep, mean + at),
+                              _mm512_mul_ps(_mm512_maskz_loadu_ps(keep, stddev + at), x));
+          _mm512_mask_storeu_ps(out + at, keep, x);
+        }
+      }
+    }
+  }
+}
+
+RG_AVX512 inline void GaussianNormalsAvx512(Key key, int64_t index, uint32_t b0, uint32_t n,
+                                            float* z) {
+  GaussianValuesAvx512(key, index, b0, 4 * int64_t{n}, nullptr, nullptr, z);
+}
 #endif
 
 // ---- the path, chosen once ------------------------------------------------
@@ -386,6 +494,7 @@ struct CpuKernels {
   // Fused normals + affine for float32 outputs; null where the path has
   // none (the driver then maps gaussian_normals' output itself).
   GaussianAffineFn gaussian_affine_f32;
+  FeistelLanesFn feistel_lanes;
 };
 
 inline CpuKernels GenericCpuKernels() {
@@ -399,6 +508,7 @@ inline CpuKernels GenericCpuKernels() {
   k.labels_uniform_i64_i64 = CorruptLabelsUniformRange<int64_t, int64_t, LabelLanesGeneric>;
   k.gaussian_normals = GaussianNormalsGeneric;
   k.gaussian_affine_f32 = nullptr;
+  k.feistel_lanes = FeistelLanesGeneric;
   return k;
 }
 
@@ -414,14 +524,26 @@ inline CpuKernels Avx2CpuKernels() {
   k.labels_uniform_i64_i64 = CorruptLabelsUniformAvx2<int64_t, int64_t>;
   k.gaussian_normals = GaussianNormalsAvx2;
   k.gaussian_affine_f32 = GaussianValuesAvx2;
+  k.feistel_lanes = FeistelLanesAvx2;
+  return k;
+}
+
+// The AVX2 table with the Gaussian and Feistel loops in AVX-512.
+inline CpuKernels Avx512CpuKernels() {
+  CpuKernels k = Avx2CpuKernels();
+  k.path = CpuPath::kAvx512;
+  k.gaussian_normals = GaussianNormalsAvx512;
+  k.gaussian_affine_f32 = GaussianValuesAvx512;
+  k.feistel_lanes = FeistelLanesAvx512;
   return k;
 }
 #endif
 
-// The table of a path (kAvx2 needs an AVX2 CPU: cpu_path.h only picks it
-// where CpuRunsAvx2Path()).
+// The table of a path (kAvx2 and kAvx512 need such a CPU: cpu_path.h only
+// picks them where CpuRunsAvx2Path() / CpuRunsAvx512Path()).
 inline CpuKernels CpuKernelsFor(CpuPath path) {
 #ifdef RG_HAVE_AVX2_PATH
+  if (path == CpuPath::kAvx512) return Avx512CpuKernels();
   if (path == CpuPath::kAvx2) return Avx2CpuKernels();
 #endif
   (void)path;
@@ -516,29 +638,93 @@ bool CorruptLabelsUniform(const T* labels, const Idx* indices, int64_t n, double
   return ok.load();
 }
 
-// Dataset-level: the corrupted examples exchange labels (see randomize.h).
+// Feistel cycle-walk of a chunk: dst[j] = FeistelIndex(f, k0 + j) for
+// j < count <= kFeistelChunk.  Each pass runs the lanes over the items still
+// walking (a value >= m), then keeps only those.
+constexpr int kFeistelChunk = 512;
+
+inline void FeistelIndices(FeistelLanesFn lanes, const FeistelKey& f, uint32_t k0, int count,
+                           uint32_t* dst) {
+  static_assert(kFeistelChunk % kFeistelLanes == 0, "whole lane groups");
+  uint32_t x[kFeistelChunk], slot[kFeistelChunk];
+  for (int j = 0; j < kFeistelChunk; ++j) {  // the padding lanes hold values < m too
+    x[j] = j < count ? k0 + static_cast<uint32_t>(j) : 0;
+    slot[j] = static_cast<uint32_t>(j);
+  }
+  for (int c = count; c > 0;) {
+    lanes(f, x, c);
+    int kept = 0;
+    for (int j = 0; j < c; ++j) {  // branch-free: dst's last write is the final value
+      const uint32_t v = x[j], s = slot[j];
+      dst[s] = v;
+      x[kept] = v;
+      slot[kept] = s;
+      kept += v >= f.m ? 1 : 0;
+    }
+    c = kept;
+  }
+}
+
+// Cost of one permuted label for the work sharder (Feistel walk and gather).
+constexpr int64_t kPermuteLabelCost = 40;
+
+// Dataset-level: the corrupted examples exchange labels (mode "permute" v2,
+// see randomize.h): out[pos[k]] = labels[pos[LabelPermutation(k)]], pos the
+// selected positions in increasing index order.
 template <typename T, typename Idx, typename PF>
 void CorruptLabelsPermute(const T* labels, const Idx* indices, int64_t n, double p, int64_t seed,
                           T* out, PF&& pf) {
   const CpuKernels& kernels = ActiveCpuKernels();
   const Key key = KeyFromSeed(seed);
   const uint64_t thr = CorruptThreshold(p);
-  std::vector<uint8_t> chosen(n);
-  pf(n, 50, [&](int64_t begin, int64_t end) {
-    ForLabelDraws(kernels.label_lanes, indices, begin, end, key, thr, 1,
-                  [&](int64_t i, bool corrupted, uint32_t) { chosen[i] = corrupted; });
+  const bool all = (thr >> 32) != 0;  // p = 1 selects every example: no draws needed
+  std::vector<uint8_t> chosen(all ? 0 : n);
+  if (!all)
+    pf(n, 50, [&](int64_t begin, int64_t end) {
+      ForLabelDraws(kernels.label_lanes, indices, begin, end, key, thr, 1,
+                    [&](int64_t i, bool corrupted, uint32_t) {
+                      chosen[i] = corrupted;
+                      out[i] = labels[i];
+                    });
+    });
+  // pos: the selected positions, stably sorted by example index; left empty
+  // for the identity (every example selected, indices already in order).
+  std::vector<uint32_t> pos;
+  int64_t m = n;
+  const bool in_order = std::is_sorted(indices, indices + n);
+  if (!all || !in_order) {
+    for (int64_t i = 0; i < n; ++i)
+      if (all || chosen[i]) pos.push_back(static_cast<uint32_t>(i));
+    m = static_cast<int64_t>(pos.size());
+    if (!in_order)
+      std::stable_sort(pos.begin(), pos.end(),
+                       [&](uint32_t a, uint32_t b) { return indices[a] < indices[b]; });
+  }
+  if (m < 2) {
+    if (all) std::copy(labels, labels + n, out);
+    return;
+  }
+  const uint32_t* ps = pos.empty() ? nullptr : pos.data();
+  if (m <= kFeistelMinItems) {
+    std::vector<uint32_t> perm(m), draws(DrawsSize(m));
+    FisherYatesFast(kernels, perm.data(), draws.data(), static_cast<uint32_t>(m), key,
+                    kLabelPermute, 0);
+    for (int64_t k = 0; k < m; ++k) out[ps ? ps[k] : k] = labels[ps ? ps[perm[k]] : perm[k]];
+    return;
+  }
+  const FeistelKey f = MakeFeistelKey(key, static_cast<uint32_t>(m));
+  pf(m, kPermuteLabelCost, [&](int64_t begin, int64_t end) {
+    uint32_t src[kFeistelChunk];
+    for (int64_t k0 = begin; k0 < end; k0 += kFeistelChunk) {
+      const int count = static_cast<int>(std::min<int64_t>(kFeistelChunk, end - k0));
+      FeistelIndices(kernels.feistel_lanes, f, static_cast<uint32_t>(k0), count, src);
+      if (ps) {
+        for (int j = 0; j < count; ++j) out[ps[k0 + j]] = labels[ps[src[j]]];
+      } else {
+        for (int j = 0; j < count; ++j) out[k0 + j] = labels[src[j]];
+      }
+    }
   });
-  std::vector<int64_t> pos;
-  for (int64_t i = 0; i < n; ++i)
-    if (chosen[i]) pos.push_back(i);
-  std::stable_sort(pos.begin(), pos.end(),
-                   [&](int64_t a, int64_t b) { return indices[a] < indices[b]; });
-  std::copy(labels, labels + n, out);
-  if (pos.size() < 2) return;
-  std::vector<uint32_t> perm(pos.size()), draws(DrawsSize(pos.size()));
-  FisherYatesFast(kernels, perm.data(), draws.data(), static_cast<uint32_t>(pos.size()), key,
-                  kLabelPermute, 0);
-  for (size_t k = 0; k < pos.size(); ++k) out[pos[k]] = labels[pos[perm[k]]];
 }
 
 // ---- pixels --------------------------------------------------------------

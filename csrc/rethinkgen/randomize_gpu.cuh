@@ -475,12 +475,23 @@ __global__ void ApplyLabelPermKernel(const T* labels, const int64_t* pos, const 
   RG_GRID_LOOP(k, m) { out[pos[k]] = labels[pos[perm[k]]]; }
 }
 
+// Mode "permute" v2 for m > kFeistelMinItems: thread per item, its own
+// cycle-walk through the Feistel bijection (randomize.h), then the gather.
+template <typename T>
+__global__ void FeistelLabelsKernel(const T* labels, const int64_t* pos, FeistelKey f, T* out) {
+  RG_GRID_LOOP(k, static_cast<int64_t>(f.m)) {
+    out[pos[k]] = labels[pos[FeistelIndex(f, static_cast<uint32_t>(k))]];
+  }
+}
+
 // Dataset-level label permutation (see randomize.h), fully on the device:
 // flags -> compaction (cub::DeviceSelect, order kept) -> stable radix sort by
 // example index (cub::DeviceRadixSort; ties keep position order, as
-// std::stable_sort on the CPU) -> parallel Fisher-Yates of the m selected
-// (purpose kLabelPermute, index 0) -> scatter.  Reads m back to the host
-// once (synchronizes the stream).  n < 2^31 (cub item counts are int).
+// std::stable_sort on the CPU) -> the permutation of the m selected
+// (LabelPermutation, randomize.h: parallel Fisher-Yates for m <=
+// kFeistelMinItems, else the Feistel walk, fused with the scatter).  Reads
+// m back to the host once (synchronizes the stream).  n < 2^31 (cub item
+// counts are int).
 template <typename T, typename Idx>
 cudaError_t CorruptLabelsPermute(const T* labels, const Idx* indices, int64_t n, double p,
                                  int64_t seed, T* out, cudaStream_t stream,
@@ -527,6 +538,11 @@ cudaError_t CorruptLabelsPermute(const T* labels, const Idx* indices, int64_t n,
                                       static_cast<int>(m), 0, static_cast<int>(8 * sizeof(Idx)),
                                       stream);
   if (e != cudaSuccess) return e;
+  if (m > kFeistelMinItems) {
+    const FeistelKey f = MakeFeistelKey(key, static_cast<uint32_t>(m));
+    FeistelLabelsKernel<T><<<GridFor(m), kThreads, 0, stream>>>(labels, pos_sorted, f, out);
+    return cudaGetLastError();
+  }
   auto* perm = static_cast<uint32_t*>(scratch(sizeof(uint32_t) * m));
   if (perm == nullptr) return cudaErrorMemoryAllocation;
   e = Permutations<Idx>(nullptr, 1, static_cast<uint32_t>(m), seed, kLabelPermute, perm, stream,

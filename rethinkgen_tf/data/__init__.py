@@ -19,6 +19,7 @@ from .sources import DataError, load_arrays  # noqa: F401
 RANDOMIZATIONS = ("none", "labels", "shuffled_pixels", "random_pixels", "gaussian")
 AUGMENTATIONS = ("none", "crop", "crop_flip", "imagenet")
 DATASETS = ("cifar10", "mnist", "fashion_mnist", "imagenet", "folder", "numpy")
+PERMUTE_VERSION = 2  # label_mode="permute": 2 = keyed Feistel bijection (1, Fisher-Yates throughout, is gone)
 IMAGE_SIZES = {"cifar10": 32, "mnist": 28, "fashion_mnist": 28}  # known before reading; imagenet ignores crop
 
 
@@ -52,6 +53,10 @@ class DataConfig:
     test_images: str = "auto"     # auto | original | randomized: test images under pixel randomizations
     num_classes: Optional[int] = None  # imagenet: number of classes (default 1000)
     label_offset: Optional[int] = None  # imagenet TFRecords: subtracted from image/class/label (default 1)
+    # Derived, not set: the version of label_mode="permute"'s permutation (2: keyed Feistel bijection,
+    # docs/randomization.md), None for uniform.  Recorded in config.json and the run key, so a run made
+    # with an older permutation (no such entry) is never resumed or reused with this one.
+    permute_version: Optional[int] = dataclasses.field(default=None, init=False)
 
     def __post_init__(self):
         def check(name, value, allowed):
@@ -60,6 +65,7 @@ class DataConfig:
         check("dataset", self.dataset, DATASETS)
         check("randomize", self.randomize, RANDOMIZATIONS)
         check("label_mode", self.label_mode, ("uniform", "permute"))
+        object.__setattr__(self, "permute_version", PERMUTE_VERSION if self.label_mode == "permute" else None)
         check("pixel_unit", self.pixel_unit, ("position", "value"))
         check("augment", self.augment, AUGMENTATIONS)
         check("test_images", self.test_images, ("auto", "original", "randomized"))
@@ -97,10 +103,14 @@ class Data(NamedTuple):
     class_names: list
     config: DataConfig
     # For resumable training (a fixed order per epoch) and the Gaussian statistics:
-    # (start, stop) -> epochs start..stop-1 as one Dataset, each epoch's order fixed by (shuffle_seed, epoch)
+    # (start, stop) -> epochs start..stop-1 as one Dataset, each epoch's order fixed by (shuffle_seed, epoch),
+    # each epoch built as it is reached (pipeline.each_epoch: the same cost for any number of epochs)
     train_epochs: Optional[Callable] = None
     train_indices: Any = None  # example indices of the training examples, in index order (None: streamed)
     stats: Any = None          # (mean, std) per channel of the training images in [0, 255] scale, or None
+    # {"train": sha1 hex, "test": sha1 hex} of the data this run reads (pipeline.fingerprint_arrays /
+    # fingerprint_files), for a resume to check that the data has not changed; None: not known
+    fingerprint: Any = None
 
 
 def load(config: DataConfig, arrays=None) -> Data:

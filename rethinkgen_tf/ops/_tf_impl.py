@@ -237,11 +237,53 @@ def corrupt_labels(labels, indices, corrupt_prob, num_classes, seed, mode="unifo
     pos = tf.reshape(tf.where(tf.reshape(chosen, [-1])), [-1])
     order = tf.argsort(tf.gather(flat_idx, pos), stable=True)
     pos = tf.gather(pos, order)
-    perm = fisher_yates(tf.size(pos, out_type=tf.int64), seed, ref.PURPOSE["label_permute"],
-                        tf.zeros([1], tf.int64))[0]
+    perm = label_permutation(tf.size(pos, out_type=tf.int64), seed)
     new = tf.gather(flat_lab, tf.gather(pos, perm))
     out = tf.tensor_scatter_nd_update(flat_lab, pos[:, None], new)
     return tf.reshape(out, tf.shape(labels))
+
+
+def label_permutation(m, seed):
+    """Mode "permute" (v2, ref.label_permutation): the int64 permutation of range(m)."""
+    m = tf.cast(m, tf.int64)
+    return tf.cond(
+        m <= ref.FEISTEL_MIN_ITEMS,
+        lambda: fisher_yates(m, seed, ref.PURPOSE["label_permute"], tf.zeros([1], tf.int64))[0],
+        lambda: feistel_permutation(m, seed))
+
+
+def feistel_permutation(m, seed):
+    """ref.feistel_permutation: the Feistel bijection, cycle-walked into [0, m)."""
+    m32 = _u(_M32)
+    w = _blocks(seed, ref.PURPOSE["label_permute"], m, tf.range(ref.FEISTEL_ROUNDS // 4))
+    keys = tf.reshape(tf.stack(w, axis=-1), [-1])  # block 0 words 0..3, block 1 words 0..3
+    b = tf.reduce_sum(tf.cast(m - 1 >= tf.bitwise.left_shift(
+        tf.constant(1, tf.int64), tf.range(32, dtype=tf.int64)), tf.int64))  # bits of m - 1
+    lo = tf.cast(b - b // 2, U64)
+    hi = tf.cast(b // 2, U64)
+
+    def round_fn(v, k):
+        h = tf.bitwise.bitwise_and(tf.bitwise.bitwise_xor(v, k) * _u(0xD2511F53), m32)
+        h = tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, _u(16)))
+        return tf.bitwise.bitwise_and(h * _u(0xCD9E8D57), m32)
+
+    def encrypt(x):
+        left = tf.bitwise.right_shift(x, lo)
+        right = tf.bitwise.bitwise_and(x, tf.bitwise.left_shift(_u(1), lo) - _u(1))
+        for r in range(0, ref.FEISTEL_ROUNDS, 2):
+            left = tf.bitwise.bitwise_xor(
+                left, tf.bitwise.right_shift(round_fn(right, keys[r]), _u(32) - hi))
+            right = tf.bitwise.bitwise_xor(
+                right, tf.bitwise.right_shift(round_fn(left, keys[r + 1]), _u(32) - lo))
+        return tf.bitwise.bitwise_or(tf.bitwise.left_shift(left, lo), right)
+
+    mu = tf.cast(m, U64)
+    x = encrypt(tf.cast(tf.range(m), U64))
+    # Cycle-walking: the entries still >= m take further steps (at most 2^b in all).
+    x = tf.while_loop(lambda x: tf.reduce_any(x >= mu),
+                      lambda x: [tf.where(x >= mu, encrypt(x), x)], [x])
+    x = x[0] if isinstance(x, (list, tuple)) else x
+    return tf.cast(x, tf.int64)
 
 
 def fisher_yates(n, seed, purpose, index):

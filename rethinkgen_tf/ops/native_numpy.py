@@ -20,7 +20,7 @@ from rethinkgen_tf.ops import _checks
 from rethinkgen_tf.ops import _rethinkgen_np as _np_ext
 
 philox4x32 = _np_ext.philox4x32
-cpu_path = _np_ext.cpu_path  # "avx2" or "generic": the loops in use (RETHINKGEN_CPU_PATH)
+cpu_path = _np_ext.cpu_path  # "avx512", "avx2" or "generic": the loops in use (RETHINKGEN_CPU_PATH)
 MAX_THREADS = _np_ext.MAX_THREADS  # the module's own cap (it never starts more)
 
 

@@ -89,6 +89,55 @@ def fisher_yates(n, seed, purpose, index):
     return perm
 
 
+FEISTEL_MIN_ITEMS = 4096  # label_permutation: Fisher-Yates up to here, Feistel above
+FEISTEL_ROUNDS = 8
+_M0_32, _M1_32 = np.uint32(0xD2511F53), np.uint32(0xCD9E8D57)
+
+
+def feistel_key(seed, m):
+    """(round keys, m, low bits, high bits) of the Feistel bijection for m items."""
+    keys = blocks(seed, PURPOSE["label_permute"], m, np.arange(FEISTEL_ROUNDS // 4))
+    b = (int(m) - 1).bit_length()
+    return keys.reshape(-1), int(m), b - b // 2, b // 2
+
+
+def _feistel_round(v, k):
+    with np.errstate(over="ignore"):
+        h = (v ^ np.uint32(k)) * _M0_32
+        h ^= h >> np.uint32(16)
+        return h * _M1_32
+
+
+def feistel_encrypt(fkey, x):
+    """One pass of the Feistel network over uint32 array x (< 2^b)."""
+    keys, _, lo, hi = fkey
+    x = np.asarray(x, np.uint32)
+    left, right = x >> np.uint32(lo), x & np.uint32((1 << lo) - 1)
+    for r in range(0, FEISTEL_ROUNDS, 2):
+        left = left ^ (_feistel_round(right, keys[r]) >> np.uint32(32 - hi))
+        right = right ^ (_feistel_round(left, keys[r + 1]) >> np.uint32(32 - lo))
+    return (left << np.uint32(lo)) | right
+
+
+def feistel_permutation(m, seed):
+    """perm[k] = the first of E(k), E(E(k)), ... below m (cycle-walking)."""
+    fkey = feistel_key(seed, m)
+    x = feistel_encrypt(fkey, np.arange(m, dtype=np.uint32))
+    out = x.copy()
+    walking = np.nonzero(x >= m)[0]
+    while walking.size:
+        out[walking] = feistel_encrypt(fkey, out[walking])
+        walking = walking[out[walking] >= m]
+    return out.astype(np.int64)
+
+
+def label_permutation(m, seed):
+    """Mode "permute" (v2): item k of the m selected gets the label of item perm[k]."""
+    if m <= FEISTEL_MIN_ITEMS:
+        return fisher_yates(m, seed, PURPOSE["label_permute"], 0)
+    return feistel_permutation(m, seed)
+
+
 def _check_indices(indices):
     if np.any(indices < 0):
         raise ValueError("indices must be >= 0")
@@ -117,8 +166,7 @@ def corrupt_labels(labels, indices, corrupt_prob, num_classes, seed, mode="unifo
         pos = np.nonzero(chosen)[0]
         pos = pos[np.argsort(indices.reshape(-1)[pos], kind="stable")]
         if len(pos) >= 2:
-            perm = fisher_yates(len(pos), seed, PURPOSE["label_permute"], 0)
-            out[pos] = flat[pos[perm]]
+            out[pos] = flat[pos[label_permutation(len(pos), seed)]]
     else:
         raise ValueError(f"unknown mode {mode!r}")
     return out.reshape(labels.shape)

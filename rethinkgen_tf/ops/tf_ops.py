@@ -63,8 +63,8 @@ NATIVE = _lib is not None
 
 
 def cpu_path():
-    """The compiled op's CPU loops: "avx2" or "generic" (RETHINKGEN_CPU_PATH,
-    read once at load; BUILD.md), or None when the TF fallback is in use."""
+    """The compiled op's CPU loops: "avx512", "avx2" or "generic"
+    (RETHINKGEN_CPU_PATH, read once at load; BUILD.md), or None when the TF fallback is in use."""
     return _lib.rethinkgen_cpu_path().numpy().decode() if NATIVE else None
 GPU_KERNELS = NATIVE and bool(_build_info().get("gpu_kernels"))
 if not NATIVE:

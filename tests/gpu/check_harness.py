@@ -108,6 +108,14 @@ def check_labels(h, ref, quick):
                                              f"K={k} p={p} {mode} seed={seed}")
                                 return
     check(True, "all label configurations (n up to 50000, int32/int64, K, p, modes)")
+    # Mode "permute" v2 around the Fisher-Yates / Feistel switch (m = 4096 | 4097),
+    # at a power of two (no cycle-walking) and just above one (the longest walks).
+    for m in (4096, 4097, 8192, 8193, 1_281_167 if not quick else 70_001):
+        labels = rng.integers(0, 1000, m).astype(np.int32)
+        indices = np.arange(m, dtype=np.int64)
+        got = h.corrupt_labels(labels, indices, 1.0, 1000, 5, "permute")
+        want = ref.corrupt_labels(labels, indices, 1.0, 1000, 5, "permute")
+        check(np.array_equal(got, want), f"permute v2 (Feistel for m > 4096), m = {m}")
     labels = np.array([0, 5, 2**32 - 1], np.int64)
     indices = np.array([3, 1, 2**62], np.int64)
     got = h.corrupt_labels(labels, indices, 0.5, 2**32, 99, "uniform")

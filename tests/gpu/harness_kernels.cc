@@ -389,9 +389,15 @@ std::string LabelsCpu(const T* labels, const Idx* indices, int64_t n,
     return indices[a] < indices[b];
   });
   if (pos.size() < 2) return "";
-  std::vector<uint32_t> perm(pos.size());
-  Permutation(static_cast<uint32_t>(pos.size()), key,
-              rethinkgen::kLabelPermute, 0, perm.data());
+  const uint32_t m = static_cast<uint32_t>(pos.size());
+  if (m > rethinkgen::kFeistelMinItems) {  // FeistelLabelsKernel's per-item walk
+    const rethinkgen::FeistelKey f = rethinkgen::MakeFeistelKey(key, m);
+    for (uint32_t q = 0; q < m; ++q)
+      out[pos[q]] = labels[pos[rethinkgen::FeistelIndex(f, q)]];
+    return "";
+  }
+  std::vector<uint32_t> perm(m);
+  Permutation(m, key, rethinkgen::kLabelPermute, 0, perm.data());
   for (size_t q = 0; q < pos.size(); ++q) out[pos[q]] = labels[pos[perm[q]]];
   return "";
 }
