@@ -81,7 +81,7 @@ def write_mnist(d, labels=None, images=None):
 def test_cifar10_class_folders_with_3_classes(tmp_path):
     write_folders(str(tmp_path), "train", ["cat", "dog", "frog"])
     write_folders(str(tmp_path), "test", ["cat", "dog", "frog"])
-    msg = raises_one_line(r"has 3 class folders .*cifar10 has 10 classes.*--dataset=folder",
+    msg = raises_one_line(r"has 3 class folders .*cifar10 has 10 classes.*dataset='folder'",
                           load_arrays, "cifar10", str(tmp_path), "train")
     assert os.path.join(str(tmp_path), "train") in msg
     with pytest.raises(DataError, match="has 3 class folders"):

@@ -21,11 +21,15 @@ import concurrent.futures
 import contextlib
 import gzip
 import hashlib
+import importlib
+import io
 import json
 import os
 import pickle
 import socket
+import stat
 import threading
+import time
 import urllib.parse
 import urllib.request
 
@@ -184,8 +188,8 @@ def _load_class_split(root, split, dataset):
     if want is not None and len(classes) != want:
         shown = ", ".join(classes[:12]) + (" ..." if len(classes) > 12 else "")
         raise DataError(f"{dataset}: {split_dir} has {len(classes)} class folders ({shown}), but {dataset} has "
-                        f"{want} classes: give all {want} class folders, or pass --dataset=folder for a dataset "
-                        "with other classes")
+                        f"{want} classes: give all {want} class folders (a class-folder dataset with other classes "
+                        "loads through the Python API as DataConfig(dataset='folder', data_dir=...))")
     if split == "test" and os.path.isdir(os.path.join(root, "train")):
         train_dir = os.path.join(root, "train")
         train_classes = class_folder_names(train_dir)
@@ -200,23 +204,84 @@ def _load_class_split(root, split, dataset):
     return load_class_folders(split_dir, cache=True)
 
 
+# --------------------------------------------------------------------------- regular files only
+_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
+
+
+def _check_regular(path, mode=None):
+    """Raises DataError unless path (symlinks followed) is a regular file: reading a FIFO, a device
+    or a socket would block forever or read endless data.  mode: an st_mode already at hand."""
+    mode = os.stat(path).st_mode if mode is None else mode
+    if not stat.S_ISREG(mode):
+        kind = next((k for test, k in _FILE_KINDS if test(mode)), "a special file")
+        raise DataError(f"{path} is {kind}, not a regular file: a dataset reads only regular files; "
+                        "replace it with the dataset's file")
+
+
+def _open_regular(path):
+    """path opened for binary reading, refused unless it is a regular file.  Checked before the
+    open (a device is never opened) and after it on the open file: the open itself does not block
+    (O_NONBLOCK) should a FIFO be swapped in between."""
+    _check_regular(path)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        _check_regular(path, os.fstat(fd).st_mode)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_regular(path):
+    with _open_regular(path) as f:
+        return f.read()
+
+
 # --------------------------------------------------------------------------- CIFAR-10
-def _load_cifar10_dir(data_dir, split):
+_CIFAR_LAYOUTS = {"pickle": "the python pickle batches", "bin": "the binary batches", "folders": "the class folders"}
+_ANNOUNCED = set()  # (data_dir, layouts) whose choice was logged
+
+
+def _cifar10_layouts(data_dir):
+    """[(kind, dir)] of the CIFAR-10 layouts in data_dir and one level down, in the order of
+    preference: pickle batches, binary batches (in data_dir, then in cifar-10-batches-py/-bin),
+    then class folders (data_dir/train, then <sub>/train for the subfolders sorted by name)."""
+    found = []
     if os.path.exists(os.path.join(data_dir, "data_batch_1")):
-        return _load_cifar_pickle(data_dir, split)
+        found.append(("pickle", data_dir))
     if os.path.exists(os.path.join(data_dir, "data_batch_1.bin")):
-        return _load_cifar_bin(data_dir, split)
-    for sub in ("cifar-10-batches-py", "cifar-10-batches-bin"):
+        found.append(("bin", data_dir))
+    for kind, sub in (("pickle", "cifar-10-batches-py"), ("bin", "cifar-10-batches-bin")):
         if os.path.isdir(os.path.join(data_dir, sub)):
-            return _load_cifar10_dir(os.path.join(data_dir, sub), split)
-    for root in (data_dir, *(os.path.join(data_dir, d) for d in sorted(os.listdir(data_dir)))):
+            found.append((kind, os.path.join(data_dir, sub)))
+    subs = sorted(d for d in os.listdir(data_dir) if d not in ("cifar-10-batches-py", "cifar-10-batches-bin"))
+    for root in (data_dir, *(os.path.join(data_dir, d) for d in subs)):
         if os.path.isdir(os.path.join(root, "train")):
-            x, y, names = _load_class_split(root, split, "cifar10")
-            if x.shape[1:] != (32, 32, 3):
-                raise DataError(f"cifar10: images in {root} are {x.shape[1:]}, expected 32x32 RGB")
-            return x, y, names
-    raise DataError(f"cifar10: no known layout in {data_dir}: expected cifar-10-batches-py/data_batch_1..5, "
-                    f"cifar-10-batches-bin/data_batch_1..5.bin or train/<class>/*.png; {_HOW_TO['cifar10']}")
+            found.append(("folders", root))
+    return found
+
+
+def _load_cifar10_dir(data_dir, split):
+    layouts = _cifar10_layouts(data_dir)
+    if not layouts:
+        raise DataError(f"cifar10: no known layout in {data_dir}: expected cifar-10-batches-py/data_batch_1..5, "
+                        f"cifar-10-batches-bin/data_batch_1..5.bin or train/<class>/*.png; {_HOW_TO['cifar10']}")
+    kind, root = layouts[0]
+    if len(layouts) > 1 and (data_dir, tuple(layouts)) not in _ANNOUNCED:  # once per process, not per split
+        _ANNOUNCED.add((data_dir, tuple(layouts)))
+        others = "; ".join(f"{_CIFAR_LAYOUTS[k]} in {d}" for k, d in layouts[1:])
+        logging.warning("cifar10: %s holds %d layouts; using %s in %s. Also there: %s (to use one of those, "
+                        "pass its folder as --data_dir)", data_dir, len(layouts), _CIFAR_LAYOUTS[kind], root, others)
+    if kind == "pickle":
+        return _load_cifar_pickle(root, split)
+    if kind == "bin":
+        return _load_cifar_bin(root, split)
+    x, y, names = _load_class_split(root, split, "cifar10")
+    if x.shape[1:] != (32, 32, 3):
+        raise DataError(f"cifar10: images in {root} are {x.shape[1:]}, expected 32x32 RGB")
+    return x, y, names
 
 
 def _cifar_files(data_dir, split, suffix):
@@ -228,16 +293,97 @@ def _cifar_files(data_dir, split, suffix):
     return paths
 
 
+class _Refused(pickle.UnpicklingError):
+    """A pickle asked for a global that a CIFAR batch never holds."""
+
+
+def _latin1_encode(text, encoding="latin1", errors="strict"):
+    """_codecs.encode as pickles of protocol 0-2 use it to rebuild bytes (latin-1 only)."""
+    if encoding not in ("latin1", "latin-1") or errors != "strict" or not isinstance(text, str):
+        raise _Refused(f"_codecs.encode with encoding {encoding!r}")
+    return text.encode("latin-1")
+
+
+def _numpy_globals():
+    """The globals a NumPy array pickle names (numpy.core before NumPy 2, numpy._core after;
+    each written name maps to this NumPy's object), and nothing else."""
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): _latin1_encode}
+    for core in ("numpy._core", "numpy.core"):
+        try:
+            multiarray = importlib.import_module(core + ".multiarray")
+            numeric = importlib.import_module(core + ".numeric")
+            break
+        except ImportError:
+            continue
+    for core in ("numpy._core", "numpy.core"):
+        allowed[(core + ".multiarray", "_reconstruct")] = multiarray._reconstruct  # ndarray, protocol <= 4
+        allowed[(core + ".multiarray", "scalar")] = multiarray.scalar              # a NumPy number
+        allowed[(core + ".numeric", "_frombuffer")] = numeric._frombuffer           # ndarray, protocol 5
+    return allowed
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles what a CIFAR batch holds (dicts, lists, strings, bytes, numbers, NumPy arrays)
+    and refuses every other global: a pickle that names os.system, builtins.exec or any other
+    callable never gets to call it."""
+    _allowed = None
+
+    def find_class(self, module, name):
+        if _BatchUnpickler._allowed is None:
+            _BatchUnpickler._allowed = _numpy_globals()
+        obj = self._allowed.get((module, name))
+        if obj is None:
+            raise _Refused(f"{module}.{name}")
+        return obj
+
+    def persistent_load(self, pid):
+        raise _Refused("a persistent id")
+
+
+_FRESH_BATCH = "replace it with a fresh copy (extract cifar-10-python.tar.gz again)"
+_FRESH_META = "replace it with a fresh copy or delete it (the class names are then the standard ones)"
+
+
+def _unpickle_batch(path, advice=_FRESH_BATCH):
+    """The object in the CIFAR pickle file path (a batch or batches.meta), unpickled with
+    _BatchUnpickler (Python 2 strings as bytes, as in the original download); one DataError line
+    naming the file and ending in advice otherwise."""
+    what = "pickle batch" if advice is _FRESH_BATCH else "pickle file"
+    with _open_regular(path) as f:
+        try:
+            return _BatchUnpickler(f, encoding="bytes").load()
+        except _Refused as e:
+            raise DataError(f"cifar10: {path}: refused to unpickle {e}: a CIFAR batch holds only dicts, lists, "
+                            f"strings, bytes, numbers and arrays, so this file is not one and may be hostile; "
+                            f"do not use it: {advice}") from None
+        except Exception as e:
+            raise DataError(f"cifar10: cannot read {what} {path}: {_one_line(repr(e))}; {advice}") from e
+
+
+def _key(d, name):
+    """d[b'name'] (the original batches, read with encoding='bytes') or d['name'] (batches written
+    by Python 3 with str keys)."""
+    for k in (name.encode(), name):
+        if k in d:
+            return d[k]
+    raise KeyError(name.encode())
+
+
 def _load_cifar_pickle(data_dir, split):
     xs, ys = [], []
     for path in _cifar_files(data_dir, split, ""):
+        d = _unpickle_batch(path)
         try:
-            with open(path, "rb") as f:
-                d = pickle.load(f, encoding="bytes")
-            data, labels = np.asarray(d[b"data"]), np.asarray(d[b"labels"], np.int64)
+            if not isinstance(d, dict):
+                raise TypeError(f"a {type(d).__name__}, not a dict")
+            data, labels = np.asarray(_key(d, "data")), np.asarray(_key(d, "labels"))
+            if labels.dtype.kind not in "iu":
+                raise TypeError(f"labels of type {labels.dtype}")
+            labels = labels.astype(np.int64)
         except Exception as e:
-            raise DataError(f"cifar10: cannot read pickle batch {path}: {_one_line(repr(e))}; replace it "
-                            "with a fresh copy (extract cifar-10-python.tar.gz again)") from e
+            raise DataError(f"cifar10: cannot read pickle batch {path}: {_one_line(repr(e))}; {_FRESH_BATCH}") from e
+        if data.dtype != np.uint8 and data.dtype.kind in "iu" and data.size and 0 <= data.min() and data.max() <= 255:
+            data = data.astype(np.uint8)  # python lists of byte values
         if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
             raise DataError(f"cifar10: {path} holds {data.dtype} data of shape {data.shape}, not records of "
                             "3072 bytes (32x32x3 uint8): the file is damaged or not a CIFAR-10 batch; "
@@ -251,12 +397,11 @@ def _load_cifar_pickle(data_dir, split):
     names = list(CIFAR10_CLASSES)
     meta = os.path.join(data_dir, "batches.meta")
     if os.path.exists(meta):
+        d = _unpickle_batch(meta, _FRESH_META)
         try:
-            with open(meta, "rb") as f:
-                names = [n.decode() for n in pickle.load(f, encoding="bytes")[b"label_names"]]
+            names = [n.decode() if isinstance(n, bytes) else str(n) for n in _key(d, "label_names")]
         except Exception as e:
-            raise DataError(f"cifar10: cannot read {meta}: {_one_line(repr(e))}; replace it with a fresh copy "
-                            "or delete it (the class names are then the standard ones)") from e
+            raise DataError(f"cifar10: cannot read {meta}: {_one_line(repr(e))}; {_FRESH_META}") from e
         _check_names(names, meta)
     return np.ascontiguousarray(np.concatenate(xs)), np.concatenate(ys), names
 
@@ -270,7 +415,7 @@ def _check_names(names, meta):
 def _load_cifar_bin(data_dir, split):
     xs, ys = [], []
     for path in _cifar_files(data_dir, split, ".bin"):
-        raw = np.fromfile(path, np.uint8)
+        raw = np.frombuffer(_read_regular(path), np.uint8)
         if raw.size == 0:
             raise DataError(f"cifar10: {path} is empty; replace it with a fresh copy")
         if raw.size % 3073:
@@ -283,8 +428,7 @@ def _load_cifar_bin(data_dir, split):
     meta = os.path.join(data_dir, "batches.meta.txt")
     if os.path.exists(meta):
         try:
-            with open(meta) as f:
-                names = [line.strip() for line in f if line.strip()]
+            names = [line.strip() for line in _read_regular(meta).decode().splitlines() if line.strip()]
         except (OSError, UnicodeDecodeError) as e:
             raise DataError(f"cifar10: cannot read {meta}: {_one_line(e)}; replace it with a fresh copy "
                             "or delete it (the class names are then the standard ones)") from e
@@ -294,10 +438,9 @@ def _load_cifar_bin(data_dir, split):
 
 # --------------------------------------------------------------------------- MNIST IDX
 def _read_idx(path):
-    opener = gzip.open if path.endswith(".gz") else open
     try:
-        with opener(path, "rb") as f:
-            raw = f.read()
+        with _open_regular(path) as f:
+            raw = gzip.GzipFile(fileobj=f).read() if path.endswith(".gz") else f.read()
     except (OSError, EOFError) as e:
         raise DataError(f"cannot read IDX file {path}: {e}") from e
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
@@ -368,10 +511,12 @@ def list_class_folders(split_dir):
     return files, classes
 
 
-def _decode(path):
+def _decode(item):
+    """(path, the file's bytes) -> uint8 [H, W] or [H, W, 3]."""
     from PIL import Image
+    path, blob = item
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(blob)) as im:
             im.load()
             return np.asarray(im.convert("L" if im.mode in ("L", "1", "I;16", "I") else "RGB"))
     except Exception as e:
@@ -380,6 +525,27 @@ def _decode(path):
 
 def _cache_dir():
     return os.path.expanduser(os.environ.get("RETHINKGEN_DATA_CACHE", "~/.cache/rethinkgen_tf"))
+
+
+ARRAY_CACHE_MB = 1024     # default bound of $RETHINKGEN_DATA_CACHE/arrays (RETHINKGEN_DATA_CACHE_MB)
+ARRAY_INDEX_MAX = 4096    # entries of $RETHINKGEN_DATA_CACHE/arrays-index (about 100 bytes each)
+_ARRAYS_FORMAT = 2        # part of the content key: a new format never reads an old entry
+
+
+def array_cache_limit():
+    """The size bound of the decoded-image cache in bytes: $RETHINKGEN_DATA_CACHE_MB megabytes
+    (default ARRAY_CACHE_MB; 0 turns the cache off)."""
+    raw = os.environ.get("RETHINKGEN_DATA_CACHE_MB", "").strip()
+    if not raw:
+        return ARRAY_CACHE_MB << 20
+    try:
+        mb = float(raw)
+    except ValueError:
+        mb = -1.0
+    if not 0 <= mb < float("inf"):
+        raise DataError(f"RETHINKGEN_DATA_CACHE_MB={raw!r} must be a number of megabytes >= 0 (the size bound "
+                        f"of the decoded-image cache, default {ARRAY_CACHE_MB}; 0 turns it off)")
+    return int(mb * (1 << 20))
 
 
 def read_cache_json(path, parse):
@@ -394,7 +560,7 @@ def read_cache_json(path, parse):
         if not isinstance(obj, dict):
             raise ValueError("not a JSON object")
         return parse(obj)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except (OSError, ValueError, TypeError, KeyError) as e:  # UnicodeDecodeError is a ValueError
         logging.warning("ignoring the damaged cache file %s (%s); computing it again",
@@ -414,32 +580,130 @@ def write_cache_json(path, obj):
                         "directory to keep it", path, _one_line(e, 200))
 
 
+def _content_key(files, blobs):
+    """The decoded arrays' cache key: a hash of the files' bytes and labels in index order (not
+    of their paths: copies of a dataset share one entry), the decoder's version and the format."""
+    import PIL
+    h = hashlib.sha256(f"rethinkgen_tf arrays {_ARRAYS_FORMAT} PIL {PIL.__version__}\n".encode())
+    for (_, k), blob in zip(files, blobs):
+        h.update(f"{k} {len(blob)}\n".encode())
+        h.update(blob)
+    return h.hexdigest()
+
+
+def _read_cached_arrays(path, n):
+    """(x, y) of the cache entry path, or None when it is absent or damaged (with a warning: the
+    caller decodes again and overwrites it).  A hit marks the entry as recently used."""
+    try:
+        with np.load(path) as z:
+            x, y = z["x"], z["y"]
+        if not len(x) == len(y) == n:
+            raise ValueError(f"{len(x)} images and {len(y)} labels for {n} files")
+    except FileNotFoundError:
+        return None
+    except Exception as e:
+        logging.warning("ignoring the damaged cache file %s (%s); decoding the images again", path, _one_line(e, 200))
+        return None
+    with contextlib.suppress(OSError):
+        os.utime(path)  # the least recently used entries go first
+    return x, y
+
+
+def _prune(directory, suffix, keep, limit_bytes=None, limit_count=None):
+    """Deletes the least recently used files of directory ending in suffix (never keep) until
+    they total at most limit_bytes and number at most limit_count.  Stale temporary files of
+    killed writers (older than a day) go too.  Other processes may prune at the same time."""
+    entries = []
+    now = time.time()
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            if name.endswith(".tmp") and now - st.st_mtime > 86400:
+                os.remove(path)
+            elif name.endswith(suffix) and stat.S_ISREG(st.st_mode):
+                entries.append((st.st_mtime_ns, name, st.st_size, path))
+    entries.sort()
+    total = sum(e[2] for e in entries)
+    count = len(entries)
+    for _, _, size, path in entries:
+        if (limit_bytes is None or total <= limit_bytes) and (limit_count is None or count <= limit_count):
+            break
+        if path == keep:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        total, count = total - size, count - 1
+
+
+def _write_cached_arrays(path, x, y, limit):
+    """Stores (x, y) as the cache entry path, then deletes the least recently used entries beyond
+    limit bytes.  An entry larger than limit is not stored.  The cache only saves time: a
+    read-only or full disk gives a warning, not an error."""
+    directory = os.path.dirname(path)
+    if x.nbytes + y.nbytes > limit:
+        logging.info("not caching %.0f MB of decoded images: more than RETHINKGEN_DATA_CACHE_MB=%g",
+                     (x.nbytes + y.nbytes) / 2**20, limit / 2**20)
+        return False
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with open(tmp, "wb") as f:
+            np.savez(f, x=x, y=y)
+        os.replace(tmp, path)
+        _prune(directory, ".npz", keep=path, limit_bytes=limit)
+        return True
+    except OSError as e:  # the cache only saves time: read-only or full disks do not stop a run
+        logging.warning("cannot write the decoded-image cache %s (%s); set RETHINKGEN_DATA_CACHE to a "
+                        "writable directory to skip decoding next time", path, _one_line(e, 200))
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        return False
+
+
+def _write_index(index_path, content):
+    write_cache_json(index_path, {"content": content})
+    with contextlib.suppress(OSError):
+        _prune(os.path.dirname(index_path), ".json", keep=index_path, limit_count=ARRAY_INDEX_MAX)
+
+
 def load_class_folders(split_dir, cache=False, threads=4):
     """Decode <split_dir>/<class>/<image> into (uint8 [N,H,W,C], int64 [N], classes).
 
-    Grayscale files give C=1 (if every file is grayscale), else RGB.  All
-    images must have the same size.  With cache=True the decoded arrays are
-    kept as .npz under $RETHINKGEN_DATA_CACHE (default ~/.cache/rethinkgen_tf),
-    keyed by the file list, sizes and modification times.
+    Grayscale files give C=1 (if every file is grayscale), else RGB.  All images must have the
+    same size, and every file must be a regular file (a FIFO or a device is refused).  With
+    cache=True the decoded arrays are kept under $RETHINKGEN_DATA_CACHE (default
+    ~/.cache/rethinkgen_tf) as arrays/<content key>.npz, keyed by the files' bytes and labels (copies
+    of a dataset share one entry), the least recently used deleted beyond
+    $RETHINKGEN_DATA_CACHE_MB (default ARRAY_CACHE_MB; 0: no cache).  arrays-index/ maps the file
+    paths, sizes and modification times to the content key, so a hit reads no image file.
     """
     files, classes = list_class_folders(split_dir)
-    key = hashlib.sha1()
+    stamp = hashlib.sha256()
     for p, _ in files:
         st = os.stat(p)
-        key.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    cache_path = os.path.join(_cache_dir(), "arrays", key.hexdigest() + ".npz")
-    if cache and os.path.exists(cache_path):
-        try:
-            with np.load(cache_path) as z:
-                x, y = z["x"], z["y"]
-            if len(x) == len(y) == len(files):
-                return x, y, classes
-            raise ValueError(f"{len(x)} images and {len(y)} labels for {len(files)} files")
-        except Exception as e:  # a damaged cache entry: decode again and overwrite it
-            logging.warning("ignoring the damaged cache file %s (%s); decoding %s again",
-                            cache_path, _one_line(e, 200), split_dir)
+        _check_regular(p, st.st_mode)
+        stamp.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    limit = array_cache_limit() if cache else 0
+    arrays_dir = os.path.join(_cache_dir(), "arrays")
+    index_path = os.path.join(_cache_dir(), "arrays-index", stamp.hexdigest() + ".json")
+    if limit:
+        content = read_cache_json(index_path, lambda o: str(o["content"]))
+        hit = content and _read_cached_arrays(os.path.join(arrays_dir, content + ".npz"), len(files))
+        if hit:
+            with contextlib.suppress(OSError):
+                os.utime(index_path)
+            return (*hit, classes)
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-        images = list(pool.map(_decode, [p for p, _ in files], chunksize=256))
+        blobs = list(pool.map(_read_regular, [p for p, _ in files]))
+        if limit:
+            content = _content_key(files, blobs)
+            hit = _read_cached_arrays(os.path.join(arrays_dir, content + ".npz"), len(files))
+            if hit:  # another copy of the same images
+                _write_index(index_path, content)
+                return (*hit, classes)
+        images = list(pool.map(_decode, [(p, b) for (p, _), b in zip(files, blobs)]))
+    del blobs
     gray = all(im.ndim == 2 for im in images)
     images = [im[..., None] if gray else (np.repeat(im[..., None], 3, -1) if im.ndim == 2 else im) for im in images]
     shape0 = images[0].shape
@@ -450,17 +714,8 @@ def load_class_folders(split_dir, cache=False, threads=4):
                             "(resize them first)")
     x = np.stack(images)
     y = np.array([k for _, k in files], np.int64)
-    if cache:
-        tmp = cache_path + f".{os.getpid()}.tmp.npz"
-        try:
-            os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-            np.savez(tmp, x=x, y=y)
-            os.replace(tmp, cache_path)
-        except OSError as e:  # the cache only saves time: read-only or full disks do not stop a run
-            logging.warning("cannot write the decoded-image cache %s (%s); set RETHINKGEN_DATA_CACHE to a "
-                            "writable directory to skip decoding next time", cache_path, _one_line(e, 200))
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
+    if limit and _write_cached_arrays(os.path.join(arrays_dir, content + ".npz"), x, y, limit):
+        _write_index(index_path, content)
     return x, y, classes
 
 
