@@ -207,7 +207,11 @@ class ExampleRecorder(keras.callbacks.Callback):
     data: a batched tf.data.Dataset of (images, training labels[, original labels]) in
     index order, or a tuple of arrays (batched here by `batch_size`).  Without original
     labels no example counts as corrupted.  index: the examples' indices (default 0..n-1).
-    from_logits: whether the model outputs logits (False: probabilities).
+    from_logits: whether the model outputs logits (False: probabilities).  ValueError
+    (one line) for labels that are not integers >= 0 (float labels would be truncated),
+    images that are not finite (arrays only: a dataset's images are not read up front),
+    arrays of different lengths, and an index that is not distinct integers >= 0, one per
+    example.
 
     It adds to the epoch's logs (so History, CSVLogger and TensorBoard placed after it
     in `callbacks` record them) the columns of metrics.csv: train_eval_loss,
@@ -225,10 +229,21 @@ class ExampleRecorder(keras.callbacks.Callback):
             raise ValueError("ExampleRecorder(record='none') would record nothing; "
                              "leave the callback out instead")
         if not isinstance(data, tf.data.Dataset):
-            data = tf.data.Dataset.from_tensor_slices(tuple(data)).batch(batch_size)
-        if len(data.element_spec) < 2:
+            data = tuple(np.asarray(a) for a in data)
+            _check_arrays(data)
+            n = len(data[0])
+            data = tf.data.Dataset.from_tensor_slices(data).batch(batch_size)
+        else:
+            n = None
+        if not isinstance(data.element_spec, tuple) or len(data.element_spec) < 2:
             raise ValueError("ExampleRecorder: data must hold (images, training labels"
                              "[, original labels])")
+        for name, spec in zip(LABEL_NAMES, data.element_spec[1:]):
+            if not spec.dtype.is_integer:
+                raise ValueError(f"ExampleRecorder: the {name} are {spec.dtype.name}; pass "
+                                 "integer class labels (e.g. y.astype('int64'))")
+        if index is not None:
+            _check_index(index, n)
         self.data, self.path = data, Path(path)
         self.from_logits, self.jit_compile = from_logits, jit_compile
         previous = load(self.path) if self.path.exists() else None
@@ -249,3 +264,49 @@ class ExampleRecorder(keras.callbacks.Callback):
             if len(r["acc"]) > 1:
                 logs["train_eval_acc_orig"] = float(r["acc"][1])
             logs.update(group_columns(r))
+
+
+LABEL_NAMES = ("training labels", "original labels")
+
+
+def _check_arrays(arrays):
+    """ValueError (one line) unless `arrays` are (images, labels[, original labels]) that
+    ExampleRecorder can record: the same length, integer labels >= 0, finite images."""
+    if len(arrays) < 2:
+        raise ValueError("ExampleRecorder: data must hold (images, training labels"
+                         "[, original labels])")
+    images, labels = arrays[0], arrays[1:]
+    lengths = [len(a) if a.ndim else None for a in arrays]
+    if len(set(lengths)) > 1 or lengths[0] is None:
+        raise ValueError(f"ExampleRecorder: images and labels must have one entry per example; "
+                         f"got lengths {lengths}")
+    for name, y in zip(LABEL_NAMES, labels):
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"ExampleRecorder: the {name} are {y.dtype} of shape {y.shape}; "
+                             "pass one integer class label per example (e.g. y.astype('int64'))")
+        if y.size and y.min() < 0:
+            raise ValueError(f"ExampleRecorder: the {name} hold {y.min()}; class labels are >= 0")
+    if np.issubdtype(images.dtype, np.inexact):
+        bad = ~np.isfinite(images.reshape(len(images), -1)).all(axis=1)
+        if bad.any():
+            raise ValueError(f"ExampleRecorder: {int(bad.sum())} images hold NaN or inf values "
+                             f"(the first: example {int(np.argmax(bad))}); pass finite images")
+    elif not (np.issubdtype(images.dtype, np.integer) or images.dtype == np.bool_):
+        raise ValueError(f"ExampleRecorder: the images are {images.dtype}; pass numbers")
+
+
+def _check_index(index, n):
+    """ValueError (one line) unless `index` is n (if known) distinct integers >= 0."""
+    index = np.asarray(index)
+    if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer):
+        raise ValueError(f"ExampleRecorder: index is {index.dtype} of shape {index.shape}; "
+                         "pass one integer index per example")
+    if n is not None and len(index) != n:
+        raise ValueError(f"ExampleRecorder: {len(index)} indices for {n} examples; pass one "
+                         "per example")
+    if index.size and index.min() < 0:
+        raise ValueError(f"ExampleRecorder: index holds {index.min()}; indices are >= 0")
+    values, counts = np.unique(index, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"ExampleRecorder: index holds {int((counts > 1).sum())} duplicates "
+                         f"(e.g. {values[counts > 1][0]}); each example needs its own index")

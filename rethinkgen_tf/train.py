@@ -16,6 +16,7 @@ finishes with the same result as an uninterrupted one.
 import dataclasses
 import functools
 import json
+import math
 import numbers
 import os
 import shutil
@@ -34,7 +35,12 @@ from rethinkgen_tf import dynamics, models, recipes, results
 # The per-family defaults (learning rate, decay, epochs, batch norm decay) are in
 # rethinkgen_tf/recipes.py; TrainConfig.resolved() reads them.
 MAX_SEED = 2**32 - 1  # TrainConfig.seed seeds NumPy's global generator (32 bits)
+MAX_EPOCHS = 2**32   # data.pipeline.MAX_EPOCHS: an epoch's index is one word of its seed
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
+# TrainConfig.precision: float32, or bf16 = Keras' mixed_bfloat16 policy (bfloat16
+# compute, float32 weights and logits) on any device; on CPUs with AVX-512 BF16 or
+# AMX oneDNN runs it natively (benchmarks/train.py --precision; docs/training.md).
+PRECISIONS = ("float32", "bf16")
 # TrainConfig fields that do not change the trained model: a run directory holding
 # another value of these resumes, and a suite's run key ignores them.
 RESULT_NEUTRAL = ("overwrite", "verbose", "test_every", "record_examples")
@@ -63,6 +69,7 @@ class TrainConfig:
     strategy: str = "default"              # default | one_device | mirrored | multi_worker | tpu
     jit_compile: Optional[bool] = None     # XLA; None: on for GPU/TPU, JIT_DEFAULT_CPU on CPU
     mixed_precision: bool = False          # mixed_float16 (GPU) / mixed_bfloat16 (TPU)
+    precision: str = "float32"             # float32 | bf16 (mixed_bfloat16 on any device)
     steps_per_execution: int = 1
     overfit_threshold: float = 1.0         # "time to overfit": train_eval_acc >= this
     stop_on_overfit: bool = False          # stop once overfit (Figure 1b needs only the time)
@@ -90,8 +97,8 @@ class TrainConfig:
     def validate(self):
         """ValueError if a setting is invalid.  Construction calls it (every TrainConfig
         is valid), so calling it again is a no-op kept for older callers."""
-        if self.epochs is not None and self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.epochs is not None and not 1 <= self.epochs <= MAX_EPOCHS:
+            raise ValueError(f"epochs must be in [1, {MAX_EPOCHS}], got {self.epochs}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) \
                 or not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}")
@@ -117,6 +124,11 @@ class TrainConfig:
             raise ValueError(f"test_every must be >= 1, got {self.test_every}")
         if self.steps_per_execution < 1:
             raise ValueError("steps_per_execution must be >= 1")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.precision != "float32" and self.mixed_precision:
+            raise ValueError("--precision=bf16 and --mixed_precision choose the same thing "
+                             "twice; pass one of them")
         if self.train_eval_size is not None and self.train_eval_size < 1:
             raise ValueError(f"train_eval_size must be >= 1, got {self.train_eval_size}")
         dynamics.check_mode(self.record_examples)
@@ -192,17 +204,21 @@ class Checkpoint(keras.callbacks.Callback):
     drives the learning-rate schedule) go to a new file, and only then does an
     atomic rewrite of training_metadata.json point to it; so the metadata always
     names a complete checkpoint of the epoch it records.  The checkpoint is kept
-    after training: `run` removes it once result.json is written.
+    after training: `run` removes it once result.json is written.  skip: a function
+    telling whether to leave the epoch just ended unsaved (it diverged: EpochMetrics).
     """
 
-    def __init__(self, backup_dir):
+    def __init__(self, backup_dir, skip=None):
         super().__init__()
         self.backup_dir = Path(backup_dir)
+        self.skip = skip
 
     def on_train_begin(self, logs=None):
         self.restore(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.skip is not None and self.skip():
+            return
         self.backup_dir.mkdir(parents=True, exist_ok=True)
         name = f"epoch{epoch + 1}.weights.h5"
         _save_weights(self.model, self.backup_dir / name)
@@ -391,7 +407,11 @@ def first_examples(ds, n, batch_size):
 
 class EpochMetrics(keras.callbacks.Callback):
     """After each epoch: evaluate, append a metrics.csv row, rewrite examples.npz (if
-    records is a dynamics.Records), TensorBoard, log line."""
+    records is a dynamics.Records), TensorBoard, log line.
+
+    An epoch whose training loss (the epoch's mean, so NaN or inf if any batch's was) or
+    re-evaluated training loss is not finite diverged: it gets no row, training stops,
+    and `diverged` becomes {"epoch", "what", "value"} (otherwise None)."""
 
     def __init__(self, run_dir, data, evaluate, lr_at, steps, rows, threshold, stop,
                  train_eval_size=None, test_every=1, epochs=None, max_steps=None,
@@ -406,13 +426,24 @@ class EpochMetrics(keras.callbacks.Callback):
         self.lr_at, self.steps, self.rows = lr_at, steps, rows
         self.threshold, self.stop = threshold, stop
         self.writer = tensorboard_writer(run_dir, rows)
+        self.diverged = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.t0 = time.perf_counter()
 
+    def _diverge(self, epoch, what, value):
+        self.diverged = {"epoch": epoch + 1, "what": what, "value": _nonfinite(value)}
+        self.model.stop_training = True
+        logging.warning("%s: epoch %d diverged: the %s is %s; stopping", self.run_dir,
+                        epoch + 1, what, self.diverged["value"])
+
     def on_epoch_end(self, epoch, logs=None):
         t1 = time.perf_counter()
+        if not math.isfinite(float(logs["loss"])):
+            return self._diverge(epoch, "training loss", float(logs["loss"]))
         tr = self.evaluate(self.train_eval, self.examples)
+        if not math.isfinite(float(tr["loss"][0])):  # weights gone bad in the last steps
+            return self._diverge(epoch, "re-evaluated training loss", float(tr["loss"][0]))
         step = int(self.model.optimizer.iterations.numpy())
         stopping = self.stop and float(tr["acc"][0]) >= self.threshold
         last = (stopping or epoch + 1 == self.epochs
@@ -447,6 +478,20 @@ class EpochMetrics(keras.callbacks.Callback):
             row["test_acc"], row["images_per_sec"], row["epoch_time"], row["eval_time"])
         if stopping:
             self.model.stop_training = True
+
+
+def _nonfinite(x):
+    return "NaN" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+
+
+def diverged_line(result, run_dir=None):
+    """The one line that says a run diverged (result["status"] == "diverged") and what to do."""
+    lr = result.get("config", {}).get("train", {}).get("learning_rate")
+    now = f" (now {lr:g})" if isinstance(lr, (int, float)) else ""
+    where = f"{run_dir}: " if run_dir is not None else ""
+    return (f"{where}the run diverged: the {result.get('diverged_what', 'training loss')} became "
+            f"{result.get('diverged_value', 'NaN')} in epoch {result['diverged_epoch']}; rerun with "
+            f"a smaller --learning_rate{now} and --overwrite")
 
 
 def _patch_symbolic_build(model, strategy):
@@ -567,7 +612,8 @@ def _run_locked(cfg, data_config, run_dir, data, callbacks, strategy):
     progress = any((run_dir / n).exists() for n in ("result.json", "metrics.csv", "backup"))
     if old is not None and _differs(old, config):
         if not cfg.overwrite and progress:
-            state = "a finished" if (run_dir / "result.json").exists() else "an unfinished"
+            done = results.load_result(run_dir)  # StateError if damaged
+            state = f"a {done['status']}" if done else "an unfinished"
             raise ValueError(f"{run_dir} holds {state} run with a different config "
                              f"({_summary(_changes(old, config))}); pass --overwrite to replace it, "
                              "or choose another --output_dir or --run_name")
@@ -577,12 +623,12 @@ def _run_locked(cfg, data_config, run_dir, data, callbacks, strategy):
     done = results.load_result(run_dir)
     if done is not None:
         _tidy(run_dir)
-        logging.info("%s: finished already (overwrite=True to redo)", run_dir)
+        logging.info("%s: %s already (overwrite=True to redo)", run_dir, done["status"])
         return done
     if (run_dir / "result.old.json").exists():
         logging.info("%s: result.old.json is the previous result, kept until this run's "
                      "is written", run_dir)
-    checkpoint = Checkpoint(run_dir / "backup")
+    checkpoint = Checkpoint(run_dir / "backup", skip=lambda: metrics.diverged is not None)
     meta = checkpoint.metadata()
     start = meta["epoch"] if meta else 0
     rows = results.read_metrics(run_dir)
@@ -601,13 +647,21 @@ def _run_locked(cfg, data_config, run_dir, data, callbacks, strategy):
         data = load(data_config)
     elif callable(data):
         data = data()
+    fingerprint = getattr(data, "fingerprint", None)
+    if fingerprint is not None:
+        config["data_fingerprint"] = dict(fingerprint)
+    if start and _data_changed(old, fingerprint, data_config, run_dir, cfg.overwrite):
+        _clear(run_dir)  # --overwrite: start again on the new data
+        start, rows, previous = 0, [], None
     results.write_json(run_dir / "config.json", config)  # once the data has loaded
     steps = -(-data.num_train // data_config.batch_size)
     on_accel = bool(tf.config.list_logical_devices("GPU") or cfg.strategy == "tpu")
     jit = cfg.jit_compile if cfg.jit_compile is not None else (on_accel or JIT_DEFAULT_CPU)
 
     policy = keras.config.dtype_policy()
-    if cfg.mixed_precision:
+    if cfg.precision == "bf16":
+        keras.config.set_dtype_policy("mixed_bfloat16")
+    elif cfg.mixed_precision:
         keras.config.set_dtype_policy("mixed_bfloat16" if cfg.strategy == "tpu"
                                       else "mixed_float16")
     try:
@@ -635,6 +689,7 @@ def _run_locked(cfg, data_config, run_dir, data, callbacks, strategy):
         logging.info("%s: resuming after epoch %d", run_dir, start)
     verbose = cfg.verbose if cfg.verbose is not None else int(sys.stdout.isatty())
     t0 = time.time()
+    metrics = None
     if start < cfg.epochs and not (cfg.stop_on_overfit and rows and
                                    rows[-1]["train_eval_acc"] >= cfg.overfit_threshold):
         records = None
@@ -655,13 +710,18 @@ def _run_locked(cfg, data_config, run_dir, data, callbacks, strategy):
                   callbacks=[metrics, checkpoint, *callbacks])  # restores in on_train_begin
     else:  # trained, but killed before result.json
         checkpoint.restore(model)
-    _save_weights(model, run_dir / "model.weights.h5")
+    diverged = metrics.diverged if metrics is not None else None
+    if diverged is None:  # a diverged run's weights are not finite: no final weights
+        _save_weights(model, run_dir / "model.weights.h5")
 
     epoch, step = results.time_to_overfit(rows, cfg.overfit_threshold)
     tested = results.tested(rows)
     best = max(tested, key=lambda r: r["test_acc"]) if tested else None
     result = {
-        "status": "finished",
+        "status": "finished" if diverged is None else "diverged",
+        **({} if diverged is None else {
+            "diverged_epoch": diverged["epoch"], "diverged_what": diverged["what"],
+            "diverged_value": diverged["value"]}),
         "model": cfg.model, "dataset": data_config.dataset,
         "randomize": data_config.randomize, "corrupt": data_config.label_prob,
         "seed": cfg.seed, "data_seed": data_config.seed,
@@ -682,6 +742,26 @@ def _run_locked(cfg, data_config, run_dir, data, callbacks, strategy):
     results.write_json(run_dir / "result.json", result)
     _tidy(run_dir)
     return result
+
+
+def _data_changed(old, fingerprint, data_config, run_dir, overwrite):
+    """Whether the data differs from the fingerprint in the run directory's config.json
+    (`old`), for a resume: ValueError (one line) if so, unless overwrite (then True).  A
+    config.json without a fingerprint (written before they existed) is taken as the same."""
+    before = (old or {}).get("data_fingerprint")
+    if not isinstance(before, dict) or fingerprint is None:
+        return False
+    changed = [k for k in ("train", "test") if k in before and k in fingerprint
+               and before[k] != fingerprint[k]]
+    if not changed or overwrite:
+        return bool(changed)
+    which = {"train": "training set", "test": "test set"}
+    what = ", ".join(f"{which[k]} fingerprint {before[k]!s:.12} != {fingerprint[k]!s:.12}"
+                     for k in changed)
+    under = f" under --data_dir={data_config.data_dir}" if data_config.data_dir else ""
+    raise ValueError(f"the data{under} has changed since the run in {run_dir} started ({what}); "
+                     "rerun with --overwrite to start again on the new data, or restore the "
+                     "old data")
 
 
 def _save_weights(model, path):

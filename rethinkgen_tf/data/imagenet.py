@@ -23,7 +23,6 @@ not available for a streamed dataset.
 """
 from __future__ import annotations
 
-import functools
 import glob
 import hashlib
 import os
@@ -32,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import Data, DataConfig, DataError
-from .pipeline import shuffle_seed_for_epoch
+from .pipeline import each_epoch, fingerprint_files
 from .preprocess import distort_color
 from .randomize import parse_stats, plan
 from .sources import _cache_dir, read_cache_json, write_cache_json
@@ -143,15 +142,17 @@ def load_imagenet(config: DataConfig) -> Data:
     tfrecords = config.data_dir is not None and glob.glob(os.path.join(config.data_dir, "train-*-of-*"))
     if tfrecords:
         offset = 1 if config.label_offset is None else config.label_offset
-        splits = {}
+        splits, fingerprint = {}, {}
         for split in ("train", "test"):
             files = shard_files(config.data_dir, split)
+            fingerprint[split] = fingerprint_files(files)  # names and sizes: cheap, not the bytes
             prefix = "train" if split == "train" else "validation"
             n = _KNOWN_SIZES.get((prefix, len(files))) or _count(files)
             splits[split] = (_records_tfrecord(files, offset), n)
         train_files = shard_files(config.data_dir, "train")
     else:
         splits = {s: _records_tfds(config.data_dir, s) for s in ("train", "test")}
+        fingerprint = None  # tensorflow-datasets' own files: not fingerprinted
     (train_rec, num_train), (test_rec, num_test) = splits["train"], splits["test"]
     if config.train_size is not None:
         num_train = min(num_train, config.train_size)
@@ -203,11 +204,8 @@ def load_imagenet(config: DataConfig) -> Data:
             num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
         return ds.batch(config.batch_size).prefetch(AUTOTUNE).with_options(opts)
 
-    def train_epochs(start, stop):
-        if not 0 <= start < stop:
-            raise ValueError(f"need 0 <= start < stop, got epochs {start}..{stop}")
-        return functools.reduce(tf.data.Dataset.concatenate, [
-            make_train(shuffle_seed_for_epoch(config.shuffle_seed, e), False) for e in range(start, stop)])
+    def train_epochs(start, stop):  # built lazily, epoch by epoch (pipeline.each_epoch)
+        return each_epoch(start, stop, config.shuffle_seed, lambda seed: make_train(seed, False))
 
     train_eval = train_rec.map(lambda i, e, y: train_map(i, e, y, False), num_parallel_calls=AUTOTUNE,
                                deterministic=True)
@@ -217,7 +215,7 @@ def load_imagenet(config: DataConfig) -> Data:
                 train_eval.batch(config.batch_size).prefetch(AUTOTUNE).with_options(opts),
                 test.batch(config.batch_size).prefetch(AUTOTUNE).with_options(opts),
                 num_train, num_test, k, (size, size, 3), _class_names(config.data_dir, k), config,
-                train_epochs=train_epochs, stats=stats)
+                train_epochs=train_epochs, stats=stats, fingerprint=fingerprint)
 
 
 def _stats(train_rec, size, config):
