@@ -79,7 +79,7 @@ def main(argv):
 
 
 def run():
-    from rethinkgen_tf import train
+    from rethinkgen_tf import results, train
     from rethinkgen_tf.data import DataConfig, load
     logging.set_verbosity(logging.INFO)
     if not os.path.isdir(FLAGS.data_dir):
@@ -101,6 +101,9 @@ def run():
         batch_size=FLAGS.batch_size, image_size=FLAGS.image_size,
         num_classes=FLAGS.num_classes)
     cfg.validate()  # both checked before anything is created or read
+    problem = results.path_problem(FLAGS.train_dir)
+    if problem:
+        raise ValueError(f"--train_dir={FLAGS.train_dir}: {problem}")
     try:
         os.makedirs(FLAGS.train_dir, exist_ok=True)
     except OSError as e:
@@ -114,7 +117,16 @@ def run():
     if FLAGS.max_steps is not None:
         steps_per_epoch = math.ceil(data.num_train / data_cfg.batch_size)
         cfg = dataclasses.replace(cfg, epochs=math.ceil(FLAGS.max_steps / steps_per_epoch))
-    r = train.run(cfg, data_cfg, FLAGS.train_dir, data=data)
+    from rethinkgen_tf.data.pipeline import MAX_EPOCHS
+    if cfg.epochs > MAX_EPOCHS:
+        raise ValueError(f"--num_epochs/--max_steps: {cfg.epochs} epochs, more than the {MAX_EPOCHS} a run can have")
+    try:
+        r = train.run(cfg, data_cfg, FLAGS.train_dir, data=data)
+    except results.RunLocked as e:  # its message names the run-directory flags of experiments.cifar
+        raise ValueError(f"{e.run_dir} is in use by process {e.pid or '(unknown)'}, which is training it; wait "
+                         "for it to finish, or stop it and rerun to resume, or choose another --train_dir") from None
+    if r["status"] == "diverged":  # result.json says so; one line, exit 1
+        raise ValueError(train.diverged_line(r, FLAGS.train_dir))
     f = r["final"] or {}
     print(f"{FLAGS.train_dir}: {r['steps']} steps | train top-1 {f.get('train_eval_acc', float('nan')):.4f} "
           f"| test top-1 {f.get('test_acc', float('nan')):.4f} top-5 "

@@ -20,7 +20,7 @@ from absl import flags, logging
 
 from rethinkgen_tf import recipes, train
 from rethinkgen_tf.data import AUGMENTATIONS, RANDOMIZATIONS, DataConfig
-from rethinkgen_tf.results import run_name
+from rethinkgen_tf.results import path_problem, run_name
 
 FLAGS = flags.FLAGS
 
@@ -102,6 +102,10 @@ def define(datasets, model):
     f.DEFINE_bool("jit_compile", None, "XLA (default: on for GPU/TPU, "
                   f"{'on' if train.JIT_DEFAULT_CPU else 'off'} on CPU).")
     f.DEFINE_bool("mixed_precision", False, "mixed_float16 on GPU (bfloat16 on TPU).")
+    f.DEFINE_enum("precision", "float32", list(train.PRECISIONS),
+                  "float32, or bf16: bfloat16 compute with float32 weights and logits (Keras "
+                  "mixed_bfloat16) on any device; on CPUs with AVX-512 BF16 or AMX it trains "
+                  "the convnets faster (docs/benchmarks.md). Part of the run's identity.")
     f.DEFINE_integer("steps_per_execution", 1, "Training steps per tf.function call.",
                      lower_bound=1)
     f.DEFINE_string("output_dir", "runs", "Parent directory of run directories.")
@@ -125,7 +129,8 @@ def configs():
         momentum=F.momentum, weight_decay=F.weight_decay, dropout=F.dropout,
         batchnorm=F.batchnorm, bn_momentum=F.bn_momentum, seed=F.seed, strategy=F.strategy,
         jit_compile=F.jit_compile,
-        mixed_precision=F.mixed_precision, steps_per_execution=F.steps_per_execution,
+        mixed_precision=F.mixed_precision, precision=F.precision,
+        steps_per_execution=F.steps_per_execution,
         overfit_threshold=F.overfit_threshold, stop_on_overfit=F.stop_on_overfit,
         test_every=F.test_every, record_examples=F.record_examples,
         overwrite=F.overwrite)
@@ -139,6 +144,9 @@ def run_dir_of(output_dir, name):
         raise ValueError(f"--run_name={name!r} must be a plain directory name (no '/', "
                          "not '.' or '..'): run directories live directly in --output_dir")
     out = Path(output_dir).expanduser()
+    problem = path_problem(out / name)
+    if problem:
+        raise ValueError(f"--output_dir/--run_name: {problem}")  # problem names the path
     for parent in (out, *out.parents):
         if parent.exists():
             if not parent.is_dir():
@@ -174,6 +182,8 @@ def main(argv):
     cfg, data_config, run_dir = configs()
     train.make_strategy(cfg.strategy)  # before any TF op (multi_worker)
     r = train.run(cfg, data_config, run_dir)  # loads the data only if it trains
+    if r["status"] == "diverged":  # result.json says so; one line, exit 1
+        raise ValueError(train.diverged_line(r, run_dir))
     f = r["final"] or {}
     print(f"{run_dir}: {r['epochs']} epochs, {r['steps']} steps | train acc "
           f"{f.get('train_eval_acc', float('nan')):.4f} (original labels "

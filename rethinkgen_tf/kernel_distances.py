@@ -122,8 +122,8 @@ def _load(state_dir: Path, d: Distances, blocks, digest) -> int:
     if not (state_dir / PROGRESS).exists():
         _remove_unreferenced(state_dir, None)
         return 0
-    progress = results.read_json(state_dir / PROGRESS)
-    if not isinstance(progress, dict) or not isinstance(progress.get("file"), str):
+    progress = read_json(state_dir / PROGRESS, advice)
+    if not isinstance(progress.get("file"), str):
         raise results.StateError(f"{state_dir / PROGRESS} does not name a checkpoint; {advice}")
     path = state_dir / progress["file"]
     _remove_unreferenced(state_dir, path.name)
@@ -147,13 +147,27 @@ def _load(state_dir: Path, d: Distances, blocks, digest) -> int:
     return done
 
 
+def read_json(path, advice) -> dict:
+    """The JSON object in `path` (a file of this experiment's state, or a summary); StateError
+    (one line) naming it, then `advice`, if it is damaged.  (results.read_json's advice is a
+    training run's, whose flags this experiment does not have.)"""
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise results.StateError(f"{path} is damaged ({type(e).__name__}: {str(e)[:80]}); {advice}") from None
+    if not isinstance(obj, dict):
+        raise results.StateError(f"{path} is damaged (not a JSON object); {advice}")
+    return obj
+
+
 def check_state(state_dir, config) -> Optional[dict]:
     """The configuration stored in state_dir (None: none yet).  ValueError (one line) if it is
     not `config`."""
     path = Path(state_dir) / "config.json"
     if not path.exists():
         return None
-    stored = results.read_json(path)
+    stored = read_json(path, f"delete {state_dir} to start over")
     if stored != config:
         diff = sorted(k for k in set(stored) | set(config) if stored.get(k) != config.get(k))
         shown = ", ".join(f"{k}: {stored.get(k)!r} there, {config.get(k)!r} now" for k in diff[:4])
@@ -216,7 +230,7 @@ def finished(state_dir, config) -> bool:
     try:
         if check_state(state_dir, config) is None:
             return False
-        progress = results.read_json(state_dir / PROGRESS)
+        progress = read_json(state_dir / PROGRESS, "")
     except (ValueError, OSError, results.StateError):
         return False
     return (isinstance(progress, dict) and progress.get("blocks_done") == config["blocks"]
@@ -251,7 +265,7 @@ def start_from(state_dir, source, source_config, config) -> int:
     if not finished(source, source_config):
         raise results.StateError(f"{source} holds no finished accumulation of {source_config.get('blocks')} "
                                  f"blocks; {advice}")
-    progress = results.read_json(source / PROGRESS)
+    progress = read_json(source / PROGRESS, advice)
     blocks, src = progress["blocks_done"], source / progress["file"]
     _open_state(state_dir, config)
     dst = state_dir / f"{STATE_FILE}.{blocks}"

@@ -279,9 +279,10 @@ def _solution(y, alpha, fitted, ridge, iterations, t):
 def solve_direct(kmat: DenseKernel, y, ridge=0.0) -> Solution:
     import scipy.linalg
     t = time.time()
-    a = kmat.k + ridge * np.eye(kmat.n) if ridge else kmat.k
+    a = kmat.k.copy()  # factored in place: K and its factor, 16 n^2 bytes (memory_estimate)
+    a[np.diag_indices(kmat.n)] += ridge
     try:
-        factor = scipy.linalg.cho_factor(a, lower=True, check_finite=False)
+        factor = scipy.linalg.cho_factor(a, lower=True, overwrite_a=True, check_finite=False)
     except np.linalg.LinAlgError as e:
         raise np.linalg.LinAlgError(
             f"the kernel matrix{' + ridge I' if ridge else ''} is not positive definite in float64 ({e}): "
@@ -573,13 +574,10 @@ def _start_from(source, state_dir, config, blocks, n, t, standardize, log):
     """kernel_experiment's start_from: a state_dir without a checkpoint begins as the smaller
     run's finished state in `source` (checked to be the same run but for fewer, whole blocks)."""
     from rethinkgen_tf import kernel_distances as kd
-    from rethinkgen_tf import results
     if os.path.exists(os.path.join(state_dir, kd.PROGRESS)):
         log(f"--start_from={source}: {state_dir} holds a checkpoint already, resuming that")
         return
-    src = results.read_json(os.path.join(source, "config.json"))
-    if not isinstance(src, dict):
-        raise results.StateError(f"{source}/config.json is damaged; pass another --start_from")
+    src = kd.read_json(os.path.join(source, "config.json"), "pass another --start_from")
     f, b = src.get("conv_filters"), src.get("blocks")
     ours = kd.full_config(config, blocks, n, t, standardize)
     same = dict(ours, conv_filters=f, blocks=b) == src
@@ -618,13 +616,14 @@ def _curve_row(filters, summary, out=None) -> dict:
 def _curve(curve_filters, skipped, curve_outs, state_dir, point_kw, summary, log) -> list:
     """kernel_experiment, step 4: each curve point's row (its summary read from its out when there,
     else computed from its snapshot state), then the largest run's row."""
+    from rethinkgen_tf import kernel_distances as kd
     from rethinkgen_tf import results
     rows = []
     for f in curve_filters:
         p = curve_outs[f]
         if os.path.exists(p):
-            point = results.read_json(p)
-            if not isinstance(point, dict) or point.get("conv_filters") != f or "results" not in point:
+            point = kd.read_json(p, "delete it to rerun that point")
+            if point.get("conv_filters") != f or "results" not in point:
                 raise results.StateError(f"{p} is not the summary of a {f}-filter run; delete it to rerun that point")
             log(f"curve: {f} filters: read {p}")
         elif f in skipped:
@@ -648,9 +647,9 @@ _SAME_RUN = ("dataset", "n", "test_n", "features", "preprocess", "seed", "data_s
 def _read_summary(path, needs, what) -> dict:
     """The kernel experiment's summary (its --out) in `path`, holding the keys `needs`; else a
     ValueError of one line: `what`, then why."""
-    from rethinkgen_tf import results
+    from rethinkgen_tf import kernel_distances as kd
     try:
-        s = results.read_json(path)
+        s = kd.read_json(path, "")
     except FileNotFoundError:
         why = "no such file"
     except OSError:
@@ -714,6 +713,71 @@ def _curve_figure(summary, out, log) -> str:
     plots.kernel_curve(summary, path)
     log(f"drew {path}")
     return path
+
+
+# --------------------------------------------------------------------------- memory
+STANDARD_SIZES = {"mnist": (60000, 10000), "fashion_mnist": (60000, 10000), "cifar10": (50000, 10000)}
+_PIXELS = {"mnist": (28, 28), "fashion_mnist": (28, 28), "cifar10": (32, 32, 3)}
+BASE_BYTES = 2**30  # Python, NumPy, TensorFlow (the entry point imports it) and the dataset
+
+
+def memory_estimate(n, t, dim_block, method="auto", fit_n=0) -> dict:
+    """Bytes the kernel experiment holds at its peak, by part, for n training and t test images
+    and feature blocks of dim_block features: the squared distances (the lower triangle of an
+    n x n float32 array, and t x n) throughout, plus the largest of the phases that follow one
+    another: a feature block (the block, its centered copy, a row block of products), the
+    validation fits (fit_n^2 float64 matrices: distances, kernel, its factor, its inverse), and
+    the solver: direct, K and its Cholesky factor in float64; mixed, the float32 factor's lower
+    triangle and float64 row blocks of K.  "peak" is their sum with the base."""
+    method = ("direct" if n <= 12000 else "mixed") if method == "auto" else method
+    phases = {
+        "a feature block": 3 * 4 * (n + t) * dim_block + 4 * 2048 * n,
+        "the validation fits": 32 * fit_n * fit_n,
+        f"the {method} solver": 16 * n * n if method == "direct" else 2 * n * n + 4 * 8 * 2048 * n,
+    }
+    largest = max(phases, key=phases.get)
+    parts = {"the distances": 2 * n * n + 4 * n * t, largest: phases[largest]}
+    return dict(parts=parts, method=method, peak=BASE_BYTES + sum(parts.values()))
+
+
+def machine_memory() -> int:
+    """Bytes of memory this process may use: the machine's, or its cgroup's limit if lower."""
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                limit = f.read().strip()
+        except OSError:
+            continue
+        if limit.isdigit():
+            total = min(total, int(limit))
+    return total
+
+
+def _check_memory(n, t, features, method, val_fit_n, conv, dataset, shape=None) -> str:
+    """The line that says how much memory the experiment needs; ValueError (one line, what to reduce)
+    if that is more than the machine has."""
+    if features == "raw":
+        dim_block = int(np.prod(shape if shape is not None else _PIXELS.get(dataset, (32, 32, 3))))
+    else:
+        dim_block = conv["conv_pool"] ** 2 * (2 if conv["conv_two_sided"] else 1) * min(conv["conv_block"],
+                                                                                          conv["conv_filters"])
+    est = memory_estimate(n, t, dim_block, method, min(val_fit_n, n))
+    gib = 2.0 ** 30
+    parts = ", ".join(f"{k} {v / gib:.1f}" for k, v in est["parts"].items())
+    have = machine_memory()
+    if est["peak"] > have:
+        fix = ["--n", "--test_n"]
+        if est["method"] == "direct" and memory_estimate(n, t, dim_block, "mixed", min(val_fit_n, n))["peak"] <= have:
+            fix.append("--method=mixed")
+        if "a feature block" in est["parts"] and features == "random_conv":
+            fix.append("--conv_block")
+        if "the validation fits" in est["parts"]:
+            fix.append("--val_fit_n")
+        raise ValueError(f"n = {n} training and {t} test images need about {est['peak'] / gib:.1f} GiB of memory "
+                         f"({parts} GiB), more than the {have / gib:.1f} GiB of this machine; reduce "
+                         + ", ".join(fix[:-1]) + " or " + fix[-1])
+    return f"memory: about {est['peak'] / gib:.1f} GiB of {have / gib:.1f} GiB ({parts} GiB, {est['method']} solver)"
 
 
 def _data_sha1(*arrays) -> str:
@@ -810,8 +874,15 @@ def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=Non
         raise ValueError(f"--state_dir={state_dir} is a file; pass a directory")
     t_all = time.time()
     # random subsets (seed + 1), kept in index order
+    if data_dir is None and dataset in STANDARD_SIZES:  # tensorflow-datasets: the sizes are known
+        n0, t0 = STANDARD_SIZES[dataset]
+        _check_memory(min(n or n0, n0), min(test_n or t0, t0), features, method, val_fit_n, conv, dataset)
     x, y, xt, yt, names = load_subsets(dataset, data_dir, n, test_n, seed + 1)
     k, n, t = len(names), x.shape[0], xt.shape[0]
+    for name, asked, got, split in (("n", call["n"], n, "training"), ("test_n", test_n, t, "test")):
+        if asked is not None and asked > got:
+            log(f"--{name}={asked} is more than the {got} {split} images: using all {got}")
+    log(_check_memory(n, t, features, method, val_fit_n, conv, dataset, x.shape[1:]))
     if n < 2 and bandwidth is None:
         raise ValueError(f"{n} training image has no median distance to set the bandwidth from; pass --bandwidth")
     if val_n is not None and val_n and val_n > n - 1:
@@ -841,6 +912,11 @@ def kernel_experiment(dataset="fashion_mnist", data_dir=None, n=None, test_n=Non
                                      **dists.timing)
         log(f"distances done ({time.time() - t0:.0f} s, peak {peak_rss_gib():.2f} GiB)")
         med = dists.median_distance(seed=seed) if n > 1 else None  # n = 1: the bandwidth is given
+        if med == 0 and bandwidth is None:
+            why = (f"--conv_threshold={conv_threshold:g} leaves (almost) every feature 0: lower it"
+                   if features == "random_conv" else "remove duplicate images")
+            raise ValueError(f"most training images have the same features (median pairwise distance 0), so "
+                             f"the bandwidth cannot be set from it; {why}, or pass --bandwidth")
         summary["median_distance"] = med
         choice = _choose(dists, y, k, med, dataset, features, bandwidth, bandwidth_factor, ridge, val_n, val_fit_n,
                          val_loo, bandwidth_grid, ridge_grid, seed, log, progress)

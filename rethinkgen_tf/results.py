@@ -1,14 +1,18 @@
 """Run directories: what one training run leaves on disk, its name, and how to read it back.
 
     run_dir/
-      config.json     resolved TrainConfig and DataConfig (written first)
+      config.json     resolved TrainConfig and DataConfig, and the data's fingerprint
+                      (data_fingerprint: a resume onto other data is refused); written
+                      once the data has loaded
       metrics.csv     one row per finished epoch (columns: METRIC_COLUMNS)
       examples.npz    per-example records of the re-evaluated training set (EXAMPLE_ARRAYS;
                       rethinkgen_tf.dynamics), rewritten after each epoch's metrics row
       tb/             TensorBoard event files (the same scalars, x axis = step)
       backup/         latest checkpoint while training (removed when finished)
-      model.weights.h5  final weights
-      result.json     written atomically last; its presence means "finished"
+      model.weights.h5  final weights (none for a diverged run)
+      result.json     written atomically last; its presence means the run ended:
+                      "status" is "finished", or "diverged" (the training loss became NaN
+                      or inf in epoch "diverged_epoch"; metrics.csv stops the epoch before)
       result.old.json the previous result while an --overwrite run retrains
       .lock           held (flock) by the one process writing the directory
 
@@ -105,10 +109,30 @@ def write_json(path, obj):
     atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def path_problem(path):
+    """What is wrong with a path to write under, as the end of a sentence (None: nothing found):
+    a name that is not UTF-8 (TensorFlow's file functions and our printed lines need UTF-8), or
+    a symbolic link on the way that leads nowhere (dangling, or a loop)."""
+    text = os.fspath(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return f"the name {shown} is not valid UTF-8; choose a UTF-8 path"
+    p = Path(os.path.abspath(text))
+    for q in (p, *p.parents):
+        if q.is_symlink() and not q.exists():
+            return (f"{q} is a symbolic link to {os.readlink(q)}, which does not exist (or loops); "
+                    "fix or remove the link, or choose another path")
+    return None
+
+
 def check_out(out):
     """An --out (a file to write, or None) must be writable: ValueError (one line) now rather than
     after the work."""
     if out:
+        if path_problem(out):
+            raise ValueError(f"--out={out}: {path_problem(out)}")
         path = os.path.abspath(out)
         if os.path.isdir(path):
             raise ValueError(f"--out={out} is a directory; pass a file name")
@@ -158,19 +182,33 @@ def _advice(path):
     return f"rerun with --overwrite to retrain the run in {path.parent}, or delete that directory"
 
 
+# result.json's "status": a run that ends writes one of these, and either means done
+# (a suite does not train it again unless --overwrite).  "diverged": its loss became
+# non-finite; "diverged_epoch" is that epoch, and metrics.csv holds the epochs before it.
+DONE = ("finished", "diverged")
+
+
 def load_result(run_dir):
-    """The run's result dict, or None if it has not finished; StateError if damaged."""
+    """The run's result dict (status "finished" or "diverged": see `diverged`), or None if
+    it has not ended; StateError if damaged."""
     path = Path(run_dir) / "result.json"
     if not path.exists():
         return None
     res = read_json(path)
-    if res.get("status") != "finished" or "config" not in res:
+    if res.get("status") not in DONE or "config" not in res:
         raise StateError(f"{path} is damaged (not a finished run's result); {_advice(path)}")
     return res
 
 
+def diverged(res):
+    """Whether a result (load_result's dict, or None) is of a run whose loss became
+    non-finite: it holds no final numbers to show."""
+    return bool(res) and res.get("status") == "diverged"
+
+
 def collect(root):
-    """All finished results under `root` (recursively), each with its run_dir."""
+    """All ended results under `root` (recursively; finished or diverged), each with its
+    run_dir."""
     return [{**load_result(p.parent), "run_dir": str(p.parent)}
             for p in sorted(Path(root).glob("**/result.json"))]
 
@@ -282,9 +320,8 @@ def read_examples(path):
 
 def examples_advice(path):
     """What to do about an examples file (`path`) that is damaged or does not fit the run: the end
-    of its StateError message."""
-    return (f"rerun with --overwrite to retrain the run in {Path(path).parent}, or delete "
-            f"{Path(path).name} to keep training without the earlier epochs' records")
+    of its StateError message.  Retraining is the one remedy that cannot mix two runs' data."""
+    return f"rerun with --overwrite to retrain the run in {Path(path).parent} from the start"
 
 
 class RunLock:
