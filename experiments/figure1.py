@@ -4,6 +4,8 @@ to overfit vs label corruption, (c) test error vs label corruption.
     python -m experiments.figure1 --scale=cpu --data_dir=/path/to/cifar10
     python -m experiments.figure1 --scale=paper --shard=0/4   # one of 4 machines
     python -m experiments.figure1 --plot_only                 # redraw from results
+    python -m experiments.figure1 --models=mlp_1x512 --loss_model=mlp_1x512 \
+        --train_size=100 --test_size=100 --max_epochs=2 --data_dir=...   # a smoke test
 
 Writes figure1.png/.pdf and one run directory per point under --output_dir, and next
 to Figure 1 figure1_dynamics.png/.pdf: for each (b, c) run with 0 < p < 1, the
@@ -23,8 +25,8 @@ flags.DEFINE_string("parts", "abc", "Which panels to run: any of a, b, c.")
 
 
 def points(F):
-    return grids.figure1_points(F.scale, F.data_dir, F.models, F.loss_model, seed=F.seed,
-                                parts=F.parts, seeds=F.seeds)
+    return grids.figure1_points(suite.scale_of(F), F.data_dir, F.models, F.loss_model,
+                                seed=F.seed, parts=F.parts, seeds=F.seeds)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ flags.adopt_module_key_flags(suite)
 
 
 def points(F):
-    return grids.implicit_points(F.scale, F.data_dir, seed=F.seed, seeds=F.seeds)
+    return grids.implicit_points(suite.scale_of(F), F.data_dir, seed=F.seed, seeds=F.seeds)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ What each run trains with at each scale (`paper`: full CIFAR-10 and the paper's
 schedules; `cpu`: class-balanced subsets sized to finish a figure in about an
 hour on a 2-core CPU, with the paper's decay per *step*) is
 `rethinkgen_tf.recipes` (`SCALES`, `Scale.configs`); docs/experiments.md has the
-table.  This module holds the grids and the paper's numbers.
+table.  Every grid's `scale` is a name in recipes.SCALES or a Scale, e.g. one with
+smaller runs for a smoke test (`Scale.capped`, the suites' --train_size, --test_size,
+--max_epochs).  This module holds the grids and the paper's numbers.
 """
 import functools
 
@@ -121,11 +123,18 @@ def table1_points(scale, data_dir, models=TABLE1_MODELS, seed=0):
 
 
 @per_seed
-def table4_points(scale, data_dir, seed=0):
-    """Random labels with a regularizer on; the slower decay the paper needed."""
+def table4_points(scale, data_dir, seed=0, models=None):
+    """Random labels with a regularizer on; the slower decay the paper needed.
+    models: only these models' rows (None: all of Table 4)."""
+    unknown = sorted(set(models or ()) - {m for m, _ in TABLE4})
+    if unknown:
+        raise ValueError(f"--models: Table 4 has no rows for {', '.join(unknown)}; choose "
+                         f"from {', '.join(dict.fromkeys(m for m, _ in TABLE4))}")
     s = recipes.scale(scale)
     pts = []
     for (model, reg) in TABLE4:
+        if models is not None and model not in models:
+            continue
         t, d = s.configs(model, data_dir, seed, randomize="labels",
                          augment={"random_crop": "crop", "augmentation": "crop_flip"}.get(reg, "none"),
                          lr_decay=s.per_epoch(recipes.TABLE4_LR_DECAY, model),

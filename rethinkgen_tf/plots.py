@@ -5,6 +5,10 @@ Each function takes [(suite.Point, result or None)] as returned by
 returns a dict of the key numbers it plotted; `dynamics` takes run directories
 and draws their per-example records (examples.npz, rethinkgen_tf.dynamics);
 `kernel_curve` takes a kernel experiment's summary (kernels.kernel_experiment).
+
+A run whose loss became non-finite (result status "diverged", `results.diverged`) has
+no numbers to show: the tables say "diverged" in its cells, the figures leave it out
+and name it in a note, and means over seeds are over the other seeds (and say so).
 """
 from pathlib import Path
 
@@ -43,15 +47,25 @@ def _rows(res):
     return results.read_metrics(res["run_dir"]) if res and "run_dir" in res else []
 
 
-def by_seed(pairs, *keys):
+def by_seed(pairs, *keys, diverged=False):
     """{tuple of the tags `keys`: [(seed, result)] of its finished runs}, in grid order: the
-    seeds of one point of a grid (a point's `seed` tag, 0 if it has none)."""
+    seeds of one point of a grid (a point's `seed` tag, 0 if it has none).  diverged=True:
+    of its diverged runs instead (the same keys, in the same order)."""
     out = {}
     for p, res in pairs:
         group = out.setdefault(tuple(p.tag.get(k) for k in keys), [])
-        if res is not None:
+        if res is not None and results.diverged(res) == diverged:
             group.append((p.tag.get("seed", 0), res))
     return out
+
+
+def _diverged_at(runs):
+    """'seed 0 at epoch 3, seed 1 at epoch 5' for [(seed, diverged result)]."""
+    return ", ".join(f"seed {sd} at epoch {r.get('diverged_epoch', '?')}" for sd, r in runs)
+
+
+DIVERGED_NOTE = ("diverged: the run's loss became non-finite (result.json status \"diverged\"); "
+                 "it has no numbers and is left out of the means over seeds")
 
 
 def mean_std(values):
@@ -92,7 +106,9 @@ def figure1(pairs, out_dir):
     (one standard deviation over seeds).  Labels say n and the number of seeds."""
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
     numbers = {"a": {}, "b": {}, "c": {}}
-    a_runs = by_seed([(p, r) for p, r in pairs if p.tag["part"] == "a"], "randomize")
+    a_pairs = [(p, r) for p, r in pairs if p.tag["part"] == "a"]
+    a_runs, a_div = by_seed(a_pairs, "randomize"), by_seed(a_pairs, "randomize", diverged=True)
+    diverged = [f"(a) {LABELS[r]}: {_diverged_at(g)}" for (r,), g in a_div.items() if g]
     last_step = 0
     for k, ((randomize,), runs) in enumerate(a_runs.items()):
         color = f"C{k}"
@@ -106,21 +122,28 @@ def figure1(pairs, out_dir):
             "overfit_step": dict(zip([sd for sd, _ in runs], steps)),
             "overfit_step_mean": mean_std(steps)[0],
             "final_train_loss": [(_rows(r) or [{}])[-1].get("train_loss") for _, r in runs]}
+        if a_div[(randomize,)]:
+            numbers["a"][randomize]["diverged"] = {sd: r.get("diverged_epoch")
+                                                   for sd, r in a_div[(randomize,)]}
     if any(a_runs.values()):
         axes[0].set(xlabel="thousand steps", ylabel="average loss",
                     title=f"(a) {_a_model(pairs)}, n = {_sizes(a_runs.values())}, "
                           f"{_n_seeds(a_runs.values())} seed(s)")
+    elif not a_pairs:  # (a) is not in this grid (--parts): no empty panel
+        axes[0].remove()
     else:
         axes[0].set(title="(a) the five randomizations", xticks=[], yticks=[])
-        axes[0].text(0.5, 0.5, "not run" if a_runs else "not in this grid (--parts)",
+        axes[0].text(0.5, 0.5, "diverged (see below)" if diverged else "not run",
                      ha="center", va="center", transform=axes[0].transAxes, color="gray")
     # Runs that went on long after the loss is ~0: show up to twice the slowest time to overfit.
-    fit = [v["overfit_step_mean"] for v in numbers["a"].values()]
+    fit = [numbers["a"][r]["overfit_step_mean"] for (r,), runs in a_runs.items() if runs]
     if fit and all(fit) and last_step > 2 * max(fit):
         axes[0].set_xlim(0, 2 * max(fit) / 1000)
     bc = [(p, r) for p, r in pairs if p.tag["part"] == "bc"]
     models = list(dict.fromkeys(p.tag["model"] for p, _ in bc))
     groups = by_seed(bc, "model", "corrupt")
+    diverged += [f"(b, c) {MODEL_NAMES.get(m, m)}, p = {c:g}: {_diverged_at(g)}"
+                 for (m, c), g in by_seed(bc, "model", "corrupt", diverged=True).items() if g]
     unfit = []
     for k, model in enumerate(models):
         color, name = f"C{k}", MODEL_NAMES.get(model, model)
@@ -145,8 +168,10 @@ def figure1(pairs, out_dir):
         axes[2].errorbar(pc, [100 * c[p_][0] for p_ in pc], [100 * c[p_][1] for p_ in pc],
                          fmt="o-", capsize=3, color=color, label=label)
         if model in PAPER_TEST_ERROR_AT_0:
-            axes[2].plot([0, 1], [100 * PAPER_TEST_ERROR_AT_0[model], 90], "x--", color=color,
-                         alpha=0.45, label=f"{name}, paper (p = 0: Table 1; p = 1: ~90%)")
+            # only where the paper states a value: no line through values it never gives
+            axes[2].plot([0, 1], [100 * PAPER_TEST_ERROR_AT_0[model], 90], "x", ls="none",
+                         ms=9, mew=2, color=color, alpha=0.6,
+                         label=f"{name}, paper (p = 0: Table 1; p = 1: about 90%)")
         numbers["b"][model] = {p_: {"mean": v[0], "std": v[1], "seeds": v[2]}
                                for p_, v in b.items() if v[2]}
         numbers["c"][model] = {p_: {"mean": v[0], "std": v[1], "seeds": v[2]}
@@ -154,7 +179,7 @@ def figure1(pairs, out_dir):
     if models:
         lo, hi = PAPER_SLOWDOWN_AT_1
         axes[1].plot([1, 1], [lo, hi], color="gray", lw=6, alpha=0.35, solid_capstyle="butt",
-                     label=f"paper at p = 1: {lo:g}x-{hi:g}x")
+                     label=f"paper at p = 1: {lo:g}x-{hi:g}x (our reading of its figure)")
     if unfit:
         axes[1].text(0.02, 0.98, "\n".join(unfit), transform=axes[1].transAxes, va="top",
                      fontsize=8, color="gray")
@@ -162,14 +187,48 @@ def figure1(pairs, out_dir):
     axes[1].set(xlabel="label corruption p", ylabel="time to overfit (relative to p = 0)",
                 title="(b) convergence slowdown")
     axes[2].set(xlabel="label corruption p", ylabel="test error (%)",
-                title="(c) generalization error growth")
+                title=f"(c) generalization error growth, {_tests(bc)} test images")
+    shown = [ax.get_position() for ax in fig.axes]  # centred over the panels drawn
+    fig.suptitle(_caption(pairs), fontsize=8, y=1.0, va="bottom",
+                 x=(shown[0].x0 + shown[-1].x1) / 2)
     for ax in axes:
         if ax.lines:
             ax.legend(fontsize=7)
+    if diverged:  # a caption under the panels drawn: which runs are left out
+        drawn = [ax.get_position() for ax in fig.axes]
+        fig.text((drawn[0].x0 + drawn[-1].x1) / 2, -0.02, "Not shown, diverged (loss "
+                 "non-finite; left out of the means): " + "; ".join(diverged), ha="center",
+                 va="top", fontsize=8, color="C3", wrap=True)
+        numbers["diverged"] = diverged
     numbers["files"] = _save(fig, out_dir, "figure1")
     # next to it, from the same runs' examples.npz: clean vs corrupted examples per epoch
     numbers["dynamics"] = figure1_dynamics(pairs, out_dir)
     return numbers
+
+
+def _tests(pairs):
+    ns = sorted({r["num_test"] for _, r in pairs if r and r.get("num_test")})
+    return "/".join(f"{n:,}" for n in ns) or "?"
+
+
+def _caption(pairs):
+    """One line per model of Figure 1: when a run counts as fit, and its schedule (from the
+    runs' config.json)."""
+    seen = {}
+    for p, res in pairs:
+        path = Path(res["run_dir"]) / "config.json" if res and "run_dir" in res else None
+        if path is None or not path.exists() or p.tag.get("model") in seen:
+            continue
+        t, d = (results.read_json(path).get(k, {}) for k in ("train", "data"))
+        def g(k, default=None, scale=1):
+            v = t.get(k, default)
+            return f"{scale * v:.4g}" if isinstance(v, (int, float)) else "?"
+        seen[p.tag.get("model")] = (
+            f"{MODEL_NAMES.get(t.get('model'), t.get('model'))}: fit = re-evaluated training "
+            f"accuracy >= {g('overfit_threshold', 1.0, 100)}%, lr {g('learning_rate')} "
+            f"x{g('lr_decay', 1.0)} per epoch, momentum {g('momentum', 0.9)}, batch "
+            f"{d.get('batch_size', '?')}")
+    return "\n".join(seen.values())
 
 
 def _a_model(pairs):
@@ -193,39 +252,57 @@ def _final(g, key):
     return [(r.get("final") or {}).get(key) for _, r in g]
 
 
+def _cell(g, dv, key):
+    """A table cell: the finished seeds' mean (± std) of final[key], and how many seeds
+    diverged (left out); 'diverged (epoch e)' when every seed diverged; '(not run)'."""
+    if g:
+        return _pct_seeds(_final(g, key)) + (f" ({len(dv)} diverged, left out)" if dv else "")
+    if dv:
+        epochs = dict.fromkeys(str(r.get("diverged_epoch", "?")) for _, r in dv)
+        return f"diverged (epoch {'/'.join(epochs)})"
+    return "(not run)" if key == "train_eval_acc" else ""
+
+
+def _seeds(g, dv):
+    return str(len(g)) + (f" + {len(dv)} diverged" if dv else "")
+
+
 def table1(pairs, out_dir):
     """Markdown and LaTeX, ours (mean ± std over seeds when there are several) beside the
     paper's numbers; the linear control's rows have none."""
     head = ["model", "random crop", "weight decay", "labels", "train (ours)", "test (ours)",
             "train (paper)", "test (paper)", "train size", "epochs", "seeds"]
     lines = []
-    for key, g in by_seed(pairs, "model", "crop", "wd", "random_labels").items():
+    keys = ("model", "crop", "wd", "random_labels")
+    div = by_seed(pairs, *keys, diverged=True)
+    for key, g in by_seed(pairs, *keys).items():
         model, crop, wd, random_labels = key
-        paper = TABLE1.get(key, (None, None))
+        paper, dv = TABLE1.get(key, (None, None)), div[key]
         lines.append([MODEL_NAMES.get(model, model), "yes" if crop else "no",
                       "yes" if wd else "no", "random" if random_labels else "true",
-                      _pct_seeds(_final(g, "train_eval_acc")) if g else "(not run)",
-                      _pct_seeds(_final(g, "test_acc")) if g else "",
+                      _cell(g, dv, "train_eval_acc"), _cell(g, dv, "test_acc"),
                       "—" if paper[0] is None else f"{paper[0]:.2f}",
                       "—" if paper[1] is None else f"{paper[1]:.2f}",
-                      "/".join(sorted({str(r["num_train"]) for _, r in g})),
-                      "/".join(sorted({str(r["epochs"]) for _, r in g}, key=int)), str(len(g))])
-    return _write_table(head, lines, out_dir, "table1")
+                      "/".join(sorted({str(r["num_train"]) for _, r in g + dv if r.get("num_train")})),
+                      "/".join(sorted({str(r.get("epochs")) for _, r in g}, key=int)),
+                      _seeds(g, dv)])
+    return _write_table(head, lines, out_dir, "table1", any(div.values()))
 
 
 def table4(pairs, out_dir):
     head = ["model", "regularizer", "train (ours)", "test (ours)", "train (paper)", "seeds"]
     lines = []
+    div = by_seed(pairs, "model", "regularizer", diverged=True)
     for (model, reg), g in by_seed(pairs, "model", "regularizer").items():
-        paper = TABLE4.get((model, reg))
+        paper, dv = TABLE4.get((model, reg)), div[(model, reg)]
         lines.append([MODEL_NAMES.get(model, model), reg.replace("_", " "),
-                      _pct_seeds(_final(g, "train_eval_acc")) if g else "(not run)",
-                      _pct_seeds(_final(g, "test_acc")) if g else "",
-                      "fails to converge" if paper is None else f"{paper:.2f}", str(len(g))])
-    return _write_table(head, lines, out_dir, "table4")
+                      _cell(g, dv, "train_eval_acc"), _cell(g, dv, "test_acc"),
+                      "fails to converge" if paper is None else f"{paper:.2f}", _seeds(g, dv)])
+    return _write_table(head, lines, out_dir, "table4", any(div.values()))
 
 
-def _write_table(head, lines, out_dir, name):
+def _write_table(head, lines, out_dir, name, diverged=False):
+    """name.md and name.tex; with diverged runs, DIVERGED_NOTE under the table."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -235,6 +312,9 @@ def _write_table(head, lines, out_dir, name):
     tex += [" & ".join(c.replace("%", "\\%").replace("—", "--").replace("±", "$\\pm$") for c in row) + " \\\\"
             for row in lines]
     tex += ["\\hline", "\\end{tabular}"]
+    if diverged:
+        md += ["", DIVERGED_NOTE[0].upper() + DIVERGED_NOTE[1:] + "."]
+        tex += ["% " + DIVERGED_NOTE]
     results.atomic_write(out_dir / f"{name}.md", "\n".join(md) + "\n")
     results.atomic_write(out_dir / f"{name}.tex", "\n".join(tex) + "\n")
     return {"markdown": "\n".join(md), "files": [str(out_dir / f"{name}.md"),
@@ -252,6 +332,13 @@ def implicit(pairs, out_dir):
         if several:
             name += f", seed {p.tag['seed']}"
             key += f"_s{p.tag['seed']}"
+        if results.diverged(res):  # no curve: say so where it would be
+            epoch = res.get("diverged_epoch", "?")
+            ax.set(title=name, xticks=[], yticks=[])
+            ax.text(0.5, 0.5, f"diverged at epoch {epoch}\n(loss non-finite; not drawn)",
+                    ha="center", va="center", transform=ax.transAxes, color="C3")
+            numbers[key] = {"diverged_epoch": res.get("diverged_epoch")}
+            continue
         rows = _rows(res)
         tested = results.tested(rows)
         steps = [r["step"] / 1000 for r in tested]
@@ -435,7 +522,7 @@ def figure1_dynamics(pairs, out_dir):
     for p, res in pairs:
         t = p.tag
         if t.get("part") == "bc" and 0 < t["corrupt"] < 1 and res and "run_dir" in res:
-            runs[(t["model"], t["corrupt"])] = res["run_dir"]
+            runs[(t["model"], t["corrupt"])] = res if results.diverged(res) else res["run_dir"]
     if not runs:
         return None
     models = sorted({m for m, _ in runs}, key=lambda m: (list(MODEL_NAMES).index(m)
@@ -449,6 +536,11 @@ def figure1_dynamics(pairs, out_dir):
             ax = axes[i][j]
             title = f"{MODEL_NAMES.get(m, m)}, p = {c:g}"
             d = runs.get((m, c))
+            if isinstance(d, dict):  # a diverged run: its records stop at the divergence
+                ax.set_title(title)
+                ax.text(0.5, 0.5, f"diverged at epoch {d.get('diverged_epoch', '?')}",
+                        ha="center", va="center", transform=ax.transAxes, color="C3")
+                continue
             path = Path(d) / dyn.FILE if d else None
             if path is None or not path.exists():
                 ax.set_title(title)
@@ -481,28 +573,43 @@ def kernel_curve(summary, path):
     rows = sorted(summary["curve"], key=lambda r: r["filters"])
     f = [r["filters"] for r in rows]
     err = [100 * r["test_error"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(f, err, "o-", color="C0", label="interpolant, true labels")
+    fig, ax = plt.subplots(figsize=(7, 4.4))
+    ax.plot(f, err, "o-", color="C0", label="ours: interpolant (ridge 0), true labels")
     for x, e in zip(f, err):
-        ax.annotate(f"{e:.1f}%", (x, e), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
-    rand = [(r["filters"], 100 * r["random_test_error"]) for r in rows if r.get("random_test_error") is not None]
-    if rand:
-        ax.plot(*zip(*rand), "s--", color="C3", label="interpolant, random labels (train error 0)")
-    ridge = [(r["filters"], 100 * r["ridge_test_error"]) for r in rows if r.get("ridge_test_error") is not None]
-    if ridge:
-        ax.plot(*zip(*ridge), "D", color="C2", label="with the validated ridge")
-    ax.plot([32000], [17], "*", color="C0", markersize=12, markeredgecolor="k", label="paper: 17% (32,000 filters)")
-    ax.plot([32000], [15], "*", color="C2", markersize=12, markeredgecolor="k", label="paper: 15% (l2 regularized)")
-    ax.axhline(90, color="0.6", lw=0.8, ls=":")
+        ax.annotate(f"{e:.2f}%", (x, e), textcoords="offset points", xytext=(0, 7),
+                    ha="center", fontsize=7, color="C0")
+    rand = [(r["filters"], 100 * r["random_test_error"]) for r in rows
+            if r.get("random_test_error") is not None]
+    ridge = [(r["filters"], 100 * r["ridge_test_error"]) for r in rows
+             if r.get("ridge_test_error") is not None]
+    if ridge:  # hollow diamonds, labelled below the point: apart from the interpolant's
+        ax.plot(*zip(*ridge), "D", mfc="none", mew=1.5, ms=7, color="C2",
+                label="ours: with the validated ridge (l2)")
+        for x, e in ridge:
+            ax.annotate(f"{e:.2f}%", (x, e), textcoords="offset points", xytext=(0, -13),
+                        ha="center", fontsize=7, color="C2")
+    for y, color, text in ((17, "C0", "paper: 17% (32,000 filters)"),
+                           (15, "C2", "paper: 15% (32,000 filters, l2)")):
+        ax.plot([32000], [y], "*", color=color, ms=13, mec="k", label=text)
+        ax.annotate(text, (32000, y), textcoords="offset points", xytext=(-10, 0),
+                    ha="right", va="center", fontsize=8, color=color)
     ax.set_xscale("log", base=2)
-    ax.set_xticks(f + [32000])
+    ax.set_xticks(sorted(set(f + [32000])))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.tick_params(axis="x", labelsize=7)
-    ax.set_ylim(0, 100)
+    ys = err + [e for _, e in ridge] + [15, 17]
+    ax.set_ylim(np.floor(min(ys)) - 1, np.ceil(max(ys)) + 1.5)  # the differences, not 0-100
+    ax.grid(alpha=0.3)
     ax.set_xlabel("random conv filters")
     ax.set_ylabel("test error (%)")
-    ax.set_title(f"CIFAR-10 Gaussian kernel on random conv features, n = {summary['n']:,}, "
-                 f"{summary['test_n']:,} test images", fontsize=9)
+    if rand:
+        lo, hi = min(e for _, e in rand), max(e for _, e in rand)
+        ax.text(0.02, 0.97, f"random labels (not drawn): training error 0, test error "
+                f"{lo:.1f}-{hi:.1f}% at every filter count (chance: 90%)",
+                transform=ax.transAxes, fontsize=7, color="C3", va="top")
+    ax.set_title(f"CIFAR-10, Gaussian kernel on random conv features: n = {summary['n']:,}, "
+                 f"{summary['test_n']:,} test images,\none filter seed (seed "
+                 f"{summary.get('seed', '?')}: the first F filters of one draw)", fontsize=9)
     ax.legend(fontsize=7, loc="center right")
     path = Path(path)
     _save(fig, path.parent, path.stem)

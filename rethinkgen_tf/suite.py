@@ -8,7 +8,10 @@ hash of its resolved configuration, so
   * a grid can be split across processes or machines with ``shard=(i, n)``
     (point k goes to shard k mod n) and merged afterwards by copying the run
     directories into one place (``merge``): names never collide;
-  * figures and tables are drawn from the saved results alone.
+  * figures and tables are drawn from the saved results alone;
+  * a run whose loss became non-finite ends with result.json status "diverged"
+    (`results.diverged`): it is done like a finished run (not retrained unless
+    overwrite), and the figures and tables show it as diverged, not as a number.
 """
 import dataclasses
 import hashlib
@@ -18,10 +21,12 @@ import shutil
 import time
 from pathlib import Path
 
-from rethinkgen_tf import results, train
+from rethinkgen_tf import recipes, results, train
 from rethinkgen_tf.data import DataConfig
 
-SCALES = ("paper", "cpu")
+SCALES = tuple(recipes.SCALES)
+# The suites' smallest useful runs, seconds each (docs/experiments.md#smoke-tests).
+SMOKE = "--train_size=100 --test_size=100 --max_epochs=2"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,16 +47,23 @@ def point(train_config, data_config, **tags):
                  data_config)
 
 
-def config_key(p):
+def config_key(p, legacy=False):
     """Hash of the resolved configuration (what determines the result).
 
     Only settings that differ from their defaults enter the hash, so a newer
-    version that adds a setting (with a default) keeps finding finished runs."""
+    version that adds a setting (with a default) keeps finding finished runs.
+    Where the data lies (DataConfig.data_dir) is not part of it: the same point
+    trained from a copy of the dataset elsewhere is the same point, so records
+    committed from one machine count on another (a run's config.json holds the
+    fingerprint of the data it used).  legacy=True: the key of earlier versions,
+    which hashed data_dir too (`run_dir` still finds such directories)."""
     defaults = {f.name: f.default for f in dataclasses.fields(train.TrainConfig)}
     cfg = dataclasses.replace(p.train.resolved(),
                               **{k: defaults[k] for k in train.RESULT_NEUTRAL})
-    blob = json.dumps({"train": _non_default(cfg), "data": _non_default(p.data)},
-                      sort_keys=True, default=str)
+    data = _non_default(p.data)
+    if not legacy:
+        data.pop("data_dir", None)
+    blob = json.dumps({"train": _non_default(cfg), "data": data}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
@@ -61,7 +73,16 @@ def _non_default(obj):
 
 
 def run_dir(p, output_dir):
-    return Path(output_dir) / f"{results.run_name(p.train, p.data)}-{config_key(p)}"
+    """The point's run directory in output_dir: named after its settings and config_key;
+    a directory of an earlier version's key (with the data's path in it) where only that
+    one exists, so suites started before keep their runs."""
+    name = results.run_name(p.train, p.data)
+    new = Path(output_dir) / f"{name}-{config_key(p)}"
+    if p.data.data_dir is not None and not new.exists():
+        old = Path(output_dir) / f"{name}-{config_key(p, legacy=True)}"
+        if old.exists():
+            return old
+    return new
 
 
 def parse_shard(text):
@@ -89,10 +110,13 @@ def run_grid(points, output_dir, shard=(0, 1), overwrite=False, data_cache=None)
     from the runs trained so far in this process.
     """
     mine = [p for k, p in enumerate(points) if k % shard[1] == shard[0]]
-    todo = [p for p in mine if overwrite or results.load_result(run_dir(p, output_dir)) is None]
+    ended = {k: results.load_result(run_dir(p, output_dir)) for k, p in enumerate(mine)}
+    todo = [p for k, p in enumerate(mine) if overwrite or ended[k] is None]
+    n_div = 0 if overwrite else sum(map(results.diverged, ended.values()))
     print(f"suite: {len(points)} runs in the grid, {len(mine)} in shard {shard[0]}/{shard[1]}, "
-          f"{len(mine) - len(todo)} finished already, {len(todo)} to run -> {output_dir}",
-          flush=True)
+          f"{len(mine) - len(todo)} finished already"
+          f"{f' ({n_div} of them diverged)' if n_div else ''}, {len(todo)} to run -> "
+          f"{output_dir}", flush=True)
     progress = {"spent": 0.0, "trained": 0}
     out, taken = {}, []
     for k, p in enumerate(mine):
@@ -131,9 +155,14 @@ def _train(p, d, overwrite, data_cache, progress, total):
         started.append(time.time())
         return _data(p.data, data_cache)
 
-    res = train.run(cfg, p.data, d, data=data)
+    res = train.run(cfg, p.data, d, data=data)  # a diverged run returns its result too
     if started:
         progress["spent"] += time.time() - started[0]
+    if results.diverged(res):
+        print(f"suite: {d.name} diverged: the {res.get('diverged_what', 'loss')} became "
+              f"{res.get('diverged_value', 'non-finite')} in epoch {res.get('diverged_epoch')}; "
+              "shown as diverged, and not retrained on a rerun unless --overwrite", flush=True)
+    elif started:
         f = res.get("final") or {}
         print(f"suite: done {d.name}: train acc {f.get('train_eval_acc', float('nan')):.4f}, "
               f"test acc {f.get('test_acc', float('nan')):.4f}, overfit step "
@@ -163,11 +192,14 @@ def _load(d):
 
 
 def merge(sources, output_dir):
-    """Copies finished run directories from other suite directories (shards).
+    """Copies finished (or diverged) run directories from other suite directories
+    (shards); returns how many it copied.
 
-    ValueError if a source is not a directory; StateError if a result.json
-    in it is damaged.  A run directory is copied whole to a temporary name and
-    then renamed, so a kill never leaves half a run behind."""
+    ValueError if a source is not a directory.  A source run that `check_source`
+    finds damaged (result.json or metrics.csv unreadable, or the two disagreeing, e.g.
+    a truncated metrics.csv) is skipped with one line naming it: it is not counted,
+    and the grid trains it again where it is missing.  A run directory is copied whole
+    to a temporary name and then renamed, so a kill never leaves half a run behind."""
     output_dir = Path(output_dir)
     for src in sources:
         if not Path(src).is_dir():
@@ -178,9 +210,13 @@ def merge(sources, output_dir):
     copied = 0
     for src in sources:
         for res in sorted(Path(src).glob("*/result.json")):
-            results.load_result(res.parent)  # StateError if damaged
             dst = output_dir / res.parent.name
             if (dst / "result.json").exists():
+                continue
+            try:
+                check_source(res.parent)
+            except (results.StateError, OSError) as e:
+                print(f"suite: --merge_from: skipped {res.parent}, not merged: {e}", flush=True)
                 continue
             with results.RunLock(dst):
                 results.remove_strays(dst)  # a killed merge's copy
@@ -195,6 +231,33 @@ def merge(sources, output_dir):
                 tmp.rmdir()
             copied += 1
     return copied
+
+
+def check_source(d):
+    """The result of run directory d, checked for a merge: StateError (one line naming
+    the file) if result.json or metrics.csv is damaged, or if they disagree: metrics.csv
+    must hold result.json's "epochs" rows, the last of them its "final" row."""
+    res = results.load_result(d)
+    if res is None:
+        raise results.StateError(f"{Path(d) / 'result.json'} does not exist")
+    rows = results.read_metrics(d)
+    path = Path(d) / "metrics.csv"
+    epochs, final = res.get("epochs"), res.get("final")
+    if isinstance(epochs, int) and len(rows) != epochs:
+        what = "is missing" if not path.exists() else f"has {len(rows)} rows"
+        raise results.StateError(f"{path} {what} but result.json says {epochs} epochs (a "
+                                 "truncated or replaced copy)")
+    if isinstance(final, dict) and not (rows and _same_row(final, rows[-1])):
+        raise results.StateError(f"{path}: its last row is not result.json's final row "
+                                 "(a truncated or replaced copy)")
+    return res
+
+
+def _same_row(a, b):
+    """Whether two metrics rows agree on the columns both have (NaN equals NaN)."""
+    def same(x, y):
+        return x == y or (isinstance(x, float) and isinstance(y, float) and x != x and y != y)
+    return all(same(a[k], b[k]) for k in a.keys() & b.keys())
 
 
 def _fmt(seconds):
@@ -223,6 +286,32 @@ def define_flags(default_output):
     flags.DEFINE_integer("seeds", 1, "Run every grid point with this many seeds: --seed, "
                          "--seed + 1, ...; each seed is its own run, and the figures and tables "
                          "show the mean and standard deviation over seeds.", lower_bound=1)
+    flags.DEFINE_integer("train_size", None, "Every run trains on the first n training "
+                         "examples (class-balanced) instead of the scale's size per model. Like "
+                         "--test_size and --max_epochs it is part of each run's identity (its "
+                         "directory), so such runs never mix with the scale's own. A smoke test "
+                         f"in a minute or two: {SMOKE} (docs/experiments.md#smoke-tests).",
+                         lower_bound=1)
+    flags.DEFINE_integer("test_size", None, "Every run tests on the first n test images "
+                         "instead of the scale's.", lower_bound=1)
+    flags.DEFINE_integer("max_epochs", None, "Every run trains at most this many epochs (a cap "
+                         "on the scale's epochs, and on Table 1's caps).", lower_bound=1)
+    flags.DEFINE_enum("precision", "float32", list(train.PRECISIONS),
+                      "Every run's precision: float32, or bf16 (bfloat16 compute, float32 "
+                      "weights and logits; faster convnets on CPUs with AVX-512 BF16, "
+                      "docs/benchmarks.md). Part of each run's identity.")
+
+
+def scale_of(F):
+    """The recipes.Scale of the parsed flags: --scale with --train_size, --test_size and
+    --max_epochs applied (Scale.capped)."""
+    return recipes.scale(F.scale).capped(F.train_size, F.test_size, F.max_epochs)
+
+
+def with_precision(points, precision):
+    """The points with every run's TrainConfig.precision set to `precision`."""
+    return [dataclasses.replace(p, train=dataclasses.replace(p.train, precision=precision))
+            for p in points]
 
 
 def main(points_fn, draw_fn):
@@ -232,9 +321,10 @@ def main(points_fn, draw_fn):
     from absl import flags
     F = flags.FLAGS
     shard = parse_shard(F.shard)
-    points = points_fn(F)
+    points = with_precision(points_fn(F), F.precision)
     if not points:
-        raise ValueError("the grid is empty: check --models and --parts")
+        chosen = " and ".join(f"--{f}" for f in ("models", "parts") if f in F)
+        raise ValueError(f"the grid is empty: check {chosen or 'the flags'}")
     for p in points:
         p.train.validate()
     if F.merge_from:
@@ -248,5 +338,9 @@ def main(points_fn, draw_fn):
                          "--plot_only (or --merge_from the shards' directories) first")
     if missing:
         print(f"suite: {missing} of {len(pairs)} runs not finished yet; drawing what exists")
+    diverged = sum(results.diverged(res) for _, res in pairs)
+    if diverged:
+        print(f"suite: {diverged} of {len(pairs)} runs diverged (their loss became non-finite): "
+              "the figures and tables show them as diverged and leave them out of the means")
     out = draw_fn(pairs, F.output_dir)
     print(json.dumps(out, indent=1, default=str))

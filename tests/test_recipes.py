@@ -23,7 +23,8 @@ PINNED = {
     # (grid, scale, data_dir, seed, index in the grid): run directory name
     ("figure1", "paper", None, 0, 0): "cifar10_inception_s0-eaf3ab28c0",
     ("figure1", "paper", None, 0, 5): "cifar10_inception_s0-eaf3ab28c0",
-    ("figure1", "paper", None, 0, 16): "cifar10_alexnet_corrupt1_s0-bd9f469e60",
+    # AlexNet's paper-scale fit threshold is 99.9% (as the MLPs'), set before any such run
+    ("figure1", "paper", None, 0, 16): "cifar10_alexnet_corrupt1_s0-a4a9c6df93",
     ("figure1", "cpu", None, 0, 0): "cifar10_inception_n1000_s0-95be27c724",
     ("figure1", "cpu", None, 0, 5): "cifar10_inception_n1000_s0-95be27c724",
     ("figure1", "cpu", None, 0, 16): "cifar10_alexnet_corrupt1_n5000_s0-ef3f7e71dc",
@@ -33,7 +34,8 @@ PINNED = {
     ("table1", "cpu", None, 0, 0): "cifar10_inception_wd0.0005_crop_n1000_s0-4eae0fc23e",
     ("table1", "cpu", None, 0, 5): "cifar10_inception_nobn_wd0.0005_n1000_s0-7b83f901b1",
     ("table1", "cpu", None, 0, 18): "cifar10_mlp_1x512_labels_n10000_s0-d1b8153df3",
-    ("table1", "cpu", "/data", 3, 9): "cifar10_alexnet_crop_n5000_s3-799f0a558e",
+    # where the data lies is not part of the key (it was: 799f0a558e, suite.config_key legacy)
+    ("table1", "cpu", "/data", 3, 9): "cifar10_alexnet_crop_n5000_s3-afa46b8e52",
     ("table4", "paper", None, 0, 0): "cifar10_inception_labels_wd0.0005_s0-cddc7a7f71",
     ("table4", "paper", None, 0, 3): "cifar10_mlp_1x512_labels_wd0.0005_s0-61ea4be61c",
     ("table4", "cpu", None, 0, 0): "cifar10_inception_labels_wd0.0005_n1000_s0-b21e02584d",
@@ -123,7 +125,8 @@ def test_scales():
     # Figure 1 stops once fit: at 100%, but 99.9% for MLPs at full scale (never 100%)
     assert paper.figure1_overrides("mlp_1x512") == {"stop_on_overfit": True,
                                                     "overfit_threshold": 0.999}
-    assert paper.figure1_overrides("alexnet")["overfit_threshold"] == 1.0
+    assert paper.figure1_overrides("alexnet")["overfit_threshold"] == 0.999
+    assert paper.figure1_overrides("inception")["overfit_threshold"] == 1.0
     assert cpu.figure1_overrides("mlp_1x512") == {"stop_on_overfit": True, "overfit_threshold": 1.0}
     with pytest.raises(ValueError, match="nonsense is not a TrainConfig or DataConfig field"):
         paper.configs("alexnet", None, nonsense=1)
@@ -198,3 +201,18 @@ def test_seeds_axis_keys_and_tags():
     assert len(grids.implicit_points("cpu", None, seed=5, seeds=2)) == 4
     with pytest.raises(ValueError, match="--seeds must be >= 1"):
         grids.figure1_points("cpu", None, seeds=0)
+
+
+def test_the_data_path_is_not_part_of_a_point_and_old_directories_are_found(tmp_path):
+    here, there = (grids.table1_points("cpu", d, seed=3)[9] for d in ("/data", "/elsewhere/c10"))
+    assert suite.config_key(here) == suite.config_key(there) == "afa46b8e52"
+    assert suite.config_key(here, legacy=True) == "799f0a558e"  # the earlier versions' key
+    assert suite.config_key(there, legacy=True) != "799f0a558e"
+    # a suite directory of an earlier version keeps its runs
+    old = tmp_path / "cifar10_alexnet_crop_n5000_s3-799f0a558e"
+    old.mkdir()
+    assert suite.run_dir(here, tmp_path) == old
+    assert suite.run_dir(there, tmp_path).name.endswith("-afa46b8e52")
+    new = tmp_path / "cifar10_alexnet_crop_n5000_s3-afa46b8e52"
+    new.mkdir()
+    assert suite.run_dir(here, tmp_path) == new  # the current key first
