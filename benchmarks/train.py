@@ -1,13 +1,20 @@
-"""Training throughput per model (with and without XLA) and one full CIFAR-10 epoch.
+"""Training throughput per model (float32 and bfloat16, with and without XLA) and one
+full CIFAR-10 epoch.
 
     python benchmarks/train.py                       # all small models, 30 steps each
+    python benchmarks/train.py --models=alexnet,inception --precision=float32,bf16
     python benchmarks/train.py --models=mlp_1x512 --steps=100
     python benchmarks/train.py --epoch_data_dir=/data/cifar10-jpeg   # + full epoch
     python benchmarks/train.py --models= --epoch_data_dir=DIR --examples_cost   # records' cost
 
 Throughput: `fit` on synthetic 28x28x3 batches of 128 already in memory,
 after a warm-up (tracing/compilation) call, so it measures the model's
-training step alone.  Full epoch: `rethinkgen_tf.train.run` for one epoch of
+training step alone; one line per model with every (precision, XLA) setting
+side by side, in the same process, and the ratio of each to float32 without
+XLA (bf16 = Keras' mixed_bfloat16 policy, what `--precision=bf16` trains with).
+--pipeline adds the same model fed by the real input pipeline (CIFAR-10 from
+--epoch_data_dir, the run's batches as train.run makes them) to show the
+pipeline's share.  Full epoch: `rethinkgen_tf.train.run` for one epoch of
 MLP 1x512 on the real CIFAR-10 training set, i.e. 50,000 training images plus
 the re-evaluation of all 50,000 training images and the 10,000 test images.
 Per-example records' cost (--examples_cost): the same run, --examples_epochs epochs with
@@ -16,6 +23,7 @@ one epoch's end to the next (training, both evaluations, metrics.csv, examples.n
 the checkpoint), the fastest of the timed epochs per setting.
 """
 import os
+import re
 import tempfile
 import time
 
@@ -35,11 +43,19 @@ flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
 flags.DEFINE_list("jit", ["false", "true"], "XLA settings to time.")
 flags.register_validator("jit", lambda v: set(v) <= {"false", "true"},
                          "must be a list of false and true")
+flags.DEFINE_list("precision", ["float32", "bf16"], "Precisions to time (float32, bf16).")
+flags.register_validator("precision", lambda v: set(v) <= set(train.PRECISIONS),
+                         f"must be a list of {', '.join(train.PRECISIONS)}")
+flags.DEFINE_bool("pipeline", False, "With --epoch_data_dir: also time each model fed by "
+                  "the real input pipeline (float32, XLA off).")
 flags.DEFINE_string("epoch_data_dir", None, "CIFAR-10 location for the full-epoch "
                     "timing (skipped if unset).")
 flags.DEFINE_bool("compare_onednn", False, "Time each model twice, in two child processes "
                   "with TF_ENABLE_ONEDNN_OPTS=1 and =0 (TensorFlow reads it at load), and "
                   "print the ratio (see BUILD.md).")
+flags.DEFINE_list("compare_threads", [], "Time each model (float32 and bf16, XLA off) in "
+                  "one child process per TensorFlow thread setting INTRAxINTER (e.g. 2x1,1x2; "
+                  "0 = TensorFlow's default) and print the ratio of each to the first.")
 flags.DEFINE_bool("examples_cost", False, "With --epoch_data_dir: time full MLP 1x512 epochs "
                   "with --record_examples=none vs default and print both and the ratio.")
 flags.DEFINE_integer("examples_epochs", 3, "Epochs per run of --examples_cost (the first, "
@@ -49,21 +65,40 @@ flags.DEFINE_integer("examples_repeats", 1, "Runs per setting of --examples_cost
 FLAGS = flags.FLAGS
 
 
-def throughput(name, jit, steps, batch_size):
+def throughput(name, jit, steps, batch_size, precision="float32", ds=None):
+    """Training images/s of `fit` on `ds` (default: one synthetic batch, repeated)."""
     keras.utils.set_random_seed(0)
-    model = models.build(name)
+    policy = keras.config.dtype_policy()
+    if precision == "bf16":
+        keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = models.build(name)
+    finally:
+        keras.config.set_dtype_policy(policy)
     lr = models.DEFAULT_LEARNING_RATE[models.family(name)]
     model.compile(keras.optimizers.SGD(lr, momentum=0.9),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"], jit_compile=jit)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(batch_size, 28, 28, 3)).astype(np.float32)
-    y = rng.integers(0, 10, batch_size).astype(np.int32)
-    ds = tf.data.Dataset.from_tensors((x, y)).repeat()
+    if ds is None:
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(batch_size, 28, 28, 3)).astype(np.float32)
+        y = rng.integers(0, 10, batch_size).astype(np.int32)
+        ds = tf.data.Dataset.from_tensors((x, y)).repeat()
     model.fit(ds, steps_per_epoch=3, epochs=1, verbose=0)  # trace + compile
     t = time.perf_counter()
     model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
     return steps * batch_size / (time.perf_counter() - t)
+
+
+def pipeline_stream(data_dir, batch_size):
+    """The training batches train.run feeds fit (CIFAR-10, random labels), repeated."""
+    if not data_dir:
+        raise ValueError("--pipeline needs --epoch_data_dir=CIFAR10_DIR")
+    from rethinkgen_tf.data import DataConfig, load
+
+    data = load(DataConfig(dataset="cifar10", data_dir=data_dir, randomize="labels",
+                           batch_size=batch_size))
+    return train._train_stream(data, 0, 2)
 
 
 def full_epoch(data_dir):
@@ -128,12 +163,44 @@ def compare_onednn():
         for v in ("1", "0"):
             out = subprocess.run(
                 [sys.executable, "-m", "benchmarks.train", f"--models={name}", "--jit=false",
+                 "--precision=float32",
                  f"--steps={FLAGS.steps}", f"--batch_size={FLAGS.batch_size}"],
                 env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": v}, capture_output=True,
                 text=True, check=True).stdout
-            rate[v] = float(out.strip().splitlines()[-1].split()[-2])
+            rate[v] = float(re.search(r"([\d.]+) img/s", out.strip().splitlines()[-1])[1])
         print(f"{name:16s} oneDNN on {rate['1']:8.0f} img/s | off {rate['0']:8.0f} img/s  "
               f"ratio {rate['1'] / rate['0']:5.2f}x", flush=True)
+
+
+def compare_threads(settings):
+    """TensorFlow's intra-/inter-op thread pools, each setting in its own process (the
+    pools are fixed when the runtime starts), interleaved per model."""
+    import subprocess
+    import sys
+    pairs = []
+    for text in settings:
+        m = re.fullmatch(r"(\d+)x(\d+)", text)
+        if not m:
+            raise ValueError(f"--compare_threads: {text!r} is not INTRAxINTER, e.g. 2x1")
+        pairs.append((int(m[1]), int(m[2])))
+    print(f"thread settings (intra x inter, 0 = default): {os.cpu_count()} CPUs, batch "
+          f"{FLAGS.batch_size}, {FLAGS.steps} steps, xla off", flush=True)
+    for name in FLAGS.models:
+        line = [f"{name:16s}"]
+        base = {}
+        for intra, inter in pairs:
+            env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(intra),
+                   "TF_NUM_INTEROP_THREADS": str(inter)}
+            out = subprocess.run(
+                [sys.executable, "-m", "benchmarks.train", f"--models={name}", "--jit=false",
+                 "--precision=float32,bf16", f"--steps={FLAGS.steps}",
+                 f"--batch_size={FLAGS.batch_size}"],
+                env=env, capture_output=True, text=True, check=True).stdout
+            rates = [float(r) for r in re.findall(r"([\d.]+) img/s", out.splitlines()[-1])]
+            for prec, r in zip(("float32", "bf16"), rates):
+                base.setdefault(prec, r)
+                line.append(f"{intra}x{inter} {prec} {r:6.0f} img/s ({r / base[prec]:4.2f}x)")
+        print(" | ".join(line), flush=True)
 
 
 def main(_):
@@ -142,14 +209,23 @@ def main(_):
             raise ValueError(f"--models: unknown model {name!r}; known: {models.NAMES}")
     if FLAGS.compare_onednn:
         return compare_onednn()
+    if FLAGS.compare_threads:
+        return compare_threads(FLAGS.compare_threads)
     print(f"tensorflow {tf.__version__}, keras {keras.__version__}, "
           f"{os.cpu_count()} CPUs, batch {FLAGS.batch_size}, {FLAGS.steps} steps")
+    stream = pipeline_stream(FLAGS.epoch_data_dir, FLAGS.batch_size) if FLAGS.pipeline \
+        else None
     for name in FLAGS.models:
-        line = [f"{name:16s}"]
-        for jit in FLAGS.jit:
-            ips = throughput(name, jit == "true", FLAGS.steps, FLAGS.batch_size)
-            line.append(f"xla={jit:5s} {ips:8.0f} img/s")
-        print("  ".join(line), flush=True)
+        line, base = [f"{name:16s}"], None
+        for precision in FLAGS.precision:
+            for jit in FLAGS.jit:
+                ips = throughput(name, jit == "true", FLAGS.steps, FLAGS.batch_size, precision)
+                base = base or ips
+                line.append(f"{precision} xla={jit}: {ips:6.0f} img/s ({ips / base:4.2f}x)")
+        if stream is not None:
+            ips = throughput(name, False, FLAGS.steps, FLAGS.batch_size, ds=stream)
+            line.append(f"float32 pipeline: {ips:6.0f} img/s ({ips / base:4.2f}x)")
+        print(" | ".join(line), flush=True)
     if FLAGS.epoch_data_dir and FLAGS.examples_cost:
         examples_cost(FLAGS.epoch_data_dir, FLAGS.examples_epochs, FLAGS.examples_repeats)
     elif FLAGS.epoch_data_dir:

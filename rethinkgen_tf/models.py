@@ -187,9 +187,13 @@ def inception_nobn(input_shape, num_classes, **opts):
 
 
 class LocalResponseNormalization(layers.Layer):
-    """tf.nn.local_response_normalization over channels (AlexNet, TF tutorial)."""
+    """tf.nn.local_response_normalization over channels (AlexNet, TF tutorial).
+
+    Computed in float32 under every dtype policy: TensorFlow has no bfloat16 CPU
+    kernel for it, and its sum of squares is where low precision would hurt."""
 
     def __init__(self, depth_radius=4, bias=1.0, alpha=0.001 / 9.0, beta=0.75, **kw):
+        kw.setdefault("dtype", "float32")
         super().__init__(**kw)
         self.args = dict(depth_radius=depth_radius, bias=bias, alpha=alpha, beta=beta)
 
