@@ -126,7 +126,7 @@ def run():
         raise ValueError(f"{e.run_dir} is in use by process {e.pid or '(unknown)'}, which is training it; wait "
                          "for it to finish, or stop it and rerun to resume, or choose another --train_dir") from None
     if r["status"] == "diverged":  # result.json says so; one line, exit 1
-        raise ValueError(train.diverged_line(r, FLAGS.train_dir))
+        raise ValueError(train.diverged_line(r, FLAGS.train_dir, "--initial_learning_rate"))
     f = r["final"] or {}
     print(f"{FLAGS.train_dir}: {r['steps']} steps | train top-1 {f.get('train_eval_acc', float('nan')):.4f} "
           f"| test top-1 {f.get('test_acc', float('nan')):.4f} top-5 "

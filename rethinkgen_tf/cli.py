@@ -183,7 +183,7 @@ def main(argv):
     train.make_strategy(cfg.strategy)  # before any TF op (multi_worker)
     r = train.run(cfg, data_config, run_dir)  # loads the data only if it trains
     if r["status"] == "diverged":  # result.json says so; one line, exit 1
-        raise ValueError(train.diverged_line(r, run_dir))
+        raise ValueError(train.diverged_line(r, run_dir, "--learning_rate"))
     f = r["final"] or {}
     print(f"{run_dir}: {r['epochs']} epochs, {r['steps']} steps | train acc "
           f"{f.get('train_eval_acc', float('nan')):.4f} (original labels "

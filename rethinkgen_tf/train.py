@@ -484,14 +484,15 @@ def _nonfinite(x):
     return "NaN" if math.isnan(x) else ("inf" if x > 0 else "-inf")
 
 
-def diverged_line(result, run_dir=None):
-    """The one line that says a run diverged (result["status"] == "diverged") and what to do."""
+def diverged_line(result, run_dir=None, lr_flag="the learning rate"):
+    """The one line that says a run diverged (result["status"] == "diverged") and what to do;
+    lr_flag: how the command that prints it sets the learning rate (e.g. its flag)."""
     lr = result.get("config", {}).get("train", {}).get("learning_rate")
     now = f" (now {lr:g})" if isinstance(lr, (int, float)) else ""
     where = f"{run_dir}: " if run_dir is not None else ""
     return (f"{where}the run diverged: the {result.get('diverged_what', 'training loss')} became "
             f"{result.get('diverged_value', 'NaN')} in epoch {result['diverged_epoch']}; rerun with "
-            f"a smaller --learning_rate{now} and --overwrite")
+            f"a smaller {lr_flag}{now} and --overwrite")
 
 
 def _patch_symbolic_build(model, strategy):
