@@ -1,0 +1,944 @@
+"""The reproduction numbers in the docs, from the committed run records (no training).
+
+`docs/results/` holds the compact record of every run whose number the README or the
+docs quote: for a training run `<experiment>/<run directory>/{config.json, metrics.csv,
+result.json}` (and `examples.npz` where a committed picture is drawn from it), for a
+suite the same per point, for the kernel and Theorem 1 experiments their summary JSON.
+
+    export(["runs/figure1/cifar10_mlp_1x512_s0-ab12..."], "docs/results/figure1_cpu")
+    generate()        # {region name: markdown} from the records
+    write_docs()      # fills the docs' generated regions and redraws docs/figures
+    problems()        # [] when every quoted number equals its record's
+
+A table (or sentence) the docs quote verbatim sits between ``<!-- report:NAME -->`` and
+``<!-- /report:NAME -->``; numbers quoted in prose outside those regions are `CLAIMS`:
+a template whose fields are computed from the records, which must appear in the doc
+exactly as formatted.  `problems` also fails on a decimal percentage or ratio in a
+checked doc that neither a region, a claim nor `NOT_REPRODUCTIONS` accounts for.
+"""
+import dataclasses
+import functools
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from rethinkgen_tf import results
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path("docs/results")
+FIGURES = Path("docs/figures")
+DOCS = ("README.md", "docs/experiments.md", "docs/theory.md", "docs/training.md",
+        "docs/results.md", "docs/runplan.md")
+# the docs whose every decimal percentage or ratio must be accounted for (docs/results.md
+# quotes numbers only as examples of the check; docs/runplan.md holds generated tables and
+# estimates of time)
+SCANNED = DOCS[:4]
+RECORD_FILES = ("config.json", "metrics.csv", "result.json")
+EXAMPLES_LIMIT = 4 << 20  # bytes: larger examples.npz are not committed
+
+
+# ------------------------------------------------------------------ export
+def export(sources, to, examples=False):
+    """Copies each finished run directory's compact record (RECORD_FILES, and
+    examples.npz if `examples` and at most EXAMPLES_LIMIT bytes) to `to/<its name>/`,
+    or each summary file (a kernel or Theorem 1 JSON, with its .log beside it if any) to
+    `to/`.  A run directory is checked first (suite.check_source: result.json and
+    metrics.csv readable and agreeing) and copied through a temporary directory, so `to`
+    never holds half a record.  Returns the paths written.  ValueError (one line) for a
+    source that is neither."""
+    from rethinkgen_tf import suite
+    to = Path(to)
+    to.mkdir(parents=True, exist_ok=True)
+    out = []
+    for src in map(Path, sources):
+        if src.is_file():
+            for f in [src] + [g for g in [src.with_suffix(".log")] if g.is_file() and g != src]:
+                shutil.copyfile(f, to / f.name)
+                out.append(to / f.name)
+            continue
+        if not (src / "result.json").is_file():
+            raise ValueError(f"--export={src}: not a finished run directory (no result.json) "
+                             "nor a summary file; export finished runs only")
+        suite.check_source(src)
+        files = list(RECORD_FILES)
+        npz = src / "examples.npz"
+        if examples and npz.is_file():
+            if npz.stat().st_size > EXAMPLES_LIMIT:
+                raise ValueError(f"{npz} is {npz.stat().st_size >> 20} MiB, over the "
+                                 f"{EXAMPLES_LIMIT >> 20} MiB kept in docs/results; export "
+                                 "without --examples")
+            files.append("examples.npz")
+        dst = to / src.name
+        tmp = to / f".{src.name}{results.TMP_TAG}{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for name in files:
+            if (src / name).is_file():
+                shutil.copyfile(src / name, tmp / name)
+        shutil.rmtree(dst, ignore_errors=True)
+        os.replace(tmp, dst)
+        out.append(dst)
+    return out
+
+
+# ------------------------------------------------------------------ reading records
+class Records:
+    """The committed records under `root` (docs/results), read once each."""
+
+    def __init__(self, root=None):
+        self.root = Path(root) if root is not None else ROOT / RESULTS
+
+    @functools.lru_cache(maxsize=None)  # noqa: B019 (one Records per check)
+    def json(self, rel):
+        path = self.root / rel
+        if not path.is_file():
+            raise MissingRecord(f"{path} does not exist")
+        return results.read_json(path)
+
+    @functools.lru_cache(maxsize=None)  # noqa: B019
+    def runs(self, experiment):
+        """[Run] of the finished run directories under root/experiment, by name."""
+        d = self.root / experiment
+        if not d.is_dir():
+            raise MissingRecord(f"{d} does not exist")
+        out = [Run(p.parent) for p in sorted(d.glob("*/result.json"))]
+        if not out:
+            raise MissingRecord(f"{d} holds no run records")
+        return out
+
+    def run(self, experiment, name):
+        for r in self.runs(experiment):
+            if r.dir.name == name:
+                return r
+        raise MissingRecord(f"{self.root / experiment / name} does not exist")
+
+
+class MissingRecord(LookupError):
+    """A record a table or claim needs is not in docs/results."""
+
+
+@dataclasses.dataclass
+class Run:
+    dir: Path
+
+    @functools.cached_property
+    def config(self):
+        return results.read_json(self.dir / "config.json")
+
+    @functools.cached_property
+    def result(self):
+        return {**results.load_result(self.dir), "run_dir": str(self.dir)}
+
+    @functools.cached_property
+    def rows(self):
+        return results.read_metrics(self.dir)
+
+    @property
+    def final(self):
+        return self.result.get("final") or {}
+
+    def tags(self):
+        """The suite tags of this run, from its config (what plots.* group by)."""
+        t, d = self.config["train"], self.config["data"]
+        model = t["model"] + ("_nobn" if t.get("batchnorm") is False and
+                              t["model"] == "inception" else "")
+        return {"model": model, "seed": t.get("seed", 0), "corrupt": d.get("corrupt", 0.0),
+                "randomize": d.get("randomize", "none"),
+                "crop": d.get("augment", "none") == "crop", "wd": bool(t.get("weight_decay")),
+                "random_labels": d.get("randomize") == "labels"}
+
+
+def _pairs(runs, part_keys):
+    """[(suite.Point-like, result)] for plots.*: tags from each run's config."""
+    from rethinkgen_tf.suite import Point
+    out = []
+    for r in runs:
+        tags = {k: v for k, v in r.tags().items() if k in part_keys}
+        out.append((Point(tuple(sorted(tags.items())), None, None), r.result))
+    return out
+
+
+def figure1_pairs(runs):
+    """Figure 1's (point, result) pairs from a suite's records: runs with a randomization
+    are (a); true-label runs are (b, c), and also (a)'s true-label curve where (a) exists."""
+    from rethinkgen_tf.suite import Point
+    a_models = {r.tags()["model"] for r in runs if r.tags()["randomize"] != "none"}
+    out = []
+    for r in runs:
+        t = r.tags()
+        base = {"model": t["model"], "seed": t["seed"]}
+        if t["randomize"] != "none":
+            tags = [{**base, "part": "a", "randomize": t["randomize"]}]
+        else:
+            tags = [{**base, "part": "bc", "corrupt": t["corrupt"]}]
+            if t["corrupt"] == 0 and t["model"] in a_models:
+                tags.append({**base, "part": "a", "randomize": "none"})
+        out += [(Point(tuple(sorted(g.items())), None, None), r.result) for g in tags]
+    # (a) first, as the grid orders it
+    return sorted(out, key=lambda pr: pr[0].tag["part"] != "a")
+
+
+# ------------------------------------------------------------------ formatting
+def pct(x, digits=1):
+    return f"{100 * x:.{digits}f}"
+
+
+def mean_std(values):
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    if not len(v):
+        return None, None, 0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v)
+
+
+def pm(values, scale=1.0, digits=2):
+    m, s, n = mean_std(values)
+    if n == 0:
+        return "—"
+    return f"{scale * m:.{digits}f}" if n == 1 else f"{scale * m:.{digits}f} ± {scale * s:.{digits}f}"
+
+
+def md_table(head, rows):
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
+
+
+def _n(x):
+    return f"{x:,}"
+
+
+# ------------------------------------------------------------------ the tables
+def linear_control(R):
+    """docs/experiments.md: the linear model on random labels at n = 1,000 .. 10,000."""
+    rows = []
+    for r in sorted(R.runs("linear_control"), key=lambda r: r.result["num_train"]):
+        n = r.result["num_train"]
+        rows.append([_n(n), f"{n / 2352:.2g}", f"{pct(r.final['train_eval_acc'], 2)}%",
+                     f"{pct(r.final['test_acc'], 2)}%", r.result["epochs"]])
+    return md_table(["n", "n / 2,352", "random labels fit (train accuracy)",
+                     f"test accuracy ({_n(R.runs('linear_control')[0].result['num_test'])} "
+                     "images)", "epochs"], rows)
+
+
+def _seeds(groups):
+    """'seeds 0, 1' or 'seeds 0, 1 (1-2 per point)' for {seed: run} per point."""
+    groups = [g for g in groups if g]
+    seeds = sorted({s for g in groups for s in g})
+    per = sorted({len(g) for g in groups})
+    word = "seed" if len(seeds) == 1 else "seeds"
+    extra = f" ({per[0]}-{per[-1]} per point)" if len(per) > 1 else ""
+    return f"{word} {', '.join(map(str, seeds))}{extra}"
+
+
+def figure1_table(R, experiment, models=None):
+    """Figure 1 (b, c) per p: slowdown and test error, mean ± std over seeds, the paper's
+    values beside where the paper states them."""
+    from rethinkgen_tf.plots import PAPER_SLOWDOWN_AT_1, PAPER_TEST_ERROR_AT_0
+    runs = [r for r in R.runs(experiment) if r.tags()["randomize"] == "none"]
+    models = models or list(dict.fromkeys(r.tags()["model"] for r in runs))
+    runs = [r for r in runs if r.tags()["model"] in models]
+    if not runs:
+        raise MissingRecord(f"no runs of {', '.join(models)} in {R.root / experiment}")
+    ps = sorted({r.tags()["corrupt"] for r in runs})
+    head = ["", *(f"p = {p:g}" for p in ps)]
+    rows = []
+    for m in models:
+        mine = [r for r in runs if r.tags()["model"] == m]
+        seeds = sorted({r.tags()["seed"] for r in mine})
+        n = "/".join(sorted({_n(r.result["num_train"]) for r in mine}))
+        at = {p: {r.tags()["seed"]: r for r in mine if r.tags()["corrupt"] == p} for p in ps}
+        base = at.get(0.0, {})
+        name = _model_name(m)
+        slow, epochs = [], []
+        for p in ps:
+            rel = [r.result["overfit_step"] / base[s].result["overfit_step"]
+                   for s, r in at[p].items()
+                   if r.result.get("overfit_step") and s in base and base[s].result.get("overfit_step")]
+            slow.append(pm(rel) if rel else "never fit")
+            epochs.append(" / ".join(str(at[p][s].result.get("overfit_epoch") or "—")
+                                     for s in seeds if s in at[p]))
+        label = f"{name}, n = {n}, {_seeds(at.values())}"
+        if any(s != "never fit" for s in slow):
+            rows.append([f"(b) {label}: time to overfit / p = 0", *slow])
+            rows.append([f"(b) {name}: epochs to fit, per seed", *epochs])
+        else:
+            acc = [pm([r.final["train_eval_acc"] for r in at[p].values()], 100, 1) for p in ps]
+            rows.append([f"{label}: training accuracy at the end % (never fit)", *acc])
+        tests = "/".join(sorted({_n(r.result["num_test"]) for r in mine}))
+        rows.append([f"(c) {name}: test error % ({tests} test images)",
+                     *(pm([1 - r.final["test_acc"] for r in at[p].values()], 100, 1) for p in ps)])
+        if m in PAPER_TEST_ERROR_AT_0:
+            rows.append([f"(c) {name}, paper",
+                         *(f"{100 * PAPER_TEST_ERROR_AT_0[m]:.2f} (Table 1)" if p == 0 else
+                           "about 90" if p == 1 else "" for p in ps)])
+    lo, hi = PAPER_SLOWDOWN_AT_1
+    rows.append(["(b) paper, all three models, at p = 1 (our reading of its figure)",
+                 *(f"{lo:g}-{hi:g}x" if p == 1 else "" for p in ps)])
+    return md_table(head, rows)
+
+
+def table1_table(R, experiment):
+    """Table 1 rows from a suite's records (plots.table1: ours beside the paper)."""
+    import tempfile
+
+    from rethinkgen_tf import plots
+    pairs = _pairs(R.runs(experiment), ("model", "crop", "wd", "random_labels", "seed"))
+    with tempfile.TemporaryDirectory() as d:
+        return plots.table1(pairs, d)["markdown"]
+
+
+def _model_name(m):
+    from rethinkgen_tf.plots import MODEL_NAMES
+    return MODEL_NAMES.get(m, m)
+
+
+def theorem1_table(R):
+    s = R.json("theory/theorem1_cifar10_random.json")["theorem1"]
+    return md_table(["quantity", "value"], [[k, v] for k, v in _theorem1_rows(s)])
+
+
+def _theorem1_rows(s):
+    yield "n, d, classes, labels", f"{_n(s['n'])}, {_n(s['d'])}, {s['num_classes']}, {s['labels']}"
+    yield "weights", (f"{_n(s['weights'])} = d + n + {s['num_classes']} n "
+                      f"({_n(2 * s['n'] + s['d'])} = 2n + d per output)")
+    yield "O(n) solve (float64)", f"{s['solve_seconds']:.1f} s (this run's time)"
+    yield "min gap of sorted projections (unit a)", f"{s['min_gap']:.3g}"
+    yield "Lemma 1 smallest eigenvalue min(x_i - b_i)", f"{s['lambda_min']:.3g}"
+    yield ("max \\|A w - y\\| (prefix sums) / literal network",
+           f"{s['residual_recurrence']:.2g} / {s['residual_network_float64']:.2g}")
+    acc = [s.get(k) for k in ("train_acc_numpy_float64", "train_acc_keras_float64",
+                              "train_acc_keras_float32")]
+    yield ("training accuracy: NumPy float64 / Keras float64 / Keras float32",
+           " / ".join("—" if a is None else f"{pct(a)}%" for a in acc))
+    yield "test accuracy (true test labels)", f"{pct(s['test_acc_numpy_float64'])}%"
+    w = s["norms"]
+    yield "weight norms", (f"\\|a\\| = {w['a_l2']:.2g}, \\|b\\|_2 = {w['b_l2']:.2g}, "
+                           f"\\|w\\|_2 = {w['w_l2']:.2g}, max \\|w\\| = {w['w_max_abs']:.2g}, "
+                           f"\\|w\\|_1 = {w['w_l1']:.2g}")
+    if s.get("deep"):
+        dd = s["deep"]
+        yield (f"depth-{dd['depth']} variant", f"{_n(dd['weights'])} weights, widths "
+               f"{', '.join(map(_n, dd['widths']))}, {pct(dd['train_acc'])}% training "
+               f"accuracy, max diff vs depth 2: {dd['max_diff_vs_depth2']:.2g}")
+
+
+def theorem1_true(R):
+    """The sentence on Theorem 1 with true labels (docs/theory.md)."""
+    s = R.json("theory/theorem1_cifar10_true.json")["theorem1"]
+    return (f"With true labels the same construction gives training accuracy "
+            f"{pct(s['train_acc_numpy_float64'])}% as well (residual "
+            f"{s['residual_network_float64']:.2g}) and {pct(s['test_acc_numpy_float64'])}% test "
+            "accuracy (record `docs/results/theory/theorem1_cifar10_true.json`)")
+
+
+def rademacher_table(R):
+    s = R.json("theory/theorem1_cifar10_random.json")["rademacher"]
+    rows = []
+    for name, v in s.items():
+        if not isinstance(v, dict) or "estimate" not in v:
+            continue
+        rows.append([_model_name(name) if name != "theorem1" else "Theorem 1 class",
+                     _n(v["n"]), f"{v['estimate']:.4f}", ", ".join(f"{x:.3f}" for x in v["draws"])])
+    return md_table(["class", "images", "estimate", "per draw: (1/n) sum sigma_i h(x_i)"], rows)
+
+
+KERNEL_FULL = (("raw pixels", "kernel/cifar10_raw.json"),
+               ("random conv, 16,384 filters", "kernel/cifar10_conv16384.json"),
+               ("random conv, 32,000 filters (the paper's)", "kernel/cifar10_conv32000.json"))
+KERNEL_SUBSETS = (("raw pixels", "kernel_subsets/cifar10_raw_n5000.json"),
+                  ("random conv, 1,024 filters", "kernel_subsets/cifar10_conv1024_n5000.json"),
+                  ("random conv, 4,096 filters", "kernel_subsets/cifar10_conv4096_n5000.json"),
+                  ("raw pixels", "kernel_subsets/cifar10_raw_n15000.json"))
+PAPER_KERNEL = {"raw": ("46%", "—"), "random_conv": ("17% (32,000 filters)", "15%")}
+
+
+def kernel_table(R):
+    """Ours beside the paper (CIFAR-10): one row per committed kernel summary."""
+    rows = []
+    for name, rel in KERNEL_FULL + KERNEL_SUBSETS:
+        try:
+            s = R.json(rel)
+        except MissingRecord:
+            continue
+        res = s["results"]
+        ridge = res.get("true_ridge")
+        paper = PAPER_KERNEL[s["features"]]
+        rows.append([name, f"{_n(s['n'])} / {_n(s['test_n'])}",
+                     f"{pct(res['true']['test_error'], 2)}% (sigma {s['bandwidth_factor']:g} x "
+                     f"median, validation {pct(s['validation']['interpolation']['val_error'])}%)",
+                     "—" if not ridge else f"{pct(ridge['test_error'], 2)}% (ridge "
+                     f"{ridge['ridge']:g}, train error {pct(ridge['train_error'], 2)}%)",
+                     "—" if "random" not in res else
+                     f"{pct(res['random']['test_error'])}% (train error "
+                     f"{pct(res['random']['train_error'], 0)})",
+                     paper[0], paper[1], f"`{rel}`"])
+    return md_table(["features", "n / test images", "interpolant: test error",
+                     "validated ridge: test error", "random labels: test error",
+                     "paper, interpolant", "paper, l2", "record (docs/results/)"], rows)
+
+
+def kernel_curve_table(R):
+    s = R.json("kernel/cifar10_conv32000.json")
+    rows = [[_n(c["filters"]), f"{pct(c['test_error'], 2)}%", f"{pct(c['val_error'])}%",
+             f"{c['bandwidth_factor']:g}", f"{pct(c['random_test_error'])}%"]
+            for c in sorted(s["curve"], key=lambda c: c["filters"])]
+    return md_table(["filters", "test error, interpolant", "validation error",
+                     "sigma / median", "random labels: test error (train error 0)"], rows)
+
+
+def dynamics_example(R):
+    """The sentence of docs/experiments.md on the dynamics example, from its records."""
+    from rethinkgen_tf import dynamics
+    (run,) = R.runs("dynamics")
+    a = dynamics.load(run.dir)
+    g = dynamics.group_accuracy(a)
+    noisy = a["corrupted"].astype(bool)
+    first = a["first_fit_epoch"]
+    med = [int(np.median(first[m & (first >= 0)])) for m in (~noisy, noisy)]
+    orig = np.asarray(g["noisy_orig"])
+    below = int(g["epochs"][np.argmax(orig < 0.01)]) if (orig < 0.01).any() else None
+    last_fit = int(first.max()) if (first >= 0).all() else None
+    t, d = run.config["train"], run.config["data"]
+    return (f"MLP 1x512 on {_n(run.result['num_train'])} class-balanced CIFAR-10 training "
+            f"images with p = {d['corrupt']:g} ({_n(int(noisy.sum()))} labels actually "
+            f"changed), lr {t['learning_rate']:g} x{t['lr_decay']:g} per epoch, "
+            f"{run.result['epochs']} epochs, `--record_examples=full` (record: "
+            f"`docs/results/dynamics/{run.dir.name}`).  Clean examples are fit first "
+            f"(median first-fit epoch {med[0]}, against {med[1]} for the corrupted ones); the "
+            f"corrupted examples' accuracy on their original labels starts at "
+            f"{pct(orig[0], 0)}% and falls below 1% "
+            + (f"by epoch {below}" if below else "never") +
+            " as the network memorizes their new labels; "
+            + (f"every example is first fit by epoch {last_fit}" if last_fit else
+               f"{_n(int((first < 0).sum()))} examples are never fit") +
+            ", and the corrupted ones sit at lower confidence and higher variability on the "
+            f"data map.  Test accuracy at epoch {run.result['epochs']}: "
+            f"{pct(run.final['test_acc'])}%.")
+
+
+def small_example(R):
+    (run,) = R.runs("examples")
+    return (f"the random labels are fit to 100% at epoch {run.result['overfit_epoch']} while "
+            f"test accuracy stays at {pct(run.final['test_acc'])}%")
+
+
+def _linear(R):
+    return sorted(R.runs("linear_control"), key=lambda r: r.result["num_train"])
+
+
+def linear_rule(R):
+    runs = _linear(R)
+    lo, hi = runs[0], runs[-1]
+    return (f"{pct(lo.final['train_eval_acc'])}% of random labels at n = "
+            f"{_n(lo.result['num_train'])} and {pct(hi.final['train_eval_acc'])}% at n = "
+            f"{_n(hi.result['num_train'])}.")
+
+
+def linear_control_prose(R):
+    runs = _linear(R)
+    below = [r for r in runs if r.result["num_train"] < 2352]
+    above = [r for r in runs if r.result["num_train"] > 2352]
+    out = []
+    for r in runs:
+        rows = r.rows
+        if 2352 / 2 < r.result["num_train"] < 2 * 2352 and len(rows) >= 25:
+            out.append(f"At n = {_n(r.result['num_train'])}, near the input dimension, the fit "
+                       f"rises from {pct(rows[24]['train_eval_acc'])}% at epoch 25 to "
+                       f"{pct(r.final['train_eval_acc'])}% at epoch {r.result['epochs']}, "
+                       "slowed by the decaying learning rate.")
+    if below and above:
+        out.insert(0, f"Below the input dimension the linear model fits "
+                      f"{pct(min(r.final['train_eval_acc'] for r in below))}% or more of "
+                      f"random labels; at {_n(above[0].result['num_train'])} and above, at most "
+                      f"{pct(max(r.final['train_eval_acc'] for r in above))}%, while test "
+                      "accuracy stays at chance throughout.")
+    return " ".join(out)
+
+
+def figure1_cpu_figure(R):
+    runs = [r for r in R.runs("figure1_cpu") if r.tags()["randomize"] == "none"]
+    n = "/".join(sorted({_n(r.result["num_train"]) for r in runs}))
+    groups = {}
+    for r in runs:
+        groups.setdefault((r.tags()["model"], r.tags()["corrupt"]), {})[r.tags()["seed"]] = r
+    models = " and ".join(dict.fromkeys(_model_name(r.tags()["model"]) for r in runs))
+    return (f"![Figure 1 (b, c) at the cpu scale, {models}, n = {n}, "
+            f"{_seeds(groups.values())}](figures/figure1_cpu_mlp_linear_n10000.png)")
+
+
+def figure1_paper_mlp(R):
+    table = figure1_table(R, "figure1_paper", ["mlp_1x512"])
+    seeds = sorted({r.tags()["seed"] for r in R.runs("figure1_paper")
+                    if r.tags()["model"] == "mlp_1x512"})  # figure1_table: at least one
+    return (f"![Figure 1, MLP 1x512, n = 50,000, {len(seeds)} seeds]"
+            f"(figures/figure1_mlp_1x512_n50000.png)\n\n{table}")
+
+
+def results_size(R):
+    files = [f for f in R.root.rglob("*") if f.is_file()]
+    return (f"{sum(f.stat().st_size for f in files) / 2**20:.1f} MiB in {len(files)} files "
+            "(`du -sh docs/results` rounds up to whole blocks).")
+
+
+def readme_figure1(R):
+    """The README's Figure 1 summary: MLP 1x512 at n = 50,000 and the cpu-scale MLP vs
+    linear control, from whichever records exist."""
+    out = []
+    try:
+        runs = [r for r in R.runs("figure1_paper") if r.tags()["model"] == "mlp_1x512"
+                and r.tags()["randomize"] == "none"]
+    except MissingRecord:
+        runs = []
+    if runs:
+        by = {(r.tags()["corrupt"], r.tags()["seed"]): r for r in runs}
+        seeds = sorted({s for _, s in by})
+        slow = [by[(1.0, s)].result["overfit_step"] / by[(0.0, s)].result["overfit_step"]
+                for s in seeds if (1.0, s) in by and (0.0, s) in by]
+        err = {p: 100 * np.mean([1 - by[(p, s)].final["test_acc"] for s in seeds
+                                 if (p, s) in by]) for p in (0.0, 1.0)}
+        thr = runs[0].config["train"].get("overfit_threshold", 1.0)
+        out.append(f"Figure 1 for MLP 1x512 on all 50,000 CIFAR-10 images, {len(seeds)} seeds "
+                   f"(fit = {100 * thr:g}% re-evaluated training accuracy): random labels take "
+                   f"{np.mean(slow):.2f}x the steps of true labels (paper: 1.5-4x, our reading "
+                   f"of its figure), and test error rises from {err[0.0]:.1f}% (paper 49.49%) to "
+                   f"{err[1.0]:.1f}% at p = 1 (paper about 90%).\n\n![Figure 1, MLP 1x512, "
+                   f"n = 50,000, {len(seeds)} seeds](docs/figures/figure1_mlp_1x512_n50000.png)")
+    try:
+        cpu = R.runs("figure1_cpu")
+    except MissingRecord:
+        cpu = []
+    lin = [r for r in cpu if r.tags()["model"] == "linear" and r.tags()["corrupt"] == 1.0]
+    mlp = [r for r in cpu if r.tags()["model"] == "mlp_1x512" and r.tags()["corrupt"] == 1.0]
+    if lin and mlp:
+        n = lin[0].result["num_train"]
+        out.append(f"At the cpu scale ({_n(n)} class-balanced images; p = 1, "
+                   f"{_seeds([{r.tags()['seed']: r for r in lin}])}) the "
+                   f"linear control fits at most "
+                   f"{pct(max(r.final['train_eval_acc'] for r in lin))}% of random labels "
+                   f"while MLP 1x512 fits "
+                   f"{pct(min(r.final['train_eval_acc'] for r in mlp))}% of them "
+                   "(docs/experiments.md has the figure and Table 1's rows).")
+    if not out:
+        raise MissingRecord("no Figure 1 records")
+    return "\n\n".join(out)
+
+
+# name -> (doc, function of Records); the text between <!-- report:name --> markers
+# ------------------------------------------------------------------ the convnet run plan
+def precision_table(R):
+    """docs/runplan.md: the same small runs in float32 and bf16 (--precision), final
+    train and test accuracy side by side, and what the change of precision moves them
+    against what a change of seed moves them."""
+    runs = R.runs("precision")
+    key = lambda r: (r.config["train"]["model"], r.result["num_train"])  # noqa: E731
+    rows, spread = [], []
+    for (model, n) in sorted({key(r) for r in runs}):
+        mine = {(r.config["train"]["seed"], r.config["train"].get("precision", "float32")): r
+                for r in runs if key(r) == (model, n)}
+        for seed in sorted({s for s, _ in mine}):
+            cells = []
+            for prec in ("float32", "bf16"):
+                r = mine.get((seed, prec))
+                cells += [f"{pct(r.final['train_eval_acc'], 2)}%", f"{pct(r.final['test_acc'], 2)}%",
+                          r.result.get("overfit_epoch") or "—"] if r else ["not run yet"] * 3
+            rows.append([_model_name(model), _n(n), seed, *cells])
+        test = {k: v.final["test_acc"] for k, v in mine.items()}
+        by_prec = [abs(test[(s, "bf16")] - test[(s, "float32")]) for s in {s for s, _ in mine}
+                   if (s, "bf16") in test and (s, "float32") in test]
+        by_seed = [abs(test[(0, p)] - test[(1, p)]) for p in ("float32", "bf16")
+                   if (0, p) in test and (1, p) in test]
+        if by_prec:
+            spread.append(f"{_model_name(model)} at n = {_n(n)}: bf16 moves the test accuracy "
+                          f"by {', '.join(pct(d, 2) for d in by_prec)} points; "
+                          + (f"the seed moves it by {', '.join(pct(d, 2) for d in by_seed)}."
+                             if by_seed else "the second seed is not run yet."))
+    head = ["model", "n", "seed", "float32 train", "float32 test", "float32 fit epoch",
+            "bf16 train", "bf16 test", "bf16 fit epoch"]
+    test_n = "/".join(sorted({_n(r.result["num_test"]) for r in runs}))
+    return (md_table(head, rows) + f"\n\nTrain: the re-evaluated training set; test: {test_n} "
+            "test images; fit epoch: the first epoch at 100% training accuracy.  "
+            + " ".join(spread))
+
+
+def alexnet_figure1_paper(R):
+    """docs/runplan.md: grid 1, Figure 1 (b, c) for AlexNet at n = 50,000, every point of
+    the grid, the ones without a record marked as not run yet."""
+    from rethinkgen_tf.grids import CORRUPTIONS
+    from rethinkgen_tf.plots import PAPER_SLOWDOWN_AT_1, PAPER_TEST_ERROR_AT_0
+    runs = [r for r in R.runs("figure1_paper") if r.tags()["model"] == "alexnet"
+            and r.tags()["randomize"] == "none"]
+    if not runs:
+        raise MissingRecord("no AlexNet runs in docs/results/figure1_paper")
+    at = {r.tags()["corrupt"]: r for r in runs if r.tags()["seed"] == 0}
+    base = at.get(0.0)
+    rows = []
+    for p in CORRUPTIONS:
+        r = at.get(p)
+        paper_err = (f"{100 * PAPER_TEST_ERROR_AT_0['alexnet']:.2f} (Table 1)" if p == 0 else
+                     "about 90" if p == 1 else "not stated")
+        paper_slow = f"{PAPER_SLOWDOWN_AT_1[0]:g}-{PAPER_SLOWDOWN_AT_1[1]:g}x (our reading)" \
+            if p == 1 else ("1" if p == 0 else "")
+        if r is None:
+            rows.append([f"{p:g}", "not run yet", "", "", "", paper_slow, paper_err])
+            continue
+        step = r.result.get("overfit_step")
+        slow = f"{step / base.result['overfit_step']:.2f}x" if step and base is not None \
+            and base.result.get("overfit_step") else ("never fit" if not step else "—")
+        rows.append([f"{p:g}", r.result.get("overfit_epoch") or "never fit", step or "—",
+                     f"{pct(r.final['train_eval_acc'], 3)}%", slow,
+                     paper_slow, f"{pct(1 - r.final['test_acc'], 2)} (ours) / {paper_err}"])
+    (n,) = {r.result["num_train"] for r in runs}
+    head = ["p", "epochs to fit", "steps to fit", "train acc at the stop", "time to fit / p = 0",
+            "paper: slowdown", "test error %: ours / paper"]
+    return (f"AlexNet, n = {_n(n)}, seed 0, bf16, fit = 99.9% of the training set re-evaluated, "
+            "at most 100 epochs (learning rate 0.01 x 0.95 per epoch):\n\n" + md_table(head, rows))
+
+
+def runplan_status(R):
+    """docs/runplan.md: how many points of each convnet grid have a committed record."""
+    from rethinkgen_tf import grids
+
+    def done(experiment, pred):
+        try:
+            return [r for r in R.runs(experiment) if pred(r)]
+        except MissingRecord:
+            return []
+
+    alex = done("figure1_paper", lambda r: r.tags()["model"] == "alexnet")
+    mlp3 = done("table1_paper", lambda r: r.tags()["model"] == "mlp_3x512")
+    rows = [["1", f"{len(alex)} of {len(grids.CORRUPTIONS)}: p = "
+             + (", ".join(f"{r.tags()['corrupt']:g}" for r in alex) or "none"),
+             "the others not run yet" if len(alex) < len(grids.CORRUPTIONS) else "done"],
+            ["2", f"{len(mlp3)} of 3", "the others not run yet" if len(mlp3) < 3 else "done"],
+            ["3-9", "none", "not run yet"]]
+    return md_table(["#", "finished points (records in docs/results/)", "the rest"], rows)
+
+
+REGIONS = {
+    "readme_figure1": ("README.md", readme_figure1),
+    "linear_rule": ("docs/experiments.md", linear_rule),
+    "linear_control": ("docs/experiments.md", linear_control),
+    "linear_control_prose": ("docs/experiments.md", linear_control_prose),
+    "figure1_cpu_figure": ("docs/experiments.md", figure1_cpu_figure),
+    "figure1_cpu": ("docs/experiments.md", lambda R: figure1_table(R, "figure1_cpu")),
+    "table1_cpu": ("docs/experiments.md", lambda R: table1_table(R, "table1_cpu")),
+    "figure1_paper_mlp": ("docs/experiments.md", figure1_paper_mlp),
+    "dynamics_example": ("docs/experiments.md", dynamics_example),
+    "small_example": ("docs/training.md", small_example),
+    "results_size": ("docs/results.md", results_size),
+    "theorem1": ("docs/theory.md", theorem1_table),
+    "theorem1_true": ("docs/theory.md", theorem1_true),
+    "rademacher": ("docs/theory.md", rademacher_table),
+    "kernel_table": ("docs/theory.md", kernel_table),
+    "kernel_curve": ("docs/theory.md", kernel_curve_table),
+    "precision": ("docs/runplan.md", precision_table),
+    "alexnet_figure1_paper": ("docs/runplan.md", alexnet_figure1_paper),
+    "runplan_status": ("docs/runplan.md", runplan_status),
+}
+NOT_YET = "(not yet rerun: no record in docs/results; see docs/results.md, the run plan)"
+
+
+def generate(R=None, names=None):
+    """{region name: its text} from the records; a region whose records are missing gets
+    NOT_YET instead of numbers."""
+    R = R or Records()
+    out = {}
+    for name, (_, fn) in REGIONS.items():
+        if names is not None and name not in names:
+            continue
+        try:
+            out[name] = fn(R)
+        except MissingRecord:
+            out[name] = NOT_YET
+    return out
+
+
+# ------------------------------------------------------------------ figures
+def _figure1_suite(R, experiment, out_name, models=None):
+    import tempfile
+
+    from rethinkgen_tf import plots
+    runs = R.runs(experiment)
+    if models:
+        runs = [r for r in runs if r.tags()["model"] in models]
+    if not runs:
+        raise MissingRecord(f"no runs of {', '.join(models)} in {R.root / experiment}")
+    with tempfile.TemporaryDirectory() as d:
+        plots.figure1(figure1_pairs(runs), d)
+        (ROOT / FIGURES).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(d) / "figure1.png", ROOT / FIGURES / f"{out_name}.png")
+    return ROOT / FIGURES / f"{out_name}.png"
+
+
+def _kernel_figure(R):
+    from rethinkgen_tf import plots
+    s = R.json("kernel/cifar10_conv32000.json")
+    path = ROOT / FIGURES / "kernel_cifar10_conv_curve_n50000.png"
+    plots.kernel_curve(s, path)
+    path.with_suffix(".pdf").unlink(missing_ok=True)
+    return path
+
+
+def _dynamics_figure(R):
+    from rethinkgen_tf import plots
+    (run,) = R.runs("dynamics")
+    out = ROOT / FIGURES / "dynamics_mlp_1x512_p0.5_n10000"
+    plots.dynamics([run.dir], out)
+    Path(f"{out}.pdf").unlink(missing_ok=True)  # (not with_suffix: the name holds "p0.5")
+    return Path(f"{out}.png")
+
+
+FIGURE_MAKERS = {
+    "figure1_cpu_mlp_linear_n10000": lambda R: _figure1_suite(
+        R, "figure1_cpu", "figure1_cpu_mlp_linear_n10000"),
+    "figure1_mlp_1x512_n50000": lambda R: _figure1_suite(
+        R, "figure1_paper", "figure1_mlp_1x512_n50000", ["mlp_1x512"]),
+    "kernel_cifar10_conv_curve_n50000": _kernel_figure,
+    "dynamics_mlp_1x512_p0.5_n10000": _dynamics_figure,
+}
+
+
+def draw_figures(R=None):
+    """Redraws every figure of docs/figures whose records exist; {name: path or None}.
+    A figure whose records are missing is removed (no picture without its record)."""
+    R = R or Records()
+    out = {}
+    for name, fn in FIGURE_MAKERS.items():
+        try:
+            out[name] = str(fn(R))
+        except MissingRecord:
+            (ROOT / FIGURES / f"{name}.png").unlink(missing_ok=True)
+            out[name] = None
+    return out
+
+
+# ------------------------------------------------------------------ regions in the docs
+REGION = re.compile(r"<!-- report:([\w.-]+) -->\n(.*?)\n?<!-- /report:\1 -->", re.S)
+
+
+def regions(text):
+    """{name: body} of the generated regions of a doc's text."""
+    return {m.group(1): m.group(2) for m in REGION.finditer(text)}
+
+
+def fill(text, generated):
+    """text with every region named in `generated` replaced by its new body."""
+    def sub(m):
+        name = m.group(1)
+        body = generated.get(name, m.group(2))
+        return f"<!-- report:{name} -->\n{body}\n<!-- /report:{name} -->"
+    return REGION.sub(sub, text)
+
+
+def write_docs(R=None, root=None):
+    """Fills the generated regions of the docs under `root` (the repository); returns
+    {doc: [region names written]}.  ValueError if a region of REGIONS is in no doc."""
+    root = Path(root) if root is not None else ROOT
+    gen = generate(R)
+    done = {}
+    for doc in DOCS:
+        path = root / doc
+        text = path.read_text()
+        names = [n for n in regions(text) if n in gen]
+        if names:
+            new = fill(text, gen)
+            if new != text:
+                results.atomic_write(path, new)
+            done[doc] = names
+    placed = {n for v in done.values() for n in v}
+    missing = [n for n in REGIONS if n not in placed]
+    if missing:
+        raise ValueError(f"generated regions in no doc: {', '.join(missing)} (add "
+                         "<!-- report:NAME --> markers)")
+    return done
+
+
+# ------------------------------------------------------------------ prose claims
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """A sentence fragment of `doc` quoting numbers: `template`'s fields ({name:format})
+    are computed by `values[name](Records)`; the formatted text must be in the doc."""
+    doc: str
+    template: str
+    values: dict
+
+    def text(self, R):
+        return self.template.format(**{k: f(R) for k, f in self.values.items()})
+
+
+def _k(rel, *path, scale=1.0):
+    def get(R):
+        v = R.json(rel)
+        for p in path:
+            v = v[p]
+        return scale * v
+    return get
+
+
+def _curve(rel, filters, key, scale=100.0):
+    def get(R):
+        (c,) = [c for c in R.json(rel)["curve"] if c["filters"] == filters]
+        return scale * c[key]
+    return get
+
+
+K_RAW, K16, K32 = ("kernel/cifar10_raw.json", "kernel/cifar10_conv16384.json",
+                   "kernel/cifar10_conv32000.json")
+K16W, K32W = "kernel/cifar10_conv16384_wide.json", "kernel/cifar10_conv32000_wide.json"
+
+
+def _raw_val_at(factor):
+    def get(R):
+        return 100 * min(c["val_error"] for c in R.json(K_RAW)["validation"]["curve"]
+                         if c["ridge"] == 0 and abs(c["factor"] - factor) < 1e-3)
+    return get
+
+
+def _wide_val(rel, factor):
+    """The validation error of the ridge row's ridge at `factor` x median."""
+    def get(R):
+        s = R.json(rel)
+        return 100 * min(c["val_error"] for c in s["validation"]["curve"]
+                         if c["ridge"] == s["ridge"]["ridge"] and abs(c["factor"] - factor) < 1e-3)
+    return get
+
+
+CLAIMS = [
+    Claim("README.md", "the kernel experiment gives {raw:.1f}% test error on raw pixels",
+          {"raw": _k(K_RAW, "results", "true", "test_error", scale=100)}),
+    Claim("README.md", "and {c32:.1f}% on the paper's 32,000 random conv filters",
+          {"c32": _k(K32, "results", "true", "test_error", scale=100)}),
+    Claim("README.md", "{c16:.1f}% at 16,384, {c1k:.1f}% at 1,024)",
+          {"c16": _k(K16, "results", "true", "test_error", scale=100),
+           "c1k": _curve(K32, 1024, "test_error")}),
+    Claim("docs/theory.md", "raw pixels reach {raw:.1f}% test error",
+          {"raw": _k(K_RAW, "results", "true", "test_error", scale=100)}),
+    Claim("docs/theory.md", "validated bandwidth ({f:.3f} x the median distance; validation "
+          "error\n{v:.1f}%",
+          {"f": _k(K_RAW, "bandwidth_factor"),
+           "v": _k(K_RAW, "validation", "interpolation", "val_error", scale=100)}),
+    Claim("docs/theory.md", "paper's 32,000 filters reach **{i:.2f}%** interpolating and "
+          "**{r:.2f}%** with the validated ridge\n(16,384 filters: {i16:.2f}% and {r16:.2f}%)",
+          {"i": _k(K32, "results", "true", "test_error", scale=100),
+           "r": _k(K32, "results", "true_ridge", "test_error", scale=100),
+           "i16": _k(K16, "results", "true", "test_error", scale=100),
+           "r16": _k(K16, "results", "true_ridge", "test_error", scale=100)}),
+    Claim("docs/theory.md", "set ({rand:.1f}%)", {"rand": _k(K32, "results", "random",
+                                                            "test_error", scale=100)}),
+    Claim("docs/theory.md", "against {med:.1f}% at the median", {"med": _raw_val_at(1.0)}),
+    Claim("docs/theory.md", "({c1k:.1f}%\nat 1,024, {c8k:.1f}% at 8,192)",
+          {"c1k": _curve(K32, 1024, "test_error"), "c8k": _curve(K32, 8192, "test_error")}),
+    Claim("docs/theory.md", "({i16:.2f}% at 16,384,\n{i32:.2f}% at 32,000; the validation "
+          "error is flat from 4,096 on, {lo:.1f}-{hi:.1f}%)",
+          {"i16": _k(K16, "results", "true", "test_error", scale=100),
+           "i32": _k(K32, "results", "true", "test_error", scale=100),
+           "lo": lambda R: min(100 * c["val_error"] for c in R.json(K32)["curve"]
+                               if c["filters"] >= 4096),
+           "hi": lambda R: max(100 * c["val_error"] for c in R.json(K32)["curve"]
+                               if c["filters"] >= 4096)}),
+    Claim("docs/theory.md", "at 16,384 filters were {v16:.1f}% (interpolant)\nand {r16:.1f}% "
+          "(ridge row); at 32,000, {v32:.1f}% and {r32:.1f}%",
+          {"v16": _k(K16, "validation", "interpolation", "val_error", scale=100),
+           "r16": _k(K16, "validation", "ridge", "val_error", scale=100),
+           "v32": _k(K32, "validation", "interpolation", "val_error", scale=100),
+           "r32": _k(K32, "validation", "ridge", "val_error", scale=100)}),
+    Claim("docs/theory.md", "as for raw pixels ({v:.1f}% to {t:.1f}%)",
+          {"v": _k(K_RAW, "validation", "interpolation", "val_error", scale=100),
+           "t": _k(K_RAW, "results", "true", "test_error", scale=100)}),
+    Claim("docs/theory.md", "stays the validation's choice\n({a:.2f}%; 2.83 x: {b:.2f}%)",
+          {"a": _k(K16W, "validation", "ridge", "val_error", scale=100),
+           "b": _wide_val(K16W, 2.83)}),
+    Claim("docs/theory.md", "reproduces every number of (4)\n({i:.2f}%, {r:.2f}%, {x:.1f}%)",
+          {"i": _k(K16W, "results", "true", "test_error", scale=100),
+           "r": _k(K16W, "results", "true_ridge", "test_error", scale=100),
+           "x": _k(K16W, "results", "random", "test_error", scale=100)}),
+    Claim("docs/theory.md", "prefers 2.83 x median ({a:.2f}% against\n{b:.2f}% at 2 x",
+          {"a": _k(K32W, "validation", "ridge", "val_error", scale=100),
+           "b": _wide_val(K32W, 2.0)}),
+    Claim("docs/theory.md", "gives **{t:.2f}%** test error with train error {tr:.1f}% "
+          "(2 x: {t2:.2f}%, train {tr2:.2f}%)",
+          {"t": _k(K32W, "results", "true_ridge", "test_error", scale=100),
+           "tr": _k(K32W, "results", "true_ridge", "train_error", scale=100),
+           "t2": _k(K32, "results", "true_ridge", "test_error", scale=100),
+           "tr2": _k(K32, "results", "true_ridge", "train_error", scale=100)}),
+    Claim("docs/theory.md", "Peak memory (max RSS) {p:.2f} GiB",
+          {"p": _k(K16, "peak_rss_gib")}),
+    Claim("docs/theory.md", "peak memory (max RSS) **{p:.2f} GiB**",
+          {"p": _k(K32, "peak_rss_gib")}),
+]
+
+# Decimal percentages and ratios in the checked docs that are not reproduction numbers
+# (the paper's values, settings, speeds): (doc, the text around them, why).
+NOT_REPRODUCTIONS = [
+    ("README.md", "(paper 49.49%)", "the paper's Table 1"),
+    ("docs/experiments.md", "99.9% for MLPs", "a setting: the fit threshold"),
+    ("docs/experiments.md", "99.9% training accuracy", "a setting: the fit threshold"),
+    ("docs/experiments.md", "99.9% re-evaluated training accuracy", "a setting"),
+    ("docs/experiments.md", "reaches\n99.34% on random labels (Table 1)", "the paper's Table 1"),
+    ("docs/experiments.md", "1.5-4x", "our reading of the paper's figure"),
+    ("docs/experiments.md", "1.5x-4x", "our reading of the paper's figure"),
+    ("docs/experiments.md", "49.49%", "the paper's Table 1"),
+    ("docs/training.md", "(0.6% of the start)", "a setting: 0.95^100"),
+    ("docs/training.md", "1.4% per full MLP 1x512\n  epoch", "a speed (docs/benchmarks.md)"),
+    ("docs/training.md", "99.34%", "the paper's Table 1"),
+    ("docs/training.md", "an MLP as fit at 99.9%", "a setting: the fit threshold"),
+    ("docs/training.md", "0.6% of the start", "a setting"),
+    ("docs/training.md", "50.51%", "the paper's Table 1"),
+    ("docs/theory.md", "about 0.7%", "the standard error of a 5,000-image split, computed"),
+]
+NUMBER = re.compile(r"(?<![\w.])\d+\.\d+(?:\s?%|x\b)")
+# a parenthesis citing docs/benchmarks.md holds speeds: exempt (docs/benchmarks.md says so)
+SPEED = re.compile(r"\(docs/benchmarks\.md[^)]*\)")
+
+
+def _spans(text, needle):
+    i = text.find(needle)
+    while i >= 0:
+        yield i, i + len(needle)
+        i = text.find(needle, i + 1)
+
+
+def problems(root=None, R=None):
+    """Every disagreement between the docs under `root` and the records: a generated
+    region whose text differs from the records', a claim whose text (formatted from its
+    records) is not in its doc, and a decimal percentage or ratio in a checked doc that no
+    region, claim or NOT_REPRODUCTIONS entry accounts for.  [] when all agree."""
+    root = Path(root) if root is not None else ROOT
+    R = R or Records()
+    gen = generate(R)
+    out, covered = [], {doc: [] for doc in DOCS}
+    texts = {doc: (root / doc).read_text() for doc in DOCS}
+    for doc, text in texts.items():
+        for m in REGION.finditer(text):
+            name = m.group(1)
+            covered[doc].append(m.span())
+            if name not in gen:
+                out.append(f"{doc}: region {name!r} is generated by nothing (report.REGIONS)")
+            elif m.group(2).strip() != gen[name].strip():
+                out.append(f"{doc}: region {name!r} differs from its records; run "
+                           "python -m experiments.report")
+    for c in CLAIMS:
+        try:
+            want = c.text(R)
+        except MissingRecord as e:
+            out.append(f"{c.doc}: {c.template!r} has no record: {e}")
+            continue
+        spans = list(_spans(texts[c.doc], want))
+        if not spans:
+            out.append(f"{c.doc}: the records give {want!r}, not in the doc")
+        covered[c.doc] += spans
+    for doc, snippet, _ in NOT_REPRODUCTIONS:
+        covered[doc] += list(_spans(texts[doc], snippet))
+    for doc in SCANNED:
+        covered[doc] += [m.span() for m in SPEED.finditer(texts[doc])]
+    for doc in SCANNED:
+        text = texts[doc]
+        for m in NUMBER.finditer(text):
+            if not any(a <= m.start() and m.end() <= b for a, b in covered[doc]):
+                line = text.count("\n", 0, m.start()) + 1
+                out.append(f"{doc}:{line}: {m.group(0)!r} has no record behind it (add a "
+                           "report region or claim, or list it in NOT_REPRODUCTIONS)")
+    return out
+

@@ -1,0 +1,237 @@
+"""Every reproduction number the README and docs quote agrees with a committed record
+(docs/results), the records are compact and count as finished runs for a suite, and the
+pictures drawn from them say what they show (rethinkgen_tf.report, experiments/report.py)."""
+import dataclasses
+import json
+import shutil
+
+import matplotlib
+import numpy as np
+import pytest
+
+from rethinkgen_tf import grids, plots, recipes, report, results, suite
+
+matplotlib.use("Agg")
+
+
+def test_docs_agree_with_the_committed_records():
+    assert report.problems() == []
+
+
+def _copy_docs(tmp_path):
+    for doc in report.DOCS:
+        (tmp_path / doc).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(report.ROOT / doc, tmp_path / doc)
+    return tmp_path
+
+
+def _edit(path, old, new):
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_an_edited_prose_number_fails(tmp_path):
+    root = _copy_docs(tmp_path)
+    assert report.problems(root) == []
+    _edit(root / "README.md", "gives 40.8% test error", "gives 40.7% test error")
+    found = report.problems(root)
+    assert any("README.md" in p and "40.8%" in p for p in found), found
+    assert any("'40.7%' has no record" in p for p in found), found
+
+
+def test_an_edited_table_number_fails(tmp_path):
+    root = _copy_docs(tmp_path)
+    _edit(root / "docs/theory.md", "| 23.83% |", "| 22.83% |")
+    found = report.problems(root)
+    assert any("region 'kernel_curve' differs" in p for p in found), found
+
+
+def test_a_number_without_a_record_fails(tmp_path):
+    root = _copy_docs(tmp_path)
+    _edit(root / "docs/experiments.md", "## How a suite runs",
+          "Our AlexNet reaches 81.3% here.\n\n## How a suite runs")
+    found = report.problems(root)
+    assert found and all("'81.3%' has no record" in p for p in found), found
+
+
+def test_a_missing_record_fails(tmp_path):
+    root = _copy_docs(tmp_path)
+    shutil.copytree(report.ROOT / report.RESULTS, tmp_path / "results")
+    (tmp_path / "results/kernel/cifar10_raw.json").unlink()
+    found = report.problems(root, report.Records(tmp_path / "results"))
+    assert any("cifar10_raw.json does not exist" in p for p in found), found
+
+
+def test_regions_fill_and_read_back():
+    text = "a\n<!-- report:x -->\nold\n<!-- /report:x -->\nb\n"
+    new = report.fill(text, {"x": "| 1 |\n| 2 |"})
+    assert report.regions(new) == {"x": "| 1 |\n| 2 |"}
+    assert new.startswith("a\n") and new.endswith("b\n")
+    assert report.fill(new, {"y": "z"}) == new
+
+
+# ---- records: export, and suites that count them as finished
+def _finished_run(d, cfg):
+    """A finished run directory as train.run leaves it (record files, weights, tb/)."""
+    d.mkdir(parents=True)
+    rows = [{"epoch": e, "step": 10 * e, "lr": 0.01, "train_loss": 1.0 / e, "train_acc": 0.5,
+             "train_eval_acc": 0.5 + e / 4, "test_acc": 0.3} for e in (1, 2)]
+    results.write_metrics(d, rows)
+    results.write_json(d / "config.json", cfg)
+    results.write_json(d / "result.json", {"status": "finished", "config": cfg, "epochs": 2,
+                                           "final": results.read_metrics(d)[-1],
+                                           "overfit_epoch": 2, "overfit_step": 20,
+                                           "num_train": 40, "num_test": 20})
+    (d / "model.weights.h5").write_bytes(b"w" * 100)
+    (d / "tb").mkdir()
+    (d / "tb" / "events").write_bytes(b"e")
+    (d / "backup").mkdir()
+
+
+@pytest.fixture
+def grid(monkeypatch):
+    cpu = recipes.SCALES["cpu"]
+    monkeypatch.setitem(recipes.SCALES, "cpu", dataclasses.replace(
+        cpu, train_size={"mlp": 40, recipes.OTHER: 40}, test_size=20))
+    return grids.figure1_points("cpu", "/data/cifar", models=("mlp_1x512",),
+                                corruptions=(0.0, 1.0), parts="bc")
+
+
+def test_exported_records_are_compact_and_count_as_finished(grid, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for p in grid:
+        _finished_run(suite.run_dir(p, runs), {"train": {"model": "mlp_1x512"}, "data": {}})
+    tree = tmp_path / "docs/results/figure1_cpu"
+    out = report.export([suite.run_dir(p, runs) for p in grid], tree)
+    assert [o.name for o in out] == [suite.run_dir(p, runs).name for p in grid]
+    for d in out:
+        assert sorted(f.name for f in d.iterdir()) == sorted(report.RECORD_FILES)
+        suite.check_source(d)  # what a merge checks
+    # a suite given the tree counts its points as finished: nothing is trained
+    work = tmp_path / "work"
+    assert suite.merge([tree], work) == len(grid)
+    capsys.readouterr()
+    again = suite.run_grid(grid, work, data_cache={})
+    assert f"{len(grid)} finished already, 0 to run" in capsys.readouterr().out
+    assert all(res["status"] == "finished" for _, res in again)
+
+
+def test_export_refuses_unfinished_runs_and_large_examples(tmp_path, monkeypatch):
+    (tmp_path / "half").mkdir()
+    with pytest.raises(ValueError, match="not a finished run directory"):
+        report.export([tmp_path / "half"], tmp_path / "to")
+    _finished_run(tmp_path / "run", {"train": {}, "data": {}})
+    (tmp_path / "run" / "examples.npz").write_bytes(b"x" * 2000)
+    monkeypatch.setattr(report, "EXAMPLES_LIMIT", 1000)
+    with pytest.raises(ValueError, match="export without --examples"):
+        report.export([tmp_path / "run"], tmp_path / "to", examples=True)
+    monkeypatch.setattr(report, "EXAMPLES_LIMIT", 10_000)
+    (d,) = report.export([tmp_path / "run"], tmp_path / "to", examples=True)
+    assert (d / "examples.npz").stat().st_size == 2000
+    # a summary file goes with its log
+    (tmp_path / "k.json").write_text("{}")
+    (tmp_path / "k.log").write_text("log")
+    assert sorted(p.name for p in report.export([tmp_path / "k.json"], tmp_path / "s")) == \
+        ["k.json", "k.log"]
+
+
+def test_results_tree_holds_no_weights_and_is_small():
+    root = report.ROOT / report.RESULTS
+    files = [f for f in root.rglob("*") if f.is_file()]
+    assert not [f for f in files if f.suffix in (".h5", ".keras", ".ckpt") or "tb" in f.parts
+                or "backup" in f.parts]
+    assert sum(f.stat().st_size for f in files) < 50 << 20
+    for f in files:
+        if f.name == "examples.npz":
+            assert f.stat().st_size <= report.EXAMPLES_LIMIT
+
+
+# ---- honest pictures
+class _Captured:
+    def __call__(self, fig, out_dir, name):
+        self.fig = fig
+        return [name]
+
+
+def _pairs(tmp_path, parts=("bc",)):
+    from rethinkgen_tf.suite import Point
+    pairs = []
+    for m in ("mlp_1x512",):
+        for c in (0.0, 1.0):
+            d = tmp_path / f"{m}{c}"
+            _finished_run(d, {"train": {"model": m, "learning_rate": 0.01, "lr_decay": 0.985,
+                                        "overfit_threshold": 0.999},
+                              "data": {"batch_size": 128}})
+            res = {**results.load_result(d), "run_dir": str(d)}
+            pairs.append((Point((("corrupt", c), ("model", m), ("part", "bc"), ("seed", 0)),
+                                None, None), res))
+    return pairs
+
+
+def test_figure1_marks_the_paper_only_where_it_gives_values(tmp_path, monkeypatch):
+    cap = _Captured()
+    monkeypatch.setattr(plots, "_save", cap)
+    monkeypatch.setattr(plots, "figure1_dynamics", lambda pairs, out: None)
+    plots.figure1(_pairs(tmp_path), tmp_path)
+    axes = cap.fig.axes
+    assert len(axes) == 2  # no empty (a) panel when (a) is not in the grid
+    b, c = axes
+    paper = [ln for ln in c.lines if "paper" in (ln.get_label() or "")]
+    assert paper and all(ln.get_linestyle() == "None" for ln in paper)
+    assert list(paper[0].get_xdata()) == [0, 1]
+    assert any("our reading of its figure" in ln.get_label() for ln in b.lines)
+    assert "20 test images" in c.get_title()
+    caption = cap.fig._suptitle.get_text()
+    assert "99.9%" in caption and "x0.985 per epoch" in caption
+
+
+def test_kernel_curve_shows_the_differences(tmp_path, monkeypatch):
+    cap = _Captured()
+    monkeypatch.setattr(plots, "_save", cap)
+    summary = json.loads((report.ROOT / report.RESULTS / "kernel/cifar10_conv32000.json")
+                         .read_text())
+    plots.kernel_curve(summary, tmp_path / "k.png")
+    (ax,) = cap.fig.axes
+    lo, hi = ax.get_ylim()
+    assert 10 < lo < 15 and 25 < hi < 40  # not 0-100: the points' differences are visible
+    assert "one filter seed" in ax.get_title()
+    ridge = [ln for ln in ax.lines if "validated ridge" in ln.get_label()]
+    interp = [ln for ln in ax.lines if "interpolant" in ln.get_label()]
+    assert ridge[0].get_marker() != interp[0].get_marker()
+    assert ridge[0].get_markerfacecolor() == "none"
+    texts = " ".join(t.get_text() for t in ax.texts)
+    assert "paper: 17%" in texts and "paper: 15%" in texts
+
+
+def test_dynamics_example_sentence_is_from_its_record():
+    R = report.Records()
+    try:
+        (run,) = R.runs("dynamics")
+    except report.MissingRecord:
+        pytest.skip("no dynamics record committed")
+    text = report.dynamics_example(R)
+    a = np.load(run.dir / "examples.npz")
+    assert f"{int(a['corrupted'].sum()):,} labels actually" in text
+
+
+@pytest.mark.slow
+def test_cli_errors_are_one_line(tmp_path):
+    import subprocess
+    import sys
+    for args, want in ((["--export=" + str(tmp_path)], "--export needs --to"),
+                       (["--export=" + str(tmp_path), f"--to={tmp_path}/x"],
+                        "not a finished run directory"),
+                       (["--to=x"], "--to and --examples go with --export")):
+        p = subprocess.run([sys.executable, "-m", "experiments.report", *args], cwd=report.ROOT,
+                           capture_output=True, text=True, timeout=120)
+        lines = [ln for ln in p.stderr.splitlines() if "error:" in ln]
+        assert p.returncode == 1 and len(lines) == 1 and want in lines[0], p.stderr
+
+
+def test_every_picture_the_docs_show_exists():
+    import re
+    for doc in report.DOCS:
+        path = report.ROOT / doc
+        for target in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", path.read_text()):
+            assert (path.parent / target).is_file(), f"{doc} shows {target}, which is missing"
