@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from tiny import ARRAYS, DATA
+from tiny import ARRAYS, DATA, write_class_folders
 
 from rethinkgen_tf import dynamics, results
 from rethinkgen_tf.data import load
@@ -107,16 +107,7 @@ def test_weights_gone_bad_in_the_last_step_count_as_diverged(tmp_path):
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """A tiny CIFAR-10 in class folders: 10 classes x (3 train, 2 test) 32x32 PNGs."""
-    root = tmp_path_factory.mktemp("folders")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 3), ("test", 2)):
-        for k in range(10):
-            d = root / split / f"class{k}"
-            d.mkdir(parents=True)
-            for i in range(n):
-                png = tf.io.encode_png(rng.integers(0, 256, (32, 32, 3), np.uint8))
-                (d / f"{i}.png").write_bytes(png.numpy())
-    return root
+    return write_class_folders(tmp_path_factory.mktemp("folders"))
 
 
 def cifar(folders, out, *args):

@@ -5,10 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import tensorflow as tf
 from absl import flags as absl_flags
+from tiny import write_class_folders
 
 from rethinkgen_tf import cli
 
@@ -112,15 +111,7 @@ def test_help_text(parse):
 
 @pytest.mark.slow
 def test_cifar_end_to_end(tmp_path):
-    # A tiny class-folder dataset: 10 classes x (3 train, 2 test) random 32x32 PNGs.
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 3), ("test", 2)):
-        for k in range(10):
-            d = tmp_path / "data" / split / f"class{k}"
-            d.mkdir(parents=True)
-            for i in range(n):
-                png = tf.io.encode_png(rng.integers(0, 256, (32, 32, 3), np.uint8))
-                (d / f"{i}.png").write_bytes(png.numpy())
+    write_class_folders(tmp_path / "data")
     args = [f"--data_dir={tmp_path / 'data'}", "--model=mlp_1x32", "--epochs=2",
             "--batch_size=8", "--randomize=labels", f"--output_dir={tmp_path / 'runs'}"]
     p = command("experiments.cifar", *args)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny import ARRAYS, DATA, SETUP, strip
+from tiny import ARRAYS, DATA, SETUP, strip, write_class_folders
 
 from rethinkgen_tf import results
 from rethinkgen_tf.data import load
@@ -358,17 +358,7 @@ def test_two_processes_share_a_suite_grid(tmp_path):
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """A tiny CIFAR-10 in class folders: 10 classes x (3 train, 2 test) 32x32 PNGs."""
-    import tensorflow as tf
-    root = tmp_path_factory.mktemp("folders")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 3), ("test", 2)):
-        for k in range(10):
-            d = root / split / f"class{k}"
-            d.mkdir(parents=True)
-            for i in range(n):
-                png = tf.io.encode_png(rng.integers(0, 256, (32, 32, 3), np.uint8))
-                (d / f"{i}.png").write_bytes(png.numpy())
-    return root
+    return write_class_folders(tmp_path_factory.mktemp("folders"))
 
 
 def cli(module, *args, timeout=300):

@@ -17,6 +17,22 @@ exec(SETUP, _ns)
 ARRAYS, DATA = _ns["ARRAYS"], _ns["DATA"]
 
 
+def write_class_folders(root):
+    """A tiny CIFAR-10 in class folders under root: 10 classes x (3 train, 2 test) random
+    32x32 PNGs (the same bytes every time); returns root."""
+    import numpy as np
+    import tensorflow as tf
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("test", 2)):
+        for k in range(10):
+            d = root / split / f"class{k}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                png = tf.io.encode_png(rng.integers(0, 256, (32, 32, 3), np.uint8))
+                (d / f"{i}.png").write_bytes(png.numpy())
+    return root
+
+
 def strip(rows):
     """Metrics rows without their timing columns."""
     return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
