@@ -593,7 +593,9 @@ def alexnet_figure1_paper(R):
     head = ["p", "epochs to fit", "steps to fit", "train acc at the stop", "time to fit / p = 0",
             "paper: slowdown", "test error %: ours / paper"]
     return (f"AlexNet, n = {_n(n)}, seed 0, bf16, fit = 99.9% of the training set re-evaluated, "
-            "at most 100 epochs (learning rate 0.01 x 0.95 per epoch):\n\n" + md_table(head, rows))
+            "at most 100 epochs (learning rate 0.01 x 0.95 per epoch):\n\n" + md_table(head, rows)
+            + f"\n\n![Figure 1 (b, c), AlexNet, n = {_n(n)}, seed 0, the finished points]"
+            "(figures/figure1_alexnet_n50000.png)")
 
 
 def runplan_status(R):
@@ -695,6 +697,8 @@ FIGURE_MAKERS = {
         R, "figure1_cpu", "figure1_cpu_mlp_linear_n10000"),
     "figure1_mlp_1x512_n50000": lambda R: _figure1_suite(
         R, "figure1_paper", "figure1_mlp_1x512_n50000", ["mlp_1x512"]),
+    "figure1_alexnet_n50000": lambda R: _figure1_suite(
+        R, "figure1_paper", "figure1_alexnet_n50000", ["alexnet"]),
     "kernel_cifar10_conv_curve_n50000": _kernel_figure,
     "dynamics_mlp_1x512_p0.5_n10000": _dynamics_figure,
 }
