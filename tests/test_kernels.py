@@ -10,10 +10,17 @@ import numpy as np
 import pytest
 from test_entry_points import _PARSE, write_idx_dataset  # flag parsing in a child; synthetic MNIST-format files
 
-from rethinkgen_tf import kernel_distances, kernel_features, kernels, results
+from rethinkgen_tf import kernels, results
 from rethinkgen_tf.data.sources import load_subsets
+from rethinkgen_tf.kernels import distances as kernel_distances
+from rethinkgen_tf.kernels import features as kernel_features
 
 FASHION = os.environ.get("RETHINKGEN_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
+
+
+def _experiment(*args, progress=None, **kw):
+    """kernel_experiment of the KernelConfig of these arguments."""
+    return kernels.kernel_experiment(kernels.KernelConfig(*args, **kw), progress=progress)
 
 
 def _data(n=400, d=10, k=4, seed=0):
@@ -154,7 +161,7 @@ def test_kernel_experiment_smoke(tmp_path):
 
 
 
-# ---------------------------------------- features (rethinkgen_tf/kernel_features.py)
+# ---------------------------------------- features (rethinkgen_tf/kernels/features.py)
 def _images(n=6, size=12, channels=3, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, size, size, channels)).astype(np.uint8)
 
@@ -228,7 +235,7 @@ def test_zca_whitens_the_patches():
     """Responses of unit filters in the whitened space have covariance w_i . w_j on the patches' support
     (normalized patches sum to 0: the orthogonal complement of the constant patch), not the pixels'."""
     imgs = _images(40, 10, 1, seed=3)
-    fm = kernel_features.RandomConvFeatures(imgs, filters=4, patch=2, pool=1, zca_eps=1e-9)
+    fm = kernel_features.RandomConvFeatures(imgs, filters=4, patch=2, pool=1, zca_eps=1e-9, filters_from="gaussian")
     p = kernel_features._normalize(kernel_features._patches(imgs.astype(np.float32), 2).reshape(-1, 4).copy())
     z = p.astype(np.float64) @ fm.weights - fm.offset
     w = np.random.default_rng(0).standard_normal((4, 4))
@@ -237,11 +244,11 @@ def test_zca_whitens_the_patches():
     # the statistics are of 100,000 patches drawn with replacement from these 3,240: close, not equal
     np.testing.assert_allclose(np.cov(z, rowvar=False), w @ support @ w.T, atol=0.03)
     np.testing.assert_allclose(z.mean(0), 0, atol=0.03)
-    raw = kernel_features.RandomConvFeatures(imgs, filters=4, patch=2, pool=1, whiten=False)
+    raw = kernel_features.RandomConvFeatures(imgs, filters=4, patch=2, pool=1, whiten=False, filters_from="gaussian")
     assert np.abs(np.cov(p.astype(np.float64) @ raw.weights, rowvar=False) - w @ support @ w.T).max() > 0.1
 
 
-# ---------------------------------------- distances (rethinkgen_tf/kernel_distances.py)
+# ---------------------------------------- distances (rethinkgen_tf/kernels/distances.py)
 def _blocks(n=37, t=11, dims=(5, 7, 3), seed=0):
     rng = np.random.default_rng(seed)
     fs = [rng.standard_normal((n + t, d)).astype(np.float32) * rng.uniform(0.5, 20, d).astype(np.float32) + 3
@@ -333,7 +340,7 @@ import os, signal, sys
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 from test_kernels import _blocks
-from rethinkgen_tf import kernel_distances
+from rethinkgen_tf.kernels import distances as kernel_distances
 fs, n, t = _blocks(dims=(5, 7, 3, 4, 6))
 where = sys.argv[3]
 if where == "save":   # killed while writing the second checkpoint: its data written, progress.json not yet
@@ -486,7 +493,7 @@ def test_validation_never_sees_the_test_split(monkeypatch, features):
     kw = dict(features=features, n=150, conv_filters=6, conv_kernel=3, conv_block=4, random_labels=False,
               bandwidth_grid=(0.125, 0.25, 0.5, 1.0), ridge_grid=(1e-2, 1.0), progress=None)
     _fake_data(monkeypatch)
-    s = kernels.kernel_experiment("mnist", "unused", **kw)
+    s = _experiment("mnist", "unused", **kw)
     v = s["validation"]
     assert (v["val_n"], v["fit_n"], len(v["curve"])) == (30, 120, 4 * 3)
     assert s["bandwidth_source"] == "validation" and s["sigma"] == v["interpolation"]["sigma"]
@@ -494,32 +501,32 @@ def test_validation_never_sees_the_test_split(monkeypatch, features):
     assert v["interpolation"]["val_error"] == min(r["val_error"] for r in v["curve"] if r["ridge"] == 0)
     # permuted test labels, other test images: the same choice, the same curve
     _fake_data(monkeypatch, permute_test=True)
-    p = kernels.kernel_experiment("mnist", "unused", **kw)
+    p = _experiment("mnist", "unused", **kw)
     assert p["validation"]["curve"] == v["curve"] and (p["sigma"], p["ridge"]) == (s["sigma"], s["ridge"])
     assert p["results"]["true"]["test_error"] != s["results"]["true"]["test_error"]
     _fake_data(monkeypatch, test_seed=5)
-    o = kernels.kernel_experiment("mnist", "unused", **kw)
+    o = _experiment("mnist", "unused", **kw)
     assert o["validation"]["curve"] == v["curve"] and (o["sigma"], o["ridge"]) == (s["sigma"], s["ridge"])
 
 
 def test_fixed_parameters_skip_their_search(monkeypatch):
     _fake_data(monkeypatch)
     kw = dict(n=150, random_labels=False, bandwidth_grid=(0.25, 0.5), ridge_grid=(1e-2, 1.0), progress=None)
-    s = kernels.kernel_experiment("mnist", "unused", bandwidth_factor=0.3, **kw)   # the ridge is still chosen
+    s = _experiment("mnist", "unused", bandwidth_factor=0.3, **kw)   # the ridge is still chosen
     assert s["bandwidth_source"] == "--bandwidth_factor" and s["sigma"] == pytest.approx(0.3 * s["median_distance"])
     assert {r["sigma"] for r in s["validation"]["curve"]} == {s["sigma"]} and s["ridge"]["source"] == "validation"
-    s = kernels.kernel_experiment("mnist", "unused", ridge=0.5, **kw)             # the bandwidth is still chosen
+    s = _experiment("mnist", "unused", ridge=0.5, **kw)             # the bandwidth is still chosen
     assert {r["ridge"] for r in s["validation"]["curve"]} == {0.0, 0.5} and s["ridge"]["source"] == "--ridge"
     assert s["bandwidth_source"] == "validation" and s["results"]["true_ridge"]["ridge"] == 0.5
-    s = kernels.kernel_experiment("mnist", "unused", bandwidth=3.0, ridge=0.0, **kw)   # nothing to choose
+    s = _experiment("mnist", "unused", bandwidth=3.0, ridge=0.0, **kw)   # nothing to choose
     assert s["validation"] is None and s["sigma"] == 3.0 and set(s["results"]) == {"true"}
-    s = kernels.kernel_experiment("mnist", "unused", val_loo=True, val_fit_n=100, **kw)   # leave-one-out
+    s = _experiment("mnist", "unused", val_loo=True, val_fit_n=100, **kw)   # leave-one-out
     v = s["validation"]
     assert (v["method"], v["val_n"], v["fit_n"], len(v["curve"])) == ("leave-one-out", 0, 100, 2 * 3)
     assert s["sigma"] == v["interpolation"]["sigma"]
     with pytest.raises(ValueError, match="--val_n=5 and --val_loo exclude each other"):
-        kernels.kernel_experiment("mnist", "unused", val_loo=True, val_n=5, **kw)
-    s = kernels.kernel_experiment("mnist", "unused", val_n=0, **kw)               # no search: the defaults
+        _experiment("mnist", "unused", val_loo=True, val_n=5, **kw)
+    s = _experiment("mnist", "unused", val_n=0, **kw)               # no search: the defaults
     assert s["validation"] is None and s["bandwidth_source"] == "default" and s["ridge"]["ridge"] == 1e-3
 
 
@@ -527,7 +534,7 @@ def test_experiment_resumes_with_the_same_result(monkeypatch, tmp_path):
     _fake_data(monkeypatch)
     kw = dict(n=150, features="random_conv", conv_filters=10, conv_kernel=3, conv_block=3, checkpoint_minutes=0.0,
               bandwidth_grid=(0.5, 1.0), ridge_grid=(0.1,), progress=None)
-    ref = kernels.kernel_experiment("mnist", "unused", out=str(tmp_path / "ref.json"), **kw)
+    ref = _experiment("mnist", "unused", out=str(tmp_path / "ref.json"), **kw)
     assert not (tmp_path / "ref.json.state").exists()                  # removed at the end
     transform = kernel_features.RandomConvFeatures.transform
 
@@ -538,13 +545,13 @@ def test_experiment_resumes_with_the_same_result(monkeypatch, tmp_path):
     monkeypatch.setattr(kernel_features.RandomConvFeatures, "transform", interrupted)
     out = tmp_path / "k.json"
     with pytest.raises(KeyboardInterrupt):
-        kernels.kernel_experiment("mnist", "unused", out=str(out), **kw)
+        _experiment("mnist", "unused", out=str(out), **kw)
     assert (tmp_path / "k.json.state" / kernel_distances.PROGRESS).exists() and not out.exists()
     monkeypatch.setattr(kernel_features.RandomConvFeatures, "transform", transform)
     # another configuration in that state directory: one line
     with pytest.raises(ValueError, match="another configuration .*conv_filters: 10 there, 11 now"):
-        kernels.kernel_experiment("mnist", "unused", out=str(out), **dict(kw, conv_filters=11))
-    s = kernels.kernel_experiment("mnist", "unused", out=str(out), keep_state=True, **kw)
+        _experiment("mnist", "unused", out=str(out), **dict(kw, conv_filters=11))
+    s = _experiment("mnist", "unused", out=str(out), keep_state=True, **kw)
     assert s["accumulate"]["resumed_after"] == 2 and s["accumulate"]["blocks"] == 4
     timings = ("resumed_after", "state_dir", "peak_rss_gib")   # and every *seconds
 
@@ -555,7 +562,7 @@ def test_experiment_resumes_with_the_same_result(monkeypatch, tmp_path):
     assert same(s, ref)
     assert (tmp_path / "k.json.state").is_dir()                      # --keep_state
     # a rerun with another ridge reuses the finished distances
-    r = kernels.kernel_experiment("mnist", "unused", out=str(out), ridge=0.0, **kw)
+    r = _experiment("mnist", "unused", out=str(out), ridge=0.0, **kw)
     assert r["accumulate"]["resumed_after"] == 4 and r["results"]["true"] == ref["results"]["true"]
 
 
@@ -566,12 +573,12 @@ def test_filter_curve_equals_separate_runs(monkeypatch, tmp_path):
     kw = dict(n=150, features="random_conv", conv_kernel=3, conv_block=3, bandwidth_grid=(0.5, 1.0),
               ridge_grid=(0.1,), progress=None)
     out = tmp_path / "c12.json"
-    s = kernels.kernel_experiment("mnist", "unused", conv_filters=12, curve_filters=["6", "3"], out=str(out), **kw)
+    s = _experiment("mnist", "unused", conv_filters=12, curve_filters=["6", "3"], out=str(out), **kw)
     assert [r["filters"] for r in s["curve"]] == [3, 6, 12]
     assert not (tmp_path / "c12.json.state").exists()
     for row in s["curve"][:2]:
         f = row["filters"]
-        alone = kernels.kernel_experiment("mnist", "unused", conv_filters=f, ridge=0.0, **kw)
+        alone = _experiment("mnist", "unused", conv_filters=f, ridge=0.0, **kw)
         assert (row["sigma"], row["test_error"], row["random_test_error"]) == (
             alone["sigma"], alone["results"]["true"]["test_error"], alone["results"]["random"]["test_error"])
         assert row["out"] == str(tmp_path / f"c12.curve{f}.json") and os.path.exists(row["out"])
@@ -579,8 +586,9 @@ def test_filter_curve_equals_separate_runs(monkeypatch, tmp_path):
     assert (tmp_path / "c12.curve.png").stat().st_size > 0 and results.read_json(out)["curve"] == s["curve"]
     # a rerun (the state kept) computes no curve point again
     calls = []
-    real = kernels.kernel_experiment
-    monkeypatch.setattr(kernels, "kernel_experiment", lambda *a, **k: calls.append(k) or real(*a, **k))
+    real = kernels.experiment.kernel_experiment
+    monkeypatch.setattr(kernels.experiment, "kernel_experiment", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = _experiment
     again = real("mnist", "unused", conv_filters=12, curve_filters=[3, 6], out=str(out), **kw)
     assert calls == [] and again["curve"] == s["curve"]
     for bad, match in [(dict(curve_filters=[4]), "4 not a multiple of --conv_block=3"),
@@ -599,10 +607,10 @@ def test_start_from_a_smaller_run(monkeypatch, tmp_path):
     _fake_data(monkeypatch)
     kw = dict(n=150, features="random_conv", conv_kernel=3, conv_block=3, bandwidth_grid=(0.5, 1.0),
               ridge_grid=(0.1,), random_labels=False, progress=None)
-    kernels.kernel_experiment("mnist", "unused", conv_filters=6, out=str(tmp_path / "c6.json"), keep_state=True, **kw)
-    kernels.kernel_experiment("mnist", "unused", conv_filters=4, out=str(tmp_path / "c4.json"), keep_state=True, **kw)
-    ref = kernels.kernel_experiment("mnist", "unused", conv_filters=12, **kw)
-    s = kernels.kernel_experiment("mnist", "unused", conv_filters=12, out=str(tmp_path / "c12.json"),
+    _experiment("mnist", "unused", conv_filters=6, out=str(tmp_path / "c6.json"), keep_state=True, **kw)
+    _experiment("mnist", "unused", conv_filters=4, out=str(tmp_path / "c4.json"), keep_state=True, **kw)
+    ref = _experiment("mnist", "unused", conv_filters=12, **kw)
+    s = _experiment("mnist", "unused", conv_filters=12, out=str(tmp_path / "c12.json"),
                                   start_from=str(tmp_path / "c6.json.state"), **kw)
     def timeless(r):
         return {k: {kk: v for kk, v in row.items() if kk != "seconds"} for k, row in r.items()}
@@ -616,7 +624,7 @@ def test_start_from_a_smaller_run(monkeypatch, tmp_path):
             (dict(conv_filters=12), "missing", "holds no state"),
             (dict(conv_filters=12, features="raw"), "c6.json.state", "needs --features=random_conv")]:
         with pytest.raises(ValueError, match=match) as e:
-            kernels.kernel_experiment("mnist", "unused", **dict(kw, **extra), out=str(tmp_path / "x.json"),
+            _experiment("mnist", "unused", **dict(kw, **extra), out=str(tmp_path / "x.json"),
                                       start_from=str(tmp_path / source))
         assert "\n" not in str(e.value)
 
@@ -629,9 +637,9 @@ def test_curve_with_joins_runs_of_other_filter_counts(monkeypatch, tmp_path):
     kw = dict(n=150, features="random_conv", conv_kernel=3, conv_block=3, bandwidth_grid=(0.5, 1.0),
               ridge_grid=(0.1,), progress=None)
     c6 = str(tmp_path / "c6.json")
-    small = kernels.kernel_experiment("mnist", "unused", conv_filters=6, curve_filters=[3], out=c6, **kw)
+    small = _experiment("mnist", "unused", conv_filters=6, curve_filters=[3], out=c6, **kw)
     big = tmp_path / "c12.json"
-    s = kernels.kernel_experiment("mnist", "unused", conv_filters=12, out=str(big), curve_with=[c6], **kw)
+    s = _experiment("mnist", "unused", conv_filters=12, out=str(big), curve_with=[c6], **kw)
     assert [r["filters"] for r in s["curve"]] == [3, 6, 12]
     assert s["curve"][:2] == small["curve"]
     assert s["curve"][2]["test_error"] == s["results"]["true"]["test_error"]
@@ -643,12 +651,12 @@ def test_curve_with_joins_runs_of_other_filter_counts(monkeypatch, tmp_path):
     (tmp_path / "c12.curve.png").unlink()
     import rethinkgen_tf.data.sources as sources
     monkeypatch.setattr(sources, "load_subsets", lambda *a, **k: pytest.fail("--plot_only read the data"))
-    p = kernels.kernel_experiment(out=str(big), curve_with=[c6], plot_only=True, progress=None)
+    p = _experiment(out=str(big), curve_with=[c6], plot_only=True, progress=None)
     assert p["curve"] == s["curve"] and (tmp_path / "c12.curve.png").stat().st_size > 0
     assert results.read_json(big)["curve"] == s["curve"]
     # another run (seed), not a summary, no --out, raw features: one line each
     _fake_data(monkeypatch)
-    kernels.kernel_experiment("mnist", "unused", conv_filters=6, seed=1, out=str(tmp_path / "s1.json"), ridge=0.0,
+    _experiment("mnist", "unused", conv_filters=6, seed=1, out=str(tmp_path / "s1.json"), ridge=0.0,
                               random_labels=False, **kw)
     (tmp_path / "junk.json").write_text("{")
     for extra, match in [(dict(curve_with=[str(tmp_path / "s1.json")]), "s1.json is not this run with other "
@@ -660,12 +668,12 @@ def test_curve_with_joins_runs_of_other_filter_counts(monkeypatch, tmp_path):
                          (dict(curve_with=[c6], features="raw"), "needs --features")]:
         args = dict(dict(kw, conv_filters=12, out=str(tmp_path / "x.json")), **extra)
         with pytest.raises(ValueError, match=match) as e:
-            kernels.kernel_experiment("mnist", "unused", **args)
+            _experiment("mnist", "unused", **args)
         assert "\n" not in str(e.value) and not (tmp_path / "x.json.state").exists()
     for extra, match in [(dict(out=None), "--plot_only needs --out"),
                          (dict(out=str(tmp_path / "none.json")), "none.json is not a kernel experiment's summary")]:
         with pytest.raises(ValueError, match=match):
-            kernels.kernel_experiment(**dict(dict(curve_with=[], plot_only=True, progress=None), **extra))
+            _experiment(**dict(dict(curve_with=[], plot_only=True, progress=None), **extra))
 
 
 # ---------------------------------------- the experiment (experiments/kernel.py)
@@ -688,7 +696,7 @@ def test_kernel_experiment_summary_and_json(tmp_path):
     data = str(write_idx_dataset(tmp_path / "idx", n=20, test_n=8))
     out = tmp_path / "k.json"
     lines = []
-    s = kernels.kernel_experiment("fashion_mnist", data, n=16, test_n=6, seed=2, out=str(out), progress=lines.append)
+    s = _experiment("fashion_mnist", data, n=16, test_n=6, seed=2, out=str(out), progress=lines.append)
     assert (s["dataset"], s["n"], s["test_n"], s["features"], s["dim"]) == ("fashion_mnist", 16, 6, "raw", 784)
     assert (s["method"], s["solver"], s["jitter"], s["iterations"]) == ("auto", "direct", 0.0, 0)
     # 16 images are too few to hold out a validation split: the defaults, said so
@@ -718,11 +726,11 @@ def test_kernel_experiment_summary_and_json(tmp_path):
 
 def test_kernel_experiment_options(tmp_path):
     data = str(write_idx_dataset(tmp_path / "idx", n=12, test_n=4))
-    s = kernels.kernel_experiment("mnist", data, n=1, test_n=3, method="direct", bandwidth=5.0, ridge=0.0,
+    s = _experiment("mnist", data, n=1, test_n=3, method="direct", bandwidth=5.0, ridge=0.0,
                                   random_labels=False, progress=None)
     assert (s["sigma"], s["n"], s["median_distance"]) == (5.0, 1, None)
     assert set(s["results"]) == {"true"} and s["results"]["true"]["train_error"] == 0.0
-    s = kernels.kernel_experiment("mnist", data, n=10, test_n=3, method="mixed", bandwidth_factor=2.0, tol=1e-9,
+    s = _experiment("mnist", data, n=10, test_n=3, method="mixed", bandwidth_factor=2.0, tol=1e-9,
                                   max_abs_tol=1e-8, maxiter=20, progress=None)
     assert s["solver"] == "mixed" and s["sigma"] == pytest.approx(2.0 * s["median_distance"])
     assert 1 <= s["iterations"] <= 20 and s["max_abs_residual"] <= 1e-8
@@ -731,17 +739,17 @@ def test_kernel_experiment_options(tmp_path):
 
 def test_kernel_experiment_writes_before_the_ridge_solve(tmp_path, monkeypatch):
     data = str(write_idx_dataset(tmp_path / "idx", n=10, test_n=3))
-    solve = kernels.interpolate
+    solve = kernels.solvers.interpolate
 
     def interrupted_ridge(*args, ridge=0.0, **kw):
         if ridge:
             raise KeyboardInterrupt
         return solve(*args, ridge=ridge, **kw)
 
-    monkeypatch.setattr(kernels, "interpolate", interrupted_ridge)
+    monkeypatch.setattr(kernels.solvers, "interpolate", interrupted_ridge)
     out = tmp_path / "k.json"
     with pytest.raises(KeyboardInterrupt):
-        kernels.kernel_experiment("mnist", data, n=10, test_n=3, out=str(out), progress=None)
+        _experiment("mnist", data, n=10, test_n=3, out=str(out), progress=None)
     s = json.loads(out.read_text())
     assert set(s["results"]) == {"true", "random"} and "total_seconds" not in s and s["solver"] == "direct"
 
@@ -763,13 +771,13 @@ def test_kernel_experiment_checks_before_work(tmp_path):
                       (dict(checkpoint_minutes=-1.0), "--checkpoint_minutes"),
                       (dict(state_dir=str(tmp_path / "a_file")), "--state_dir=.* is a file")]:
         with pytest.raises(ValueError, match=match) as e:
-            kernels.kernel_experiment("mnist", missing, progress=None, **kw)
+            _experiment("mnist", missing, progress=None, **kw)
         assert "\n" not in str(e.value)
     data = str(write_idx_dataset(tmp_path / "idx", n=4, test_n=2))
     with pytest.raises(ValueError, match="1 training image has no median distance.*--bandwidth"):
-        kernels.kernel_experiment("mnist", data, n=1, progress=None)
+        _experiment("mnist", data, n=1, progress=None)
     with pytest.raises(ValueError, match="--val_n=4 leaves no training image"):
-        kernels.kernel_experiment("mnist", data, n=4, val_n=4, progress=None)
+        _experiment("mnist", data, n=4, val_n=4, progress=None)
 
 
 def test_new_flags_are_checked_in_one_line():
@@ -790,3 +798,211 @@ def test_new_flags_are_checked_in_one_line():
     for args, err in zip(bad, errors):
         assert err is not None and args[0].split("=")[0] in err and "\n" not in err, (args, err)
     assert errors[len(bad):] == [None] * len(good)
+
+
+# ---------------------------------------- patch filters, filter seeds, held-out design runs, linear rows
+def test_patch_filters_are_whitened_training_patches():
+    """Each patch filter is a patch of a training image, normalized and whitened as every patch is
+    and scaled to unit length; the filters come from the training images alone."""
+    imgs, other = _images(8, 10), _images(5, 10, seed=7)
+    fm = kernel_features.RandomConvFeatures(imgs, filters=5, patch=3, pool=2, filters_from="patches", seed=0)
+    img, row, col = fm.patch_origins(8, 5)
+    assert img.max() < 8 and max(row.max(), col.max()) < 10 - 3 + 1
+    views = kernel_features._patches(imgs, 3)
+    for i in range(5):   # by hand: normalize, whiten (minus the patches' mean), unit length
+        p = kernel_features._normalize(views[img[i], row[i], col[i]].reshape(1, 27).astype(np.float32))[0]
+        u = fm.zca @ (p.astype(np.float64) - fm.mean)
+        u /= np.linalg.norm(u)
+        np.testing.assert_allclose(fm.weights[:, i], fm.zca @ u, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(fm.offset[i], fm.mean @ fm.zca @ u, rtol=1e-4, atol=1e-5)
+        # the filter's response to its own patch is that patch's whitened length: the largest of any unit filter
+        assert p.astype(np.float64) @ fm.weights[:, i] - fm.offset[i] == pytest.approx(
+            np.linalg.norm(fm.zca @ (p - fm.mean)), rel=1e-4)
+    g = kernel_features.RandomConvFeatures(imgs, filters=5, patch=3, pool=2, filters_from="gaussian", seed=0)
+    np.testing.assert_array_equal(g.zca, fm.zca)   # the whitening sample is apart from the filters' draw
+    # the test images play no part: a layer is made from training images only, and other images
+    # transformed by it change nothing of it
+    fm.transform(other)
+    again = kernel_features.RandomConvFeatures(imgs, filters=5, patch=3, pool=2, filters_from="patches", seed=0)
+    np.testing.assert_array_equal(again.weights, fm.weights)
+    assert not np.array_equal(g.weights, fm.weights)
+    with pytest.raises(ValueError, match="filters_from must be one of patches, gaussian"):
+        kernel_features.RandomConvFeatures(imgs, filters=5, patch=3, pool=2, filters_from="zca")
+
+
+@pytest.mark.parametrize("filters_from", ["patches", "gaussian"])
+def test_filters_prefix_and_filter_seed(filters_from):
+    """The first F filters of a larger layer are a smaller layer's (curves and --start_from rely on it);
+    a filter seed fixes the filters; the whitening sample is the data seed's, apart from them."""
+    imgs = _images(8, 10)
+    kw = dict(patch=3, pool=2, filters_from=filters_from)
+    big = kernel_features.RandomConvFeatures(imgs, filters=40, **kw, filter_seed=5)
+    small = kernel_features.RandomConvFeatures(imgs, filters=7, **kw, filter_seed=5)
+    np.testing.assert_array_equal(big.weights[:, :7], small.weights)
+    np.testing.assert_array_equal(big.offset[:7], small.offset)
+    if filters_from == "patches":
+        assert [a[:7].tolist() for a in big.patch_origins(8, 40)] == [a.tolist() for a in small.patch_origins(8, 7)]
+    same = kernel_features.RandomConvFeatures(imgs, filters=7, **kw, filter_seed=5)
+    np.testing.assert_array_equal(same.weights, small.weights)
+    other = kernel_features.RandomConvFeatures(imgs, filters=7, **kw, filter_seed=6)
+    assert not np.allclose(other.weights, small.weights)
+    # filter_seed None is the data seed: the layers of the runs made before the flag existed
+    np.testing.assert_array_equal(kernel_features.RandomConvFeatures(imgs, filters=7, **kw, seed=5).weights,
+                                  kernel_features.RandomConvFeatures(imgs, filters=7, **kw, seed=5,
+                                                                     filter_seed=5).weights)
+
+
+def test_feature_blocks_keep_the_identity_of_gaussian_runs():
+    """A Gaussian run's settings (its summary's and its state's identity) are those of the runs made
+    before patch filters and filter seeds existed; patch filters and a filter seed are named."""
+    x, xt = _images(5, 12), _images(3, 12, seed=1)
+    old = {"conv_filters", "conv_kernel", "conv_pool", "conv_threshold", "conv_two_sided", "conv_whiten",
+           "conv_standardize", "conv_block"}
+    common = dict(conv_filters=10, conv_kernel=3, conv_block=4)
+    assert set(kernels.feature_blocks(x, xt, "cifar10", "random_conv", conv_filters_from="gaussian",
+                                      **common)[4]) == old
+    s = kernels.feature_blocks(x, xt, "cifar10", "random_conv", conv_filters_from="patches", conv_filter_seed=3,
+                               **common)[4]
+    assert (s["conv_filters_from"], s["conv_filter_seed"]) == ("patches", 3)
+    # the test images never shape the features: other test images, the same training features
+    f1 = kernels.feature_blocks(x, xt, "cifar10", "random_conv", conv_filters_from="patches", **common)[0]
+    f2 = kernels.feature_blocks(x, _images(3, 12, seed=9), "cifar10", "random_conv", conv_filters_from="patches",
+                                **common)[0]
+    for b in range(3):
+        np.testing.assert_array_equal(f1(b)[:5], f2(b)[:5])
+    # a curve joined with a Gaussian record (no conv_filters_from key) from a patch run: one line
+    summary = dict(features="random_conv", conv_filters_from="patches")
+    with pytest.raises(ValueError, match="differs in conv_filters_from"):
+        kernels.experiment._check_same_run(summary, [dict(features="random_conv")], ["old.json"])
+    kernels.experiment._check_same_run(dict(features="random_conv", conv_filters_from="gaussian"),
+                                       [dict(features="random_conv")], ["old.json"])
+
+
+def _fake_arrays(monkeypatch, n=150, test_seed=9):
+    """load_arrays of synthetic classes; reading the test split fails (the held-out mode must not)."""
+    x, y = _classes(n, 1)
+    import rethinkgen_tf.data.sources as sources
+
+    def load_arrays(dataset, data_dir=None, split="train"):
+        if split != "train":
+            raise AssertionError("the held-out mode read the test split")
+        return x, y, ["a", "b", "c"]
+    monkeypatch.setattr(sources, "load_arrays", load_arrays)
+    monkeypatch.setattr(sources, "load_subsets", lambda *a, **k: pytest.fail("the held-out mode loaded test data"))
+    return x, y
+
+
+def test_holdout_scores_held_out_training_images_never_the_test_split(monkeypatch):
+    x, y = _fake_arrays(monkeypatch)
+    cfg = kernels.KernelConfig("mnist", "unused", n=100, holdout=40, features="random_conv", conv_filters=6,
+                               conv_kernel=3, conv_block=3, conv_filters_from="patches", random_labels=False,
+                               bandwidth_grid=(0.5, 1.0), ridge_grid=(0.1,))
+    import rethinkgen_tf.data.sources as sources
+    xf, yf, xh, yh, _ = kernels.experiment._holdout_subsets(sources, cfg)
+    assert (len(xf), len(xh)) == (100, 40)
+    # disjoint, and together the seeded subset of 140 training images
+    sub, _ = sources.random_subset(x, y, 140, cfg.seed + 1)
+    rows = {r.tobytes() for r in sub}
+    assert {r.tobytes() for r in xf} | {r.tobytes() for r in xh} == rows
+    assert not {r.tobytes() for r in xf} & {r.tobytes() for r in xh}
+    s = kernels.kernel_experiment(cfg, progress=None)
+    assert (s["n"], s["test_n"], s["holdout"]) == (100, 40, 40)
+    with pytest.raises(ValueError, match="--holdout=5: .*no --test_n"):
+        kernels.KernelConfig(holdout=5, test_n=10)
+    with pytest.raises(ValueError, match="--holdout=150 leaves none of the 150"):
+        kernels.kernel_experiment(cfg.replace(holdout=150), progress=None)
+
+
+def test_centered_gram_and_linear_fit():
+    rng = np.random.default_rng(0)
+    f, g = rng.standard_normal((30, 50)), rng.standard_normal((7, 50))
+    m = f.mean(0)
+    d_ff = kernels.sq_dists(f, f, np.float64)
+    d_gf = kernels.sq_dists(g, f, np.float64)
+    np.testing.assert_allclose(kernels.centered_gram(d_ff, d_ff, d_ff, d_ff.mean()), (f - m) @ (f - m).T,
+                               atol=1e-9)
+    np.testing.assert_allclose(kernels.centered_gram(d_gf, d_gf, d_ff, d_ff.mean()), (g - m) @ (f - m).T,
+                               atol=1e-9)
+    # 50 features > 30 images: the linear interpolant fits every label; the ridge row is (K + r I)^-1 (Y - mean)
+    y = np.eye(3)[rng.integers(0, 3, 30)]
+    k = (f - m) @ (f - m).T
+    alphas, ym, rank = kernels.linear_fit(k, y, [0.0, 2.0])
+    assert rank == 29
+    np.testing.assert_allclose(k @ alphas[0.0] + ym, y, atol=1e-8)
+    np.testing.assert_allclose(alphas[2.0], np.linalg.solve(k + 2.0 * np.eye(30), y - ym), atol=1e-10)
+    # fewer features than images: no interpolation (the least-squares fit of rank 10)
+    alphas, ym, rank = kernels.linear_fit((f[:, :10] - m[:10]) @ (f[:, :10] - m[:10]).T, y, [0.0])
+    assert rank == 10 and np.abs((f[:, :10] - m[:10]) @ (f[:, :10] - m[:10]).T @ alphas[0.0] + ym - y).max() > 0.1
+
+
+def test_linear_rows_in_the_summary(monkeypatch):
+    """Random conv features with more features than images: the linear kernel interpolates too; its
+    ridge is chosen on the validation split (not the test images)."""
+    _fake_data(monkeypatch)
+    kw = dict(n=150, features="random_conv", conv_filters=6, conv_kernel=3, conv_block=3, random_labels=False,
+              bandwidth_grid=(0.5, 1.0), ridge_grid=(0.1,), linear_ridge_grid=(1e-3, 1e-1), progress=None)
+    s = _experiment("mnist", "unused", **kw)
+    lin = s["linear"]
+    assert s["dim"] == 6 * 9 and lin["interpolates"] is False     # 54 features < 150 images
+    kw["conv_filters"] = 24
+    s = _experiment("mnist", "unused", **kw)
+    lin = s["linear"]
+    assert s["dim"] == 216 and lin["interpolates"] and lin["interpolation"]["train_error"] == 0.0
+    assert lin["interpolation"]["max_abs_residual"] < 1e-3
+    v = lin["validation"]
+    assert (v["val_n"], v["fit_n"], [r["ridge"] for r in v["curve"]]) == (30, 120, [1e-3, 1e-1])
+    assert lin["ridge"]["ridge"] == v["ridge"]["ridge"] and lin["ridge"]["train_error"] <= 0.5
+    _fake_data(monkeypatch, test_seed=5)     # other test images: the same validation, another test error
+    o = _experiment("mnist", "unused", **kw)["linear"]
+    assert o["validation"] == v
+    assert not _experiment("mnist", "unused", **dict(kw, linear=False)).get("linear")
+
+
+def test_ridge_scaling_applies_the_validated_ridge_at_the_fit_size(monkeypatch):
+    _fake_data(monkeypatch)
+    kw = dict(n=150, random_labels=False, bandwidth_grid=(0.25, 0.5), ridge_grid=(1e-2, 1.0), progress=None)
+    plain = _experiment("mnist", "unused", **kw)
+    scaled = _experiment("mnist", "unused", ridge_scaling="n", **kw)
+    v = scaled["validation"]
+    assert v["curve"] == plain["validation"]["curve"] and v["fit_n"] == 120
+    assert scaled["ridge"]["validated_ridge"] == v["ridge"]["ridge"] == plain["ridge"]["ridge"]
+    assert scaled["results"]["true_ridge"]["ridge"] == pytest.approx(v["ridge"]["ridge"] * 150 / 120)
+    assert "ridge_scaling" not in plain and scaled["ridge_scaling"] == "n"
+
+
+def test_kernel_config_is_frozen_and_checked():
+    import dataclasses
+    cfg = kernels.KernelConfig(bandwidth_grid=["0.5", "1"], curve_filters=["6", "3"], features="random_conv",
+                               conv_block=3, out="x.json")
+    assert cfg.bandwidth_grid == (0.5, 1.0) and cfg.curve_filters == (3, 6)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.n = 5
+    for kw, match in [(dict(conv_filters_from="zca"), "--conv_filters_from must be patches or gaussian"),
+                      (dict(ridge_scaling="sqrt"), "--ridge_scaling must be none or n"),
+                      (dict(conv_filter_seed=-1), "--conv_filter_seed must be >= 0"),
+                      (dict(linear_ridge_grid=()), "--linear_ridge_grid"),
+                      (dict(holdout=0), "--holdout=0")]:
+        with pytest.raises(ValueError, match=match) as e:
+            kernels.KernelConfig(**kw)
+        assert "\n" not in str(e.value)
+    with pytest.raises(TypeError, match="takes a KernelConfig"):
+        kernels.kernel_experiment(dict(dataset="mnist"))
+
+
+def test_the_command_line_fills_every_config_field():
+    """experiments/kernel.py builds the KernelConfig field by field: every field has its flag."""
+    code = ("import dataclasses, json, sys\nfrom absl import flags\nimport experiments.kernel as k\n"
+            "flags.FLAGS(['k', '--conv_filters_from=gaussian', '--conv_filter_seed=3', '--holdout=7', "
+            "'--ridge_scaling=n', '--nolinear', '--linear_ridge_grid=0.5', '--curve_filters=512', "
+            "'--features=random_conv', '--out=o.json'])\n"
+            "c = k.config_from_flags()\n"
+            "print(json.dumps({f.name: f.name in flags.FLAGS for f in dataclasses.fields(c)}))\n"
+            "print(json.dumps(dataclasses.asdict(c)))")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    have, cfg = (json.loads(line) for line in p.stdout.strip().splitlines()[-2:])
+    assert all(have.values()), [k for k, v in have.items() if not v]
+    assert (cfg["conv_filters_from"], cfg["conv_filter_seed"], cfg["holdout"], cfg["ridge_scaling"],
+            cfg["linear"], cfg["linear_ridge_grid"], cfg["curve_filters"]) == ("gaussian", 3, 7, "n", False, [0.5],
+                                                                              [512])

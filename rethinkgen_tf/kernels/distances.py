@@ -15,7 +15,7 @@ float32 cross terms accurate.
 
 The train-train matrix is a lazily mapped n x n float32 array of which only the lower triangle is
 written (2 n^2 bytes resident: 5 GB at n = 50,000); the kernel matrix of the solvers is made from
-it block by block (rethinkgen_tf.kernels).
+it block by block (rethinkgen_tf.kernels.solvers).
 
 Checkpoints (with `state_dir`): `config.json` (what determines the distances; a different
 configuration in the directory is refused with one line); `dists.bin.<k>`: a header (magic,

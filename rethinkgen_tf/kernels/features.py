@@ -7,18 +7,22 @@ measurements behind each choice: docs/theory.md, "Random convolutional features"
 - `RandomConvFeatures`: one random convolutional layer in the manner of a single-layer
   random-feature network.  Each p x p (x channels) patch, stride 1, is brightness- and
   contrast-normalized ((patch - its mean) / sqrt(its variance + 10), pixels 0..255), then
-  ZCA-whitened with statistics of random training patches; the filters are independent Gaussian
-  unit vectors in that whitened space (folded back into pixel space, so the layer is one matrix
-  product per image batch); the response z goes through a threshold max(0, z - alpha) (or the
+  ZCA-whitened with statistics of random training patches; the filters are unit vectors in that
+  whitened space (folded back into pixel space, so the layer is one matrix product per image
+  batch): whitened training patches (`filters_from="patches"`: a patch of a random training
+  image, normalized and whitened as every patch is, scaled to unit length; the filters of the
+  single-layer random-feature networks) or independent Gaussian directions
+  (`filters_from="gaussian"`); the response z goes through a threshold max(0, z - alpha) (or the
   two-sided pair max(0, z - alpha), max(0, -z - alpha)), and is sum-pooled over a pool x pool grid
   of image regions.  `transform(images, f0, f1)` computes the features of filters f0..f1 only:
-  the kernel's squared distances are a sum over feature blocks (rethinkgen_tf.kernel_distances),
+  the kernel's squared distances are a sum over feature blocks (rethinkgen_tf.kernels.distances),
   so no more than one filter block is ever in memory.
 
 Everything is NumPy (BLAS matrix products on all cores; bit-for-bit deterministic for a seed).
-The filters are drawn in one stream from `seed`, filter by filter, so the first F filters of a
-larger layer are the F filters of a smaller one: runs at 1,024 and 32,000 filters share their
-first 1,024 filters.
+The filters are drawn in one stream from `filter_seed` (default: `seed`), filter by filter, so
+the first F filters of a larger layer are the F filters of a smaller one: runs at 1,024 and
+32,000 filters share their first 1,024 filters.  The whitening sample is a draw of its own from
+`seed`, and the patch filters' draw (image, row, column of each) is apart from it.
 """
 from __future__ import annotations
 
@@ -28,6 +32,8 @@ from typing import Optional
 import numpy as np
 
 PREPROCESS = ("scale", "standardize")
+FILTERS_FROM = ("patches", "gaussian")  # the filters: whitened training patches, or Gaussian directions
+DEFAULT_FILTERS_FROM = "patches"        # chosen on validation (docs/theory.md, "Patch filters")
 # The design's defaults, each chosen on validation (docs/theory.md, "Random convolutional features")
 FILTERS, PATCH, POOL, THRESHOLD = 1024, 6, 3, 0.5
 FILTER_BLOCK = 256     # filters per block of the distance accumulation
@@ -87,11 +93,15 @@ class RandomConvFeatures:
     quadrants; 3: nine regions); threshold: alpha; two_sided: both signs of each response (2
     features per filter and region); whiten: ZCA whitening (False: the normalized patches as they
     are); zca_eps: added to the eigenvalues of the patch covariance before inverting their square
-    roots."""
+    roots; filters_from: "patches" (whitened training patches) or "gaussian" (Gaussian directions);
+    seed: the whitening sample's draw; filter_seed: the filters' draw (None: seed)."""
 
     def __init__(self, train_images, filters=FILTERS, patch=PATCH, pool=POOL, threshold=THRESHOLD, two_sided=False,
-                 whiten=True, zca_eps=0.1, seed=0):
+                 whiten=True, zca_eps=0.1, seed=0, filters_from=DEFAULT_FILTERS_FROM,
+                 filter_seed=None):
         x = _images(train_images)
+        if filters_from not in FILTERS_FROM:
+            raise ValueError(f"filters_from must be one of {', '.join(FILTERS_FROM)}, not {filters_from!r}")
         if min(filters, patch, pool) < 1:
             raise ValueError(f"filters, patch size and pool must be >= 1, got {filters}, {patch}, {pool}")
         if not math.isfinite(threshold):
@@ -121,12 +131,27 @@ class RandomConvFeatures:
             w_zca = (u / np.sqrt(np.maximum(e, 0.0) + zca_eps)) @ u.T
         else:
             w_zca = np.eye(d)
-        # Gaussian unit vectors in the whitened space; z = w . W (p - mean) = (W w) . p - (W w) . mean
-        w = np.random.default_rng(seed).standard_normal((filters, d))
-        w /= np.linalg.norm(w, axis=1, keepdims=True)
+        self.zca, self.mean = w_zca, mean   # the whitening W [d, d] and the patches' mean [d], float64
+        # unit vectors w in the whitened space; z = w . W (p - mean) = (W w) . p - (W w) . mean
+        self.filters_from = filters_from
+        self.filter_seed = seed if filter_seed is None else filter_seed
+        if filters_from == "gaussian":
+            w = np.random.default_rng(self.filter_seed).standard_normal((filters, d))
+        else:
+            w = (_normalize(views[self.patch_origins(x.shape[0], filters)].reshape(filters, d).astype(np.float32))
+                 .astype(np.float64) - mean) @ w_zca
+        w /= np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
         self.weights = (w_zca @ w.T).astype(np.float32)                 # [d, filters], pixel space
         self.offset = (mean @ w_zca @ w.T).astype(np.float32)           # [filters]
         self.bounds = _bounds(self.side, pool)
+
+    def patch_origins(self, n_images, filters):
+        """(image, row, column) of each patch filter: one uniform draw [filters, 3] from filter_seed,
+        row by row, so the first F of a larger draw are the draw of F."""
+        u = np.random.default_rng([self.filter_seed, 4]).random((filters, 3))
+        idx = np.minimum((u * [n_images, self.side, self.side]).astype(np.int64), [n_images - 1, self.side - 1,
+                                                                                   self.side - 1])
+        return idx[:, 0], idx[:, 1], idx[:, 2]
 
     @property
     def dim(self) -> int:
