@@ -1,6 +1,6 @@
 """Per-example records: which training examples are fit when, and which are forgotten.
 
-After every epoch the whole training set is re-evaluated (train.make_evaluate); with
+After every epoch the whole training set is re-evaluated (evaluate.make_evaluate); with
 per-example recording on, the run directory's `examples.npz` holds, for every
 re-evaluated example (the arrays and their dtypes: results.EXAMPLE_ARRAYS):
 
@@ -33,15 +33,9 @@ import keras
 import numpy as np
 
 from rethinkgen_tf import results
+from rethinkgen_tf.evaluate import check_mode, group_columns, make_evaluate
 
-MODES = ("none", "default", "full")
 FILE = results.EXAMPLES_FILE
-
-
-def check_mode(mode):
-    if mode not in MODES:
-        raise ValueError(f"record_examples must be one of {MODES}, got {mode!r}")
-    return mode
 
 
 def summarize(correct):
@@ -251,7 +245,6 @@ class ExampleRecorder(keras.callbacks.Callback):
         self._evaluate = None
 
     def on_epoch_end(self, epoch, logs=None):
-        from rethinkgen_tf.train import group_columns, make_evaluate
         if self._evaluate is None:
             self._evaluate = make_evaluate(self.model, self.jit_compile, self.from_logits)
         r = self._evaluate(self.data, self.records.mode)

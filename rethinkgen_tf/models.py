@@ -34,17 +34,11 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from rethinkgen_tf import recipes
+from rethinkgen_tf import recipes, user_model
 from rethinkgen_tf.recipes import BN_MOMENTUM  # batch norm's default decay (TF-slim's Inception)
 
 MODELS = {}  # name or regex pattern -> builder(input_shape, num_classes, **opts)
-PAPER_PARAMS = {  # Table 1 of the paper
-    "inception": 1_649_402,
-    "inception_nobn": 1_649_402,
-    "alexnet": 1_387_786,
-    "mlp_3x512": 1_735_178,
-    "mlp_1x512": 1_209_866,
-}
+PAPER_PARAMS = recipes.PAPER_PARAMS  # Table 1 of the paper, from the family records
 # The paper's initial learning rate per CIFAR-10 family, read from recipes.RECIPES
 # (for benchmarks/train.py and experiments/expressivity.py; TrainConfig.resolved
 # reads the recipes itself).
@@ -74,23 +68,33 @@ def _match(name):
 
 
 def known(name):
-    return _match(name) is not None
+    """Whether `name` is a built-in model, or a reference module:function to a builder
+    (rethinkgen_tf.user_model; TrainConfig.validate imports it)."""
+    return user_model.is_reference(name) or _match(name) is not None
 
 
 def family(name):
     """'inception' | 'inception_v3' | 'alexnet' | 'mlp' | 'wrn' | 'linear' (for defaults)."""
     if name == "inception_v3":
         return "inception_v3"
-    return re.match(r"[a-z]+", name).group(0)
+    if user_model.is_reference(name):
+        return user_model.FAMILY  # no recipe of its own: TrainConfig.recipe or the flags
+    m = re.match(r"[a-z]+", name)
+    return m.group(0) if m else name
 
 
 def build(name, input_shape=(28, 28, 3), num_classes=10, weight_decay=0.0, **opts):
-    """Builds model ``name``; raises ValueError for unknown names/options."""
-    found = _match(name)
-    if found is None:
-        raise ValueError(f"unknown model {name!r}; known: {NAMES} (sizes >= 1)")
-    fn, args = found
-    model = fn(*args, input_shape=tuple(input_shape), num_classes=num_classes, **opts)
+    """Builds model ``name`` (or the builder module:function, user_model.build); raises
+    ValueError for unknown names/options."""
+    if user_model.is_reference(name):
+        model = user_model.build(name, input_shape, num_classes, **opts)
+    else:
+        found = _match(name)
+        if found is None:
+            raise ValueError(f"unknown model {name!r}; known: {NAMES} (sizes >= 1), or "
+                             "module:function for your own builder")
+        fn, args = found
+        model = fn(*args, input_shape=tuple(input_shape), num_classes=num_classes, **opts)
     if weight_decay:
         reg = keras.regularizers.L2(weight_decay / 2)
         for layer in all_layers(model):
@@ -99,12 +103,7 @@ def build(name, input_shape=(28, 28, 3), num_classes=10, weight_decay=0.0, **opt
     return model
 
 
-def all_layers(model):
-    """Every layer of a model, nested models' layers included (public API only)."""
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from all_layers(layer)
+all_layers = user_model.all_layers  # every layer, nested models' layers included
 
 
 def paper_param_count(model):

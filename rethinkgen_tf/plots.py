@@ -23,12 +23,8 @@ import matplotlib.ticker  # noqa: E402
 
 from rethinkgen_tf import results  # noqa: E402
 from rethinkgen_tf.grids import TABLE1, TABLE4  # noqa: E402
-
-LABELS = {"none": "true labels", "labels": "random labels", "shuffled_pixels": "shuffled pixels",
-          "random_pixels": "random pixels", "gaussian": "Gaussian"}
-MODEL_NAMES = {"inception": "Inception", "inception_nobn": "Inception w/o BatchNorm",
-               "alexnet": "AlexNet", "mlp_1x512": "MLP 1x512", "mlp_3x512": "MLP 3x512",
-               "linear": "linear (control)"}
+from rethinkgen_tf.ops.randomizations import LABELS  # noqa: E402  (each randomization's legend)
+from rethinkgen_tf.recipes import MODEL_NAMES  # noqa: E402  (each paper model's name)
 
 
 def _save(fig, out_dir, name):

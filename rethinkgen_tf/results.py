@@ -27,6 +27,7 @@ import fcntl
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import time
@@ -142,7 +143,8 @@ def check_out(out):
 
 def run_name(cfg, data):
     """e.g. cifar10_mlp_1x512_labels_s0, cifar10_inception_corrupt0.5_wd0.0005_s0."""
-    parts = [data.dataset, cfg.model]
+    # a model given by reference (module:function) as a plain name: mynets.tiny-build
+    parts = [data.dataset, re.sub(r"[^A-Za-z0-9_.-]+", "-", cfg.model)]
     if data.randomize != "none":
         parts.append(data.randomize)
     if data.corrupt:

@@ -41,6 +41,8 @@ from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from rethinkgen_tf.data import datasets
+
 
 class Theorem1Fit(NamedTuple):
     a: np.ndarray        # [d] projection direction (unit norm), float64
@@ -429,7 +431,8 @@ def keras_fit_predict(build: Callable, epochs=100, batch_size=128, learning_rate
 # --------------------------------------------------------------------------- the experiment
 # experiments/expressivity.py is its command line: each argument below is the flag of the same name,
 # and errors name the flags (they reach the user as one line `error: ...`, see rethinkgen_tf.entry).
-RADEMACHER_CROP = {"cifar10": 28, "mnist": None, "fashion_mnist": None}  # the paper's inputs: CIFAR-10 at 28x28
+# the paper's inputs (CIFAR-10 at 28x28), for the datasets whose image size is known before reading
+RADEMACHER_CROP = {d.name: d.crop for d in datasets.ALL if d.image_size is not None}
 
 
 def _log(msg):
@@ -516,8 +519,9 @@ def check_rademacher_models(names: Sequence[str], dataset) -> None:
         return
     if dataset not in RADEMACHER_CROP:
         raise ValueError(f"--dataset={dataset}: Rademacher estimates are for {sorted(RADEMACHER_CROP)}")
-    side = RADEMACHER_CROP[dataset] or 28
-    shape = (side, side, 3 if dataset == "cifar10" else 1)
+    record = datasets.BY_NAME[dataset]
+    side = record.crop or record.image_size
+    shape = (side, side, record.channels)
     for name in names:
         if not models.known(name):
             raise ValueError(f"--rademacher_models: unknown model {name!r}; known: {models.NAMES}")
@@ -526,6 +530,10 @@ def check_rademacher_models(names: Sequence[str], dataset) -> None:
         except ValueError as e:
             raise ValueError(f"--rademacher_models: {name} on {shape[0]}x{shape[1]}x{shape[2]} images: "
                              f"{e}") from e
+        if models.family(name) not in models.DEFAULT_LEARNING_RATE:  # no silent learning rate
+            raise ValueError(f"--rademacher_models: {name} has no built-in learning rate; the "
+                             "estimates train the CIFAR-10 families' models (inception, alexnet, "
+                             "mlp_NxW, wrn_D_K, linear)")
 
 
 def rademacher_experiment(x, dataset, model_names: Sequence[str] = (), n=1000, draws=3, epochs=100, seed=0,
@@ -548,7 +556,7 @@ def rademacher_experiment(x, dataset, model_names: Sequence[str] = (), n=1000, d
     xs = np.asarray(preprocess(x, crop=crop, standardize=True))
     res = {}
     for name in model_names:
-        lr = models.DEFAULT_LEARNING_RATE.get(models.family(name), 0.01)
+        lr = models.DEFAULT_LEARNING_RATE[models.family(name)]  # checked up front
         log(f"Rademacher estimate of {name} on {n} images (lr {lr}, <= {epochs} epochs)")
         fp = keras_fit_predict(lambda: models.build(name, xs.shape[1:], 2), epochs=epochs,
                                learning_rate=lr, seed=seed, progress=progress)

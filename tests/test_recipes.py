@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from absl import flags as absl_flags
 
-from rethinkgen_tf import cli, grids, models, recipes, suite
+from rethinkgen_tf import cli, grids, models, recipes, scales, suite
 from rethinkgen_tf.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # run of that point: `run_grid` would train it again.  The paper-scale (b, c), Table 1,
 # Table 4 and Figure 2b names were computed before recipes.py existed (grids.py held the
 # cpu sizes, train.py/models.py the schedules).  Two deliberate changes moved the others:
-# the cpu scale's sizes follow recipes.cpu_train_size (MLPs 10,000, AlexNet 5,000,
+# the cpu scale's sizes follow scales.cpu_train_size (MLPs 10,000, AlexNet 5,000,
 # Inception and WRN 1,000; were 2,000, 1,000, 500), and Figure 1 (a) runs stop once fit,
 # so (a)'s true-label run of a model is its (b, c) run at p = 0 (same directory).
 PINNED = {
@@ -96,10 +96,10 @@ def test_train_config_validates_itself():
 
 
 def test_scales():
-    assert recipes.SCALES == {"paper": recipes.PAPER, "cpu": recipes.CPU}
+    assert scales.SCALES == {"paper": scales.PAPER, "cpu": scales.CPU}
     with pytest.raises(ValueError, match="unknown scale 'gpu'; choose paper or cpu"):
         grids.table1_points("gpu", None)
-    cpu = recipes.CPU
+    cpu = scales.CPU
     t, d = cpu.configs("mlp_1x512", "/data", 2, corrupt=0.4, weight_decay=1e-3)
     assert (d.train_size, d.balanced, d.test_size, d.corrupt, d.seed, d.shuffle_seed) == \
         (10_000, True, 2000, 0.4, 2, 2)
@@ -116,7 +116,7 @@ def test_scales():
     assert cpu.table1_overrides("inception_nobn") == {"stop_on_overfit": True, "epochs": 60}
     assert cpu.figure1_test_every == 10
     # the paper scale changes nothing: the recipe's schedule on all of CIFAR-10
-    paper = recipes.PAPER
+    paper = scales.PAPER
     t, d = paper.configs("mlp_1x512", None)
     assert (d.train_size, d.test_size, t.epochs, t.lr_decay, t.bn_momentum) == \
         (None, None, 200, 0.985, None)
@@ -141,9 +141,9 @@ def test_scales():
     assert grids.BN_FAMILIES == ("inception", "wrn") and grids.PAPER_DECAY == 0.95
 
 
-def test_no_scale_branches_outside_recipes():
+def test_no_scale_branches_outside_scales():
     for path in [*(ROOT / "rethinkgen_tf").glob("*.py"), *(ROOT / "experiments").glob("*.py")]:
-        if path.name != "recipes.py":
+        if path.name != "scales.py":
             assert not re.search(r"scale\s*[!=]=", path.read_text()), path
 
 
@@ -164,21 +164,21 @@ def test_flag_help_quotes_the_recipes():
 def test_cpu_sizes_follow_the_stated_rule():
     """n >= 4 x the 2,352 inputs where one Figure 1 (b, c) run fits the time budget, else
     the largest size that does; the rule's inputs are the module's constants."""
-    assert recipes.INPUT_DIM == 2352 and recipes.MIN_RATIO * recipes.INPUT_DIM == 9408
-    sizes = dict(recipes.CPU.train_size)
+    assert scales.INPUT_DIM == 2352 and scales.MIN_RATIO * scales.INPUT_DIM == 9408
+    sizes = dict(scales.CPU.train_size)
     assert sizes == {"mlp": 10_000, "linear": 10_000, "alexnet": 5000, "inception": 1000,
                      "wrn": 1000, "other": 1000}
     for family, n in sizes.items():
-        assert recipes.run_seconds(family, n) <= recipes.RUN_BUDGET_S
-        bigger = [s for s in recipes.SIZES if s > n]
+        assert scales.run_seconds(family, n) <= scales.RUN_BUDGET_S
+        bigger = [s for s in scales.SIZES if s > n]
         # either meaningful already (the smallest such size) or the next size is over budget
-        assert n >= 9408 and all(s >= n for s in recipes.SIZES if s >= 9408) or \
-            recipes.run_seconds(family, bigger[0]) > recipes.RUN_BUDGET_S
+        assert n >= 9408 and all(s >= n for s in scales.SIZES if s >= 9408) or \
+            scales.run_seconds(family, bigger[0]) > scales.RUN_BUDGET_S
     # a faster machine moves the convnets up to the meaningful size, never past it
-    fast = {f: 100 * v for f, v in recipes.THROUGHPUT.items()}
+    fast = {f: 100 * v for f, v in scales.THROUGHPUT.items()}
     import unittest.mock as mock
-    with mock.patch.dict(recipes.THROUGHPUT, fast):
-        assert {recipes.cpu_train_size(f) for f in sizes} == {10_000}
+    with mock.patch.dict(scales.THROUGHPUT, fast):
+        assert {scales.cpu_train_size(f) for f in sizes} == {10_000}
 
 
 def test_seeds_axis_keys_and_tags():

@@ -30,10 +30,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from . import Data, DataConfig, DataError
+from .config import Data, DataConfig, DataError
 from .pipeline import each_epoch, fingerprint_files
 from .preprocess import distort_color
-from .randomize import parse_stats, plan
+from .randomize import apply_images, apply_labels, parse_stats, plan
 from .sources import _cache_dir, read_cache_json, write_cache_json
 
 SHARD_STRIDE = 1 << 20
@@ -163,17 +163,13 @@ def load_imagenet(config: DataConfig) -> Data:
 
     plans = {split: plan(config, split) for split in ("train", "test")}
     stats = None
-    if plans["train"].kind == "gaussian":
+    if plans["train"].randomization.generates_images:
         stats = _stats(train_rec, size, config)
 
     def images(index, encoded, split):
         p = plans[split]
-        if p.kind == "gaussian":
-            return ops.gaussian_images(index, p.seed, (size, size, 3), *stats)
-        img = _decode_resize(encoded, size)
-        if p.mode is not None:
-            return ops.permute_pixels(img, index, p.seed, mode=p.mode, unit=p.unit)
-        return img
+        img = None if p.randomization.generates_images else _decode_resize(encoded, size)
+        return apply_images(p, ops, index, images=img, shape=(size, size, 3), stats=stats)
 
     def finish(img):
         img = img / 255.0
@@ -183,8 +179,7 @@ def load_imagenet(config: DataConfig) -> Data:
         y = tf.cast(label, tf.int32)
         p = plans["train"]
         if p.label_prob > 0:
-            y = tf.cast(ops.corrupt_labels(label, index, p.label_prob, k, p.label_seed, mode=p.label_mode),
-                        tf.int32)
+            y = tf.cast(apply_labels(p, ops, label, index, k), tf.int32)
         img = images(index, encoded, "train")
         if augment:
             img = _augment(img, aug_seed)

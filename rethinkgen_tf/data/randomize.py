@@ -1,86 +1,28 @@
 """The randomization test applied to in-memory arrays, once, by example index.
 
-`plan(config, split)` is the one place that decides what a DataConfig does to
-a split (which randomization, which seed stream, mode and unit); the host
-pipeline (`randomize_labels`, `randomize_images`), the streamed ImageNet
-pipeline (`data.imagenet`) and the in-model layer (`layers.for_data_config`)
-all carry out its Plan.
+`plan(config, split)` (rethinkgen_tf.ops.randomizations) is the one place that
+decides what a DataConfig does to a split, and `apply_images` / `apply_labels`
+the one dispatch from its Plan to the ops: the host pipeline here
+(`randomize_labels`, `randomize_images`), the streamed ImageNet pipeline
+(`data.imagenet`) and the in-model layer (`ops.layers.for_data_config`) all
+carry out the same Plan the same way.
 
 Every call goes through `rethinkgen_tf.ops` (one batched call over all
-indices), so what the pipeline serves is exactly the op's output.
-
-Seeds and streams (docs/data.md):
-- train labels: ops.corrupt_labels(y, idx, p, K, seed, label_mode); test labels never change.
-- shuffled_pixels: one permutation from `seed` (mode "shared"), on train and test.
-- random_pixels: per-example permutations from `seed` (train) and
-  derive_seed(seed, "test") (test, only with test_images="randomized").
-- gaussian: images from `seed` (train) and derive_seed(seed, "test") (test),
-  with the per-channel mean and std of the training images (in [0, 255]).
+indices), so what the pipeline serves is exactly the op's output.  Seeds and
+streams: rethinkgen_tf.ops.randomizations and docs/data.md.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
-from typing import Optional
 
 import numpy as np
 
-from rethinkgen_tf.ops.reference import derive_seed
+from rethinkgen_tf.ops.randomizations import IMAGE_KINDS, SPLITS, Plan, apply_images, apply_labels, plan  # noqa: F401
 
 from .sources import _cache_dir, read_cache_json, write_cache_json
 
 _STATS = {}
-SPLITS = ("train", "test")
-IMAGE_KINDS = ("none", "shuffled_pixels", "random_pixels", "gaussian")
-PIXEL_MODES = {"shuffled_pixels": "shared", "random_pixels": "per_example"}  # kind -> permute_pixels mode
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """What the randomization test does to one split of a DataConfig.
-
-    kind: the image randomization, "none" (the images as they are) |
-      "shuffled_pixels" | "random_pixels" | "gaussian".
-    seed: the seed of the image stream (None for kind "none").
-    mode: the permute_pixels mode, "shared" | "per_example" (pixel kinds only).
-    unit: the permute_pixels unit, "position" | "value" (pixel kinds only).
-    label_prob, label_mode, label_seed: the label corruption (training split
-      only; 0.0 / None where labels stay as they are).
-    """
-    split: str
-    kind: str = "none"
-    seed: Optional[int] = None
-    mode: Optional[str] = None
-    unit: Optional[str] = None
-    label_prob: float = 0.0
-    label_mode: Optional[str] = None
-    label_seed: Optional[int] = None
-
-
-def plan(config, split) -> Plan:
-    """The Plan of `config` (a DataConfig) for split "train" or "test"; see the module docstring.
-
-    Test images: test_images="original" never randomizes them; "randomized"
-    always does; "auto" does except for random_pixels (per-example
-    permutations of test images share nothing with training).  Test streams
-    use derive_seed(seed, "test"), except shuffled_pixels, whose one
-    permutation is shared by both splits.
-    """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
-    test = split == "test"
-    labels = {}
-    if not test and config.label_prob > 0:
-        labels = dict(label_prob=config.label_prob, label_mode=config.label_mode, label_seed=config.seed)
-    kind = config.randomize if config.randomize in IMAGE_KINDS else "none"  # "labels": images as they are
-    if test and (config.test_images == "original" or (config.test_images == "auto" and kind == "random_pixels")):
-        kind = "none"
-    if kind == "none":
-        return Plan(split, **labels)
-    seed = derive_seed(config.seed, "test") if test and kind != "shuffled_pixels" else config.seed
-    mode = PIXEL_MODES.get(kind)
-    return Plan(split, kind, seed, mode, config.pixel_unit if mode else None, **labels)
 
 
 def _ops():
@@ -142,8 +84,7 @@ def randomize_labels(y, indices, config, num_classes):
     p = plan(config, "train")
     if p.label_prob == 0.0:
         return y.astype(np.int32)
-    out = _ops().corrupt_labels(y.astype(np.int64), np.asarray(indices, np.int64), p.label_prob, num_classes,
-                                p.label_seed, mode=p.label_mode)
+    out = apply_labels(p, _ops(), y.astype(np.int64), np.asarray(indices, np.int64), num_classes)
     return _np(out).astype(np.int32)
 
 
@@ -155,9 +96,6 @@ def randomize_images(x, indices, config, split, stats=None):
     p = plan(config, split)
     if p.kind == "none":
         return x
-    ops = _ops()
-    idx = np.asarray(indices, np.int64)
-    if p.mode is not None:
-        return _np(ops.permute_pixels(x, idx, p.seed, mode=p.mode, unit=p.unit))
-    mean, std = stats
-    return _np(ops.gaussian_images(idx, p.seed, tuple(x.shape[1:]), mean, std)).astype(np.float32)
+    out = _np(apply_images(p, _ops(), np.asarray(indices, np.int64), images=x, shape=x.shape[1:],
+                           stats=stats))
+    return out.astype(np.float32) if p.randomization.generates_images else out

@@ -38,28 +38,21 @@ from absl import logging
 
 from rethinkgen_tf import results  # TF-free: the package's one atomic writer (write_json)
 
+from . import datasets
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".tif", ".tiff", ".webp")
-SMALL_DATASETS = ("cifar10", "mnist", "fashion_mnist", "folder")
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-MNIST_CLASSES = [str(i) for i in range(10)]
-FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+# Views of the dataset records (data.datasets) that the readers below look up by name.
+SMALL_DATASETS = tuple(d.name for d in datasets.ALL if d.in_memory)
+CIFAR10_CLASSES = list(datasets.BY_NAME["cifar10"].class_names)
+MNIST_CLASSES = list(datasets.BY_NAME["mnist"].class_names)
+FASHION_MNIST_CLASSES = list(datasets.BY_NAME["fashion_mnist"].class_names)
 TEST_SPLIT_NAMES = ("test", "val", "validation")
-NUM_CLASSES = {"cifar10": 10, "mnist": 10, "fashion_mnist": 10}
+NUM_CLASSES = {d.name: d.num_classes for d in datasets.ALL if d.num_classes is not None}
 # Hosts tensorflow-datasets downloads from (used when the builder lists no URLs).
-TFDS_HOSTS = {"cifar10": "https://www.cs.toronto.edu/", "mnist": "https://storage.googleapis.com/",
-              "fashion_mnist": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"}
+TFDS_HOSTS = {d.name: d.tfds_host for d in datasets.ALL if d.tfds_host}
 REACH_TIMEOUT_S = 3.0
 
-_HOW_TO = {
-    "cifar10": "download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz, extract it and pass "
-               "--data_dir=<dir containing cifar-10-batches-py> (the binary version cifar-10-batches-bin and "
-               "class folders <dir>/train/<class>/*.png, <dir>/test/<class>/*.png work too)",
-    "mnist": "download the four IDX .gz files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
-             "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) into one directory and pass --data_dir=<it>",
-    "fashion_mnist": "install them with `apt-get install dataset-fashion-mnist` and pass "
-                     "--data_dir=/usr/share/datasets/fashion-mnist (or any directory with the four IDX .gz files)",
-}
+_HOW_TO = {d.name: d.how_to for d in datasets.ALL if d.how_to}
 
 
 class DataError(ValueError):
@@ -166,17 +159,36 @@ def load_arrays(dataset, data_dir=None, split="train"):
     if not os.path.isdir(data_dir):
         raise DataError(f"{dataset}: data directory {data_dir} does not exist")
     try:
-        if dataset == "cifar10":
+        reader = datasets.BY_NAME[dataset].reader
+        if reader == "cifar10":
             x, y, names = _load_cifar10_dir(data_dir, split)
-        elif dataset in ("mnist", "fashion_mnist"):
+        elif reader == "idx":
             x, y = _load_idx_dir(data_dir, split, dataset)
-            names = list(MNIST_CLASSES if dataset == "mnist" else FASHION_MNIST_CLASSES)
+            names = list(datasets.BY_NAME[dataset].class_names)
         else:
             x, y, names = _load_class_split(data_dir, split, dataset)
     except OSError as e:  # permissions, I/O errors: name the file
         raise DataError(f"{dataset}: cannot read {e.filename or data_dir}: "
                         f"{_one_line(e.strerror or e)}; check the file's permissions or replace it") from e
     return x, y, names
+
+
+def load_npz(path):
+    """(x_train, y_train, x_test, y_test) from a .npz file holding arrays of those names
+    (what --dataset=numpy --data_dir=FILE.npz reads); DataError, one line, if not."""
+    path = os.path.expanduser(str(path))
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f]
+            if missing:
+                raise DataError(f"{path} has no {', '.join(missing)}: a --dataset=numpy file is "
+                                "a .npz with x_train, y_train, x_test, y_test (np.savez)")
+            return tuple(f[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+    except DataError:
+        raise
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read {path} as a .npz of x_train, y_train, x_test, y_test "
+                        f"({type(e).__name__}: {str(e)[:160]})") from None
 
 
 def _load_class_split(root, split, dataset):
@@ -786,5 +798,5 @@ def _load_tfds(dataset, split):
     except Exception as e:
         raise DataError(f"{dataset}: could not load it through tensorflow-datasets ({type(e).__name__}: "
                         f"{_one_line(e, 300)}). Without internet, provide a local copy: {_HOW_TO[dataset]}") from e
-    names = {"cifar10": CIFAR10_CLASSES, "mnist": MNIST_CLASSES, "fashion_mnist": FASHION_MNIST_CLASSES}[dataset]
+    names = datasets.BY_NAME[dataset].class_names
     return np.asarray(x, np.uint8), np.asarray(y, np.int64), list(names)

@@ -42,10 +42,10 @@ try:  # Keras 3 (TF >= 2.16) or tf.keras
 except ImportError:  # pragma: no cover
     from tensorflow import keras
 
-from rethinkgen_tf.data.randomize import PIXEL_MODES, plan
 from rethinkgen_tf.ops import _checks, tf_ops
+from rethinkgen_tf.ops.randomizations import ALL, BY_NAME, Plan, apply_images, apply_labels, plan
 
-KINDS = ("gaussian", "shuffled_pixels", "random_pixels", "labels")
+KINDS = tuple(r.name for r in ALL if r.op is not None)  # every randomization with an op
 
 
 class RandomizeOnDevice(keras.layers.Layer):
@@ -90,30 +90,35 @@ class RandomizeOnDevice(keras.layers.Layer):
         self.stddev = None if stddev is None else [float(v) for v in np.asarray(stddev).reshape(-1)]
         self.num_classes = None if num_classes is None else int(num_classes)
         self.corrupt_prob = float(corrupt_prob)
-        if kind == "gaussian":
+        if BY_NAME[kind].generates_images:
             if image_shape is None or mean is None or stddev is None:
                 raise ValueError("kind='gaussian' needs image_shape, mean and stddev")
             _checks.gaussian_dtype(self.output_dtype)
             _checks.gaussian_shape(self.image_shape)
             _checks.gaussian_params(self.mean, self.stddev, self.image_shape[-1])
-        if kind == "labels":
+        if BY_NAME[kind].target == "labels":
             if num_classes is None:
                 raise ValueError("kind='labels' needs num_classes in [1, 2^32]")
             self.num_classes = _checks.num_classes(num_classes)
             self.corrupt_prob = _checks.corrupt_prob(corrupt_prob)
+        # The Plan this layer carries out (through the one dispatch the host pipelines use).
+        r = BY_NAME[kind]
+        if r.target == "labels":
+            self.plan = Plan("train", label_prob=self.corrupt_prob, label_mode="uniform",
+                             label_seed=self.seed)
+        else:
+            self.plan = Plan("train", kind, self.seed, r.pixel_mode,
+                             unit if r.pixel_mode else None)
 
     # -- computation ---------------------------------------------------------
     def _apply(self, inputs):
-        if self.kind == "gaussian":
-            indices = inputs
-            return tf_ops.gaussian_images(indices, self.seed, self.image_shape, self.mean,
-                                          self.stddev, dtype=self.output_dtype)
+        if self.plan.randomization.generates_images:
+            return apply_images(self.plan, tf_ops, inputs, shape=self.image_shape,
+                                stats=(self.mean, self.stddev), dtype=self.output_dtype)
         first, indices = inputs
-        if self.kind == "labels":
-            return tf_ops.corrupt_labels(first, indices, self.corrupt_prob, self.num_classes,
-                                         self.seed, mode="uniform")
-        return tf_ops.permute_pixels(first, indices, self.seed, mode=PIXEL_MODES[self.kind],
-                                     unit=self.unit)
+        if BY_NAME[self.kind].target == "labels":
+            return apply_labels(self.plan, tf_ops, first, indices, self.num_classes)
+        return apply_images(self.plan, tf_ops, indices, images=first)
 
     def call(self, inputs):
         if self.device:
@@ -122,12 +127,12 @@ class RandomizeOnDevice(keras.layers.Layer):
         return self._apply(inputs)
 
     def compute_output_shape(self, input_shape):
-        if self.kind == "gaussian":
+        if self.plan.randomization.generates_images:
             return tuple(input_shape) + self.image_shape
         return tuple(input_shape[0])
 
     def compute_output_spec(self, inputs):
-        if self.kind == "gaussian":
+        if self.plan.randomization.generates_images:
             return keras.KerasTensor(tuple(inputs.shape) + self.image_shape,
                                      dtype=self.output_dtype)
         first = inputs[0]
@@ -145,7 +150,7 @@ class RandomizeOnDevice(keras.layers.Layer):
 def for_data_config(config, split, image_shape=None, stats=None):
     """The layer reproducing the image randomization of ``rethinkgen_tf.data``.
 
-    Carries out ``rethinkgen_tf.data.randomize.plan(config, split)``, the Plan
+    Carries out ``rethinkgen_tf.ops.randomizations.plan(config, split)``, the Plan
     the host pipelines carry out too: same kind, seed stream, mode and unit,
     and for Gaussians the per-channel (mean, std) of the training images
     (``stats``, see ``data.randomize.channel_stats``) in the 0..255 scale,
@@ -155,12 +160,12 @@ def for_data_config(config, split, image_shape=None, stats=None):
     p = plan(config, split)
     if p.kind == "none":
         return None
-    if p.mode is not None:
+    if not p.randomization.generates_images:
         return RandomizeOnDevice(p.kind, p.seed, unit=p.unit)
     if stats is None or image_shape is None:
-        raise ValueError("gaussian needs image_shape and stats=(mean, std) of the training images")
+        raise ValueError(f"{p.kind} needs image_shape and stats=(mean, std) of the training images")
     mean, std = stats
-    return RandomizeOnDevice("gaussian", p.seed, image_shape=image_shape, mean=mean, stddev=std)
+    return RandomizeOnDevice(p.kind, p.seed, image_shape=image_shape, mean=mean, stddev=std)
 
 
 def randomized_train_step(model, layer, loss_fn, optimizer):
