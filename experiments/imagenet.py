@@ -21,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import flags, logging  # noqa: E402
 
 from rethinkgen_tf import entry  # noqa: E402
+from rethinkgen_tf.ops import randomizations  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "ImageNet TFRecord shards (Inception package format) or "
@@ -40,8 +41,8 @@ flags.DEFINE_float("rmsprop_decay", 0.9, "RMSProp decay (rho), in [0, 1).", lowe
 flags.DEFINE_float("rmsprop_momentum", 0.9, "RMSProp momentum, in [0, 1).", lower_bound=0.0)
 flags.DEFINE_float("rmsprop_epsilon", 1.0, "RMSProp epsilon, > 0.")
 flags.DEFINE_integer("image_size", 299, "Input size (Inception V3 takes at least 75).", lower_bound=75)
-flags.DEFINE_enum("randomize", "none", ["none", "labels", "shuffled_pixels", "random_pixels",
-                                        "gaussian"], "Randomization of the training set.")
+flags.DEFINE_enum("randomize", "none", list(randomizations.NAMES),
+                  "Randomization of the training set.")
 flags.DEFINE_float("corrupt", 0.0, "Label corruption probability.", lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_bool("augment", True, "Inception distortions (random crop, flip, color).")
 flags.DEFINE_float("dropout", 0.2, "Dropout before the classifier (the package keeps 0.8).",

@@ -10,10 +10,13 @@ from rethinkgen_tf import entry, grids, plots, suite
 
 suite.define_flags("runs/implicit")
 flags.adopt_module_key_flags(suite)
+flags.DEFINE_list("models", ["inception"], "Models to compare with and without batch norm: "
+                  "inception, or your own as module:function (its builder takes batchnorm).")
 
 
 def points(F):
-    return grids.implicit_points(suite.scale_of(F), F.data_dir, seed=F.seed, seeds=F.seeds)
+    return grids.implicit_points(suite.scale_of(F), F.data_dir, seed=F.seed, seeds=F.seeds,
+                                 models=F.models, dataset=F.dataset, recipe=F.recipe)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ def points(F):
         return grids.table4_points(suite.scale_of(F), F.data_dir, seed=F.seed, seeds=F.seeds,
                                    models=models)
     return grids.table1_points(suite.scale_of(F), F.data_dir, F.models, seed=F.seed,
-                               seeds=F.seeds)
+                               seeds=F.seeds, dataset=F.dataset, recipe=F.recipe)
 
 
 def draw(pairs, out_dir):

@@ -9,5 +9,16 @@ Submodules (imported on demand, so ``rethinkgen_tf.ops.reference`` needs NumPy o
   train         training loop, run directories, results
   theory        Theorem 1 construction, Rademacher estimates
   kernels       minimum-norm kernel interpolation
+  api           randomization_test(model, data, ...): the test from Python (exported here)
+  user_model    your own Keras builder (module:function): its contract and identity
 """
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    """randomization_test and Results (rethinkgen_tf.api), imported when first used: the
+    package itself loads without TensorFlow."""
+    if name in ("randomization_test", "Results"):
+        from rethinkgen_tf import api
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,8 @@ from pathlib import Path
 from absl import flags, logging
 
 from rethinkgen_tf import recipes, train
-from rethinkgen_tf.data import AUGMENTATIONS, RANDOMIZATIONS, DataConfig
+from rethinkgen_tf.data import AUGMENTATIONS, RANDOMIZATIONS, DataConfig, datasets
+from rethinkgen_tf.ops import randomizations
 from rethinkgen_tf.results import path_problem, run_name
 
 FLAGS = flags.FLAGS
@@ -29,14 +30,21 @@ def define(datasets, model):
     f = flags
     f.DEFINE_enum("dataset", datasets[0], datasets, "Dataset.")
     f.DEFINE_string("data_dir", None, "Local copy of the dataset (CIFAR-10 python/binary "
-                    "batches or <dir>/{train,test}/<class>/ image folders; MNIST IDX files). "
+                    "batches or <dir>/{train,test}/<class>/ image folders; MNIST IDX files; "
+                    "--dataset=folder: <dir>/{train,test}/<class>/ images of any one size and "
+                    "class count; --dataset=numpy: a .npz of x_train, y_train, x_test, y_test). "
                     "Default: tensorflow-datasets.")
     f.DEFINE_string("model", model, "Model: inception, inception_nobn, alexnet, mlp_NxW "
-                    "(e.g. mlp_1x512), wrn_D_K (e.g. wrn_28_10), inception_v3.")
+                    "(e.g. mlp_1x512), wrn_D_K (e.g. wrn_28_10), inception_v3, linear; or your "
+                    "own Keras builder as module:function (e.g. mynets.tiny:build, its package on "
+                    "PYTHONPATH; docs/training.md#your-model), with --recipe or --learning_rate, "
+                    "--lr_decay and --epochs.")
+    f.DEFINE_enum("recipe", None, list(recipes.RECIPES), "A model given by reference "
+                  "(module:function) trains with this family's recipe (learning rate, decay, "
+                  "epochs), unless the flags give them.")
     # randomization test
-    f.DEFINE_enum("randomize", "none", RANDOMIZATIONS,
-                  "Randomization: none (true labels), labels (all random), shuffled_pixels, "
-                  "random_pixels, gaussian.")
+    f.DEFINE_enum("randomize", "none", RANDOMIZATIONS, "Randomization: " + ", ".join(
+        f"{r.name} ({r.label})" for r in randomizations.ALL) + ".")
     f.DEFINE_float("corrupt", 0.0, "Label corruption probability p in [0, 1]: each training "
                    "label is replaced by a uniform random class with probability p.",
                    lower_bound=0.0, upper_bound=1.0)
@@ -98,7 +106,8 @@ def define(datasets, model):
     # execution
     f.DEFINE_enum("strategy", "default", list(train.STRATEGIES),
                   "tf.distribute strategy; the batch is global, the learning rate unchanged. "
-                  "multi_worker reads the cluster from TF_CONFIG.")
+                  "multi_worker reads the cluster from TF_CONFIG, else under srun from "
+                  "Slurm's variables (docs/cluster.md).")
     f.DEFINE_bool("jit_compile", None, "XLA (default: on for GPU/TPU, "
                   f"{'on' if train.JIT_DEFAULT_CPU else 'off'} on CPU).")
     f.DEFINE_bool("mixed_precision", False, "mixed_float16 on GPU (bfloat16 on TPU).")
@@ -106,8 +115,9 @@ def define(datasets, model):
                   "float32, or bf16: bfloat16 compute with float32 weights and logits (Keras "
                   "mixed_bfloat16) on any device; on CPUs with AVX-512 BF16 or AMX it trains "
                   "the convnets faster (docs/benchmarks.md). Part of the run's identity.")
-    f.DEFINE_integer("steps_per_execution", 1, "Training steps per tf.function call.",
-                     lower_bound=1)
+    f.DEFINE_integer("steps_per_execution", 16, "Training steps per tf.function call, at "
+                     "most about this many, never across an epoch's end (fewer Python round "
+                     "trips; the same model for any value).", lower_bound=1)
     f.DEFINE_string("output_dir", "runs", "Parent directory of run directories.")
     f.DEFINE_string("run_name", None, "Run directory name (default: from the settings).")
     f.DEFINE_bool("overwrite", False, "Redo a finished run.")
@@ -116,7 +126,7 @@ def define(datasets, model):
 def configs():
     """(TrainConfig, DataConfig, run_dir) from the parsed flags; ValueError if invalid."""
     F = FLAGS
-    crop = F.crop if F.crop is not None else (28 if F.dataset == "cifar10" else None)
+    crop = F.crop if F.crop is not None else datasets.BY_NAME[F.dataset].crop  # the paper's crop, if any
     data = DataConfig(
         dataset=F.dataset, data_dir=F.data_dir, randomize=F.randomize, corrupt=F.corrupt,
         label_mode=F.label_mode, pixel_unit=F.pixel_unit,
@@ -125,7 +135,7 @@ def configs():
         train_size=F.train_size, balanced=F.balanced, test_size=F.test_size,
         crop=crop, standardize=F.standardize, augment=F.augment, batch_size=F.batch_size)
     cfg = train.TrainConfig(
-        model=F.model, epochs=F.epochs, learning_rate=F.learning_rate, lr_decay=F.lr_decay,
+        model=F.model, recipe=F.recipe, epochs=F.epochs, learning_rate=F.learning_rate, lr_decay=F.lr_decay,
         momentum=F.momentum, weight_decay=F.weight_decay, dropout=F.dropout,
         batchnorm=F.batchnorm, bn_momentum=F.bn_momentum, seed=F.seed, strategy=F.strategy,
         jit_compile=F.jit_compile,

@@ -21,10 +21,10 @@ import shutil
 import time
 from pathlib import Path
 
-from rethinkgen_tf import recipes, results, train
+from rethinkgen_tf import recipes, results, scales, train
 from rethinkgen_tf.data import DataConfig
 
-SCALES = tuple(recipes.SCALES)
+SCALES = tuple(scales.SCALES)
 # The suites' smallest useful runs, seconds each (docs/experiments.md#smoke-tests).
 SMOKE = "--train_size=100 --test_size=100 --max_epochs=2"
 
@@ -112,10 +112,14 @@ def run_grid(points, output_dir, shard=(0, 1), overwrite=False, data_cache=None)
     mine = [p for k, p in enumerate(points) if k % shard[1] == shard[0]]
     ended = {k: results.load_result(run_dir(p, output_dir)) for k, p in enumerate(mine)}
     todo = [p for k, p in enumerate(mine) if overwrite or ended[k] is None]
-    n_div = 0 if overwrite else sum(map(results.diverged, ended.values()))
-    print(f"suite: {len(points)} runs in the grid, {len(mine)} in shard {shard[0]}/{shard[1]}, "
-          f"{len(mine) - len(todo)} finished already"
-          f"{f' ({n_div} of them diverged)' if n_div else ''}, {len(todo)} to run -> "
+    n_div = 0 if overwrite else len({run_dir(p, output_dir) for k, p in enumerate(mine)
+                                     if results.diverged(ended[k])})
+
+    def runs(ps):  # points of two panels may be one run (Figure 1's p = 0): count runs
+        return len({run_dir(p, output_dir) for p in ps})
+    print(f"suite: {runs(points)} runs in the grid, {runs(mine)} in shard {shard[0]}/{shard[1]}, "
+          f"{runs(mine) - runs(todo)} finished already"
+          f"{f' ({n_div} of them diverged)' if n_div else ''}, {runs(todo)} to run -> "
           f"{output_dir}", flush=True)
     progress = {"spent": 0.0, "trained": 0}
     out, taken = {}, []
@@ -273,7 +277,16 @@ def define_flags(default_output):
                       "cpu: class-balanced subsets sized to finish in about an hour on a 2-core "
                       "CPU (see docs/experiments.md).")
     flags.DEFINE_string("data_dir", None, "Local CIFAR-10 (pickle/binary batches or class "
-                        "folders); default: tensorflow-datasets.")
+                        "folders); default: tensorflow-datasets. --dataset=folder: "
+                        "<dir>/{train,test}/<class>/ images; --dataset=numpy: a .npz of x_train, "
+                        "y_train, x_test, y_test.")
+    flags.DEFINE_enum("dataset", "cifar10", ["cifar10", "folder", "numpy"], "The data: "
+                      "CIFAR-10, or your own (class folders or a .npz, any image size and class "
+                      "count, used at its own size; the cpu scale sizes its subsets by the "
+                      "data's own input dimension).")
+    flags.DEFINE_enum("recipe", None, list(recipes.RECIPES), "The training recipe of the "
+                      "models given by reference (module:function): this family's learning "
+                      "rate and decay.")
     flags.DEFINE_string("output_dir", default_output, "Suite directory: one run directory per "
                         "grid point, plus the figures and tables.")
     flags.DEFINE_string("shard", "0/1", "Run only points k with k mod n == i (i/n), e.g. on n "
@@ -281,6 +294,9 @@ def define_flags(default_output):
     flags.DEFINE_list("merge_from", [], "Suite directories (other shards) whose finished runs "
                       "are copied into --output_dir first.")
     flags.DEFINE_bool("plot_only", False, "Draw from the saved results; train nothing.")
+    flags.DEFINE_bool("train_only", False, "Train this shard's points; draw nothing (the "
+                      "tasks of a Slurm array, where a final job draws with --plot_only: "
+                      "cluster/slurm/, docs/cluster.md).")
     flags.DEFINE_bool("overwrite", False, "Redo finished runs.")
     flags.DEFINE_integer("seed", 0, "Seed of the data randomization and weight init.")
     flags.DEFINE_integer("seeds", 1, "Run every grid point with this many seeds: --seed, "
@@ -303,9 +319,9 @@ def define_flags(default_output):
 
 
 def scale_of(F):
-    """The recipes.Scale of the parsed flags: --scale with --train_size, --test_size and
+    """The scales.Scale of the parsed flags: --scale with --train_size, --test_size and
     --max_epochs applied (Scale.capped)."""
-    return recipes.scale(F.scale).capped(F.train_size, F.test_size, F.max_epochs)
+    return scales.scale(F.scale).capped(F.train_size, F.test_size, F.max_epochs)
 
 
 def with_precision(points, precision):
@@ -315,12 +331,15 @@ def with_precision(points, precision):
 
 
 def main(points_fn, draw_fn):
-    """Runs the grid from `points_fn(flags)` (unless --plot_only), then draws.
+    """Runs the grid from `points_fn(flags)` (unless --plot_only), then draws (unless
+    --train_only).
 
     Run under `rethinkgen_tf.entry.run`, which makes every error one line."""
     from absl import flags
     F = flags.FLAGS
     shard = parse_shard(F.shard)
+    if F.plot_only and F.train_only:
+        raise ValueError("--plot_only and --train_only exclude each other; pass one of them")
     points = with_precision(points_fn(F), F.precision)
     if not points:
         chosen = " and ".join(f"--{f}" for f in ("models", "parts") if f in F)
@@ -331,6 +350,8 @@ def main(points_fn, draw_fn):
         print(f"suite: merged {merge(F.merge_from, F.output_dir)} finished runs", flush=True)
     if not F.plot_only:
         run_grid(points, F.output_dir, shard, F.overwrite, data_cache={})
+    if F.train_only:
+        return
     pairs = collect(points, F.output_dir)
     missing = sum(res is None for _, res in pairs)
     if missing == len(pairs):

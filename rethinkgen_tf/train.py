@@ -14,7 +14,6 @@ finishes with the same result as an uninterrupted one.
 """
 
 import dataclasses
-import functools
 import json
 import math
 import numbers
@@ -30,7 +29,8 @@ import tensorflow as tf
 from absl import logging
 from tensorflow.core.framework import summary_pb2
 
-from rethinkgen_tf import dynamics, models, recipes, results
+from rethinkgen_tf import dynamics, evaluate, models, recipes, results, user_model
+from rethinkgen_tf.evaluate import GROUP_COLUMNS, first_examples, group_columns, make_evaluate  # noqa: F401
 
 # The per-family defaults (learning rate, decay, epochs, batch norm decay) are in
 # rethinkgen_tf/recipes.py; TrainConfig.resolved() reads them.
@@ -43,7 +43,8 @@ STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("float32", "bf16")
 # TrainConfig fields that do not change the trained model: a run directory holding
 # another value of these resumes, and a suite's run key ignores them.
-RESULT_NEUTRAL = ("overwrite", "verbose", "test_every", "record_examples")
+RESULT_NEUTRAL = ("overwrite", "verbose", "test_every", "record_examples",
+                  "steps_per_execution")
 # benchmarks/train.py on a 2-core CPU: XLA is within noise for the MLPs and 2x
 # slower for AlexNet and Inception (docs/training.md), so off on CPU.
 JIT_DEFAULT_CPU = False
@@ -70,7 +71,7 @@ class TrainConfig:
     jit_compile: Optional[bool] = None     # XLA; None: on for GPU/TPU, JIT_DEFAULT_CPU on CPU
     mixed_precision: bool = False          # mixed_float16 (GPU) / mixed_bfloat16 (TPU)
     precision: str = "float32"             # float32 | bf16 (mixed_bfloat16 on any device)
-    steps_per_execution: int = 1
+    steps_per_execution: int = 16          # steps per tf.function call (keras_steps_per_execution)
     overfit_threshold: float = 1.0         # "time to overfit": train_eval_acc >= this
     stop_on_overfit: bool = False          # stop once overfit (Figure 1b needs only the time)
     verbose: Optional[int] = None          # Keras progress bar; None: on if stdout is a tty
@@ -79,15 +80,29 @@ class TrainConfig:
     train_eval_size: Optional[int] = None  # re-evaluate only the first n training examples
     test_every: int = 1                    # test set every n epochs, and always at the end
     record_examples: str = "default"       # examples.npz: default | full (+ p_label) | none
+    # A model given by reference (module:function, rethinkgen_tf.user_model): the built-in
+    # family whose recipe it borrows (None: the settings above must be given), and the hash
+    # of its architecture (user_model.architecture; set by user_model.identified, and by run).
+    # Both stay None for the built-in models, so their run keys are unchanged.
+    recipe: Optional[str] = None
+    model_arch: Optional[str] = None
 
     def __post_init__(self):
+        if self.recipe is not None and not user_model.is_reference(self.model) \
+                and self.recipe == models.family(self.model):
+            object.__setattr__(self, "recipe", None)  # a built-in model's own recipe: the default
         self.validate()
 
     def resolved(self):
         """A copy with the model family's recipe (recipes.recipe) in the settings left at
         None: learning rate, decay, epochs (as written to config.json; bn_momentum stays
         None, which models.build reads as recipes.BN_MOMENTUM)."""
-        r = recipes.recipe(models.family(self.model))
+        family = self.recipe or models.family(self.model)
+        if family == user_model.FAMILY:  # your model, no recipe: every setting must be given
+            missing = [k for k in ("learning_rate", "lr_decay", "epochs") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(user_model.no_recipe_line(self.model, missing))
+        r = recipes.recipe(family)
         return dataclasses.replace(
             self,
             learning_rate=r.learning_rate if self.learning_rate is None else self.learning_rate,
@@ -131,7 +146,18 @@ class TrainConfig:
                              "twice; pass one of them")
         if self.train_eval_size is not None and self.train_eval_size < 1:
             raise ValueError(f"train_eval_size must be >= 1, got {self.train_eval_size}")
-        dynamics.check_mode(self.record_examples)
+        evaluate.check_mode(self.record_examples)
+        if self.recipe is not None and self.recipe not in recipes.RECIPES:
+            raise ValueError(f"recipe must be one of {', '.join(recipes.RECIPES)}, got "
+                             f"{self.recipe!r}")
+        if user_model.is_reference(self.model):
+            user_model.resolve(self.model)  # ValueError, one line: no such module or function
+            missing = [k for k in ("learning_rate", "lr_decay", "epochs") if getattr(self, k) is None]
+            if self.recipe is None and missing:  # never a silent learning rate
+                raise ValueError(user_model.no_recipe_line(self.model, missing))
+        elif self.recipe is not None:
+            raise ValueError(f"--recipe={self.recipe} is for models given by reference "
+                             f"(module:function); {self.model} trains with its own family's recipe")
         if not models.known(self.model):
             raise ValueError(f"unknown model {self.model!r}; known: {models.NAMES}")
 
@@ -151,8 +177,8 @@ def make_strategy(name):
         elif name == "mirrored":  # all GPUs, else all (logical) CPUs
             s = tf.distribute.MirroredStrategy(
                 None if gpus else [d.name for d in tf.config.list_logical_devices("CPU")])
-        elif name == "multi_worker":  # cluster from TF_CONFIG
-            s = tf.distribute.MultiWorkerMirroredStrategy()
+        elif name == "multi_worker":  # cluster from TF_CONFIG, else from srun's variables
+            s = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=cluster_resolver())
             _patch_keras_multi_worker()
         elif name == "tpu":
             resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
@@ -163,6 +189,44 @@ def make_strategy(name):
             raise ValueError(f"unknown strategy {name!r}")
         _STRATEGY_CACHE[name] = s
     return _STRATEGY_CACHE[name]
+
+
+SLURM_PORT_BASE = 12000  # the first worker's port: + 50 * (job id mod 1000), + its index on the node
+
+
+def cluster_resolver():
+    """The cluster of a multi_worker run: None (TensorFlow reads TF_CONFIG, or trains as
+    one worker) where TF_CONFIG is set or no Slurm job step is running, else the step's
+    workers from Slurm's own variables through tf.distribute.cluster_resolver.
+    SlurmClusterResolver (SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_STEP_NODELIST,
+    SLURM_STEP_TASKS_PER_NODE: `srun` sets them, a batch script alone does not).
+
+    The workers listen on ports from SLURM_PORT_BASE + 50 * (SLURM_JOB_ID mod 1000), one
+    per task on a node, so two jobs sharing a node do not collide.  GPUs are left as Slurm
+    gives them (--gpus-per-task): the resolver's own assignment needs nvidia-smi and at
+    least one GPU per task, which a CPU node lacks."""
+    env = os.environ
+    if env.get("TF_CONFIG") or not env.get("SLURM_STEP_NUM_TASKS"):
+        return None
+    from tensorflow.python.distribute.cluster_resolver import slurm_cluster_resolver as slurm
+    try:
+        counts = slurm.expand_tasks_per_node(env["SLURM_STEP_TASKS_PER_NODE"])
+        tasks = dict(zip(slurm.expand_hostlist(env["SLURM_STEP_NODELIST"]), counts))
+        port = SLURM_PORT_BASE + 50 * (int(env.get("SLURM_JOB_ID", "0")) % 1000)
+        return _SlurmResolver(port_base=port, tasks_per_node=tasks, gpus_per_node=max(counts),
+                              gpus_per_task=1, auto_set_gpu=False)
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise ValueError(f"--strategy=multi_worker: cannot read the cluster from Slurm's "
+                         f"variables ({e}); run it under srun, or set TF_CONFIG") from None
+
+
+class _SlurmResolver(tf.distribute.cluster_resolver.SlurmClusterResolver):
+    """SlurmClusterResolver with the worker's own GPUs (those it sees), not the one GPU per
+    task that `cluster_resolver` passes it so that it lists every task."""
+
+    def num_accelerators(self, task_type=None, task_id=None, config_proto=None):
+        n = len(tf.config.list_physical_devices("GPU"))
+        return {"GPU": n} if n else {}
 
 
 def _patch_keras_multi_worker():
@@ -276,99 +340,6 @@ class MaxSteps(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def make_evaluate(model, jit_compile, from_logits=True):
-    """Compiled whole-dataset evaluation in inference mode.
-
-    evaluate(ds, examples="none") -> {"loss": [...], "acc": [...], "top5": [...]} with
-    one entry per label column of ds's elements (images, labels_1, labels_2, ...).  With
-    two or more label columns (training, original labels) also "groups": the correct
-    counts that train_eval_acc_clean/noisy/noisy_orig are made of (`group_columns`).
-    examples="default" adds the per-example "pred" ([n] int32, the predicted class) and
-    "labels" ([n, columns] int32); "full" also "p_label" ([n] float32, the softmax
-    probability of the first label column, exp(-cross-entropy)).  The batch loop runs
-    inside one tf.function (the per-example outputs accumulate in TensorArrays in the
-    loop's state), so there is no Python per batch.  from_logits=False: the model
-    outputs probabilities (their log is used as logits).
-    """
-    def logits_of(x):
-        out = tf.cast(model(x, training=False), tf.float32)
-        return out if from_logits else tf.math.log(tf.maximum(out, 1e-30))
-
-    # autograph=False and Dataset.reduce instead of a Python for loop: autograph
-    # rereads the source file to convert a loop, and if the file was edited
-    # after the run started it falls back to plain Python, which unrolls the
-    # loop over the dataset forever.
-    predict = tf.function(logits_of, jit_compile=jit_compile, autograph=False)
-
-    def add_batch(examples, state, batch):
-        (loss, correct, top5, count), groups, per_example = state
-        logits = predict(batch[0])
-        pred = tf.argmax(logits, -1, output_type=tf.int32)
-        ys = [tf.cast(y, tf.int32) for y in batch[1:]]
-        k5 = tf.minimum(5, tf.shape(logits)[-1])
-        ces = [tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits) for y in ys]
-        loss += tf.stack([tf.reduce_sum(tf.cast(ce, tf.float64)) for ce in ces])
-        correct += tf.stack([tf.reduce_sum(tf.cast(pred == y, tf.float64)) for y in ys])
-        top5 += tf.stack([tf.reduce_sum(tf.cast(tf.math.in_top_k(y, logits, k5), tf.float64))
-                          for y in ys])
-        if len(ys) > 1:  # [clean, clean correct, noisy correct, noisy correct on original]
-            noisy = ys[0] != ys[1]
-            count_of = lambda m: tf.reduce_sum(tf.cast(m, tf.float64))
-            groups += tf.stack([count_of(~noisy), count_of(~noisy & (pred == ys[0])),
-                                count_of(noisy & (pred == ys[0])),
-                                count_of(noisy & (pred == ys[1]))])
-        if examples != "none":
-            i = per_example[0].size()
-            per_example = (per_example[0].write(i, pred),
-                           per_example[1].write(i, tf.stack(ys, axis=1)),
-                           *([per_example[2].write(i, tf.exp(-ces[0]))]
-                             if examples == "full" else []))
-        return ((loss, correct, top5, count + tf.cast(tf.shape(pred)[0], tf.float64)),
-                groups, per_example)
-
-    @functools.partial(tf.function, autograph=False)
-    def evaluate(ds, examples="none"):
-        dynamics.check_mode(examples)
-        columns = len(ds.element_spec) - 1
-        zeros = tf.zeros([columns], tf.float64)
-        groups = tf.zeros([4 if columns > 1 else 0], tf.float64)
-        arrays = lambda dtype, shape: tf.TensorArray(dtype, size=0, dynamic_size=True,
-                                                     infer_shape=False, element_shape=shape)
-        per_example = () if examples == "none" else (
-            arrays(tf.int32, [None]), arrays(tf.int32, [None, columns]),
-            *([arrays(tf.float32, [None])] if examples == "full" else []))
-        (loss, correct, top5, count), groups, per_example = ds.reduce(
-            ((zeros, zeros, zeros, tf.constant(0.0, tf.float64)), groups, per_example),
-            functools.partial(add_batch, examples))
-        out = {"loss": loss / count, "acc": correct / count, "top5": top5 / count}
-        if columns > 1:
-            out["groups"] = tf.concat([groups, [count]], 0)
-        if examples != "none":
-            out["pred"], out["labels"] = per_example[0].concat(), per_example[1].concat()
-            if examples == "full":
-                out["p_label"] = per_example[2].concat()
-        return out
-
-    return evaluate
-
-
-GROUP_COLUMNS = ("train_eval_acc_clean", "train_eval_acc_noisy", "train_eval_acc_noisy_orig")
-
-
-def group_columns(evaluated):
-    """{train_eval_acc_clean, _noisy, _noisy_orig} from an evaluation with two label
-    columns: accuracy on the training labels of the examples whose training label is
-    (not) corrupted, and of the corrupted ones on their original labels; NaN for an empty
-    group (e.g. every column but clean in a run without corruption)."""
-    if "groups" not in evaluated:
-        return dict.fromkeys(GROUP_COLUMNS, float("nan"))
-    clean, clean_ok, noisy_ok, noisy_orig_ok, count = (float(v) for v in evaluated["groups"])
-    noisy = count - clean
-    ratio = lambda a, b: a / b if b else float("nan")
-    return dict(zip(GROUP_COLUMNS, (ratio(clean_ok, clean), ratio(noisy_ok, noisy),
-                                    ratio(noisy_orig_ok, noisy))))
-
-
 _SCALAR = summary_pb2.SummaryMetadata(
     plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
 
@@ -397,14 +368,6 @@ def tensorboard_writer(run_dir, rows):
     return writer
 
 
-def first_examples(ds, n, batch_size):
-    """The first n examples of a batched dataset (the last batch cut to size)."""
-    ds = ds.take(-(-n // batch_size))
-    if n % batch_size:
-        ds = ds.enumerate().map(lambda j, b: tuple(t[:n - j * batch_size] for t in b))
-    return ds
-
-
 class EpochMetrics(keras.callbacks.Callback):
     """After each epoch: evaluate, append a metrics.csv row, rewrite examples.npz (if
     records is a dynamics.Records), TensorBoard, log line.
@@ -419,7 +382,8 @@ class EpochMetrics(keras.callbacks.Callback):
         super().__init__()
         self.test_every, self.epochs, self.max_steps = test_every, epochs, max_steps
         self.train_eval = data.train_eval if train_eval_size is None else \
-            first_examples(data.train_eval, train_eval_size, data.config.batch_size)
+            first_examples(data.train_eval, train_eval_size,
+                           data.eval_batch_size or data.config.batch_size)
         self.records = records
         self.examples = "none" if records is None else records.mode
         self.run_dir, self.data, self.evaluate = run_dir, data, evaluate
@@ -512,6 +476,35 @@ def _patch_symbolic_build(model, strategy):
     model._maybe_symbolic_build = build
 
 
+def keras_steps_per_execution(requested, steps, max_steps=None):
+    """The steps per tf.function call given to Keras for `requested` (TrainConfig.
+    steps_per_execution) and an epoch of `steps` steps: the smallest divisor of `steps` that is
+    at least min(requested, steps), so that no call runs past the end of an epoch (Keras would
+    take the next epoch's first batches into it, and evaluate the epoch after the wrong step).
+    Where that divisor exceeds 4 x requested (a prime number of steps, say), the largest
+    divisor up to `requested`, so that a stop (Ctrl-C, SIGTERM) still waits for few steps; and
+    1 with max_steps, which stops at a step.  (train.run also takes 1 for a caller's per-step
+    callback, and for the mirrored, multi-worker and TPU strategies, where Keras 3.15 cannot
+    run several steps per call on a distributed iterator.)  Every choice trains the same model: the setting
+    only groups steps into calls (it is in RESULT_NEUTRAL)."""
+    if max_steps is not None or requested <= 1 or steps <= 1:
+        return 1
+    want = min(requested, steps)
+    above = next(d for d in range(want, steps + 1) if steps % d == 0)
+    if above <= 4 * requested:
+        return above
+    return next(d for d in range(want, 0, -1) if steps % d == 0)
+
+
+def _per_step(callbacks):
+    """Whether a caller's callback acts after single steps (on_train_batch_begin/_end): it
+    gets them, one step per tf.function call, rather than groups of steps."""
+    base = keras.callbacks.Callback
+    return any(type(c).on_train_batch_end is not base.on_train_batch_end
+               or type(c).on_train_batch_begin is not base.on_train_batch_begin
+               for c in callbacks)
+
+
 def _train_stream(data, start, epochs):
     """Epochs start..epochs-1 of training batches, each epoch's order a function
     of (shuffle_seed, epoch) only, so a resumed run sees the same batches."""
@@ -539,7 +532,10 @@ def _changes(old, new):
                 continue
             before = o.get(k, defaults.get(k, missing))
             after = n.get(k, missing)
-            if before is missing or after is missing or before != after:
+            if k == "model_arch" and before != after:  # user_model.architecture
+                out.append(f"the architecture of model {n.get('model')} (its builder changed: "
+                           f"model_arch {o.get(k)!r} -> {n.get(k)!r})")
+            elif before is missing or after is missing or before != after:
                 out.append(f"{k} {o.get(k)!r} -> {n.get(k)!r}")
     return out
 
@@ -589,6 +585,8 @@ def run(train_config: TrainConfig, data_config, run_dir, data=None, callbacks=()
     """
     train_config.validate()
     cfg = train_config.resolved()
+    # a model given by reference: its architecture is part of the run's identity (config.json)
+    cfg = user_model.identified(cfg, data_config, data)
     run_dir = Path(run_dir)
     strategy = make_strategy(cfg.strategy)
     is_chief, task_id = _worker(strategy)
@@ -680,9 +678,15 @@ def _run_locked(cfg, data_config, run_dir, data, callbacks, strategy):
                 optimizer=make_optimizer(cfg, lr_at),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy"], jit_compile=jit,
-                steps_per_execution=cfg.steps_per_execution)
+                steps_per_execution=1 if _per_step(callbacks) or cfg.strategy not in (
+                    "default", "one_device") else keras_steps_per_execution(
+                    cfg.steps_per_execution, steps, cfg.max_steps))
     finally:
         keras.config.set_dtype_policy(policy)
+    if cfg.model_arch is not None and user_model.architecture(model) != cfg.model_arch:
+        raise ValueError(f"model {cfg.model}: the builder made another architecture "
+                         f"({user_model.architecture(model)}) than the run's "
+                         f"({cfg.model_arch}); a builder must build the same model every time")
 
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         _patch_symbolic_build(model, strategy)

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rethinkgen_tf import entry, kernel_distances, kernels, results
+from rethinkgen_tf import entry, kernels, results
+from rethinkgen_tf.kernels import distances as kernel_distances
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -285,14 +286,15 @@ def test_kernel_state_advice_names_no_training_flags(tmp_path):
 
 def test_kernel_all_zero_features_are_one_line_not_a_division_by_zero(idx):
     with pytest.raises(ValueError, match=r"--conv_threshold=1e\+09 leaves .* lower it"):
-        kernels.kernel_experiment(dataset="mnist", data_dir=idx, n=24, test_n=4, features="random_conv",
-                                  conv_filters=8, conv_block=8, conv_threshold=1e9, val_n=5, progress=None)
+        kernels.kernel_experiment(kernels.KernelConfig(dataset="mnist", data_dir=idx, n=24, test_n=4,
+                                                       features="random_conv", conv_filters=8, conv_block=8,
+                                                       conv_threshold=1e9, val_n=5), progress=None)
 
 
 def test_kernel_says_when_n_is_capped(idx):
     said = []
-    kernels.kernel_experiment(dataset="mnist", data_dir=idx, n=10_000_000, test_n=4, method="direct",
-                              progress=said.append)
+    kernels.kernel_experiment(kernels.KernelConfig(dataset="mnist", data_dir=idx, n=10_000_000, test_n=4,
+                                                   method="direct"), progress=said.append)
     assert "--n=10000000 is more than the 24 training images: using all 24" in said
     assert any(line.startswith("memory: about ") for line in said)
 
@@ -307,11 +309,11 @@ def test_kernel_memory_estimate():
 
 
 def test_kernel_refuses_more_than_the_machine_has_before_any_work(idx, monkeypatch):
-    monkeypatch.setattr(kernels, "machine_memory", lambda: 2**30)  # the base alone fills it
+    monkeypatch.setattr(kernels.experiment, "machine_memory", lambda: 2**30)  # the base alone fills it
     with pytest.raises(ValueError, match=r"n = 24 training and 10 test images need about 1\.0 GiB .* more than the "
                                          r"1\.0 GiB of this machine; reduce --n"):
-        kernels.kernel_experiment(dataset="mnist", data_dir=idx, n=10_000_000, progress=None)
-    monkeypatch.setattr(kernels, "machine_memory", lambda: 16 * 2**30)
+        kernels.kernel_experiment(kernels.KernelConfig(dataset="mnist", data_dir=idx, n=10_000_000), progress=None)
+    monkeypatch.setattr(kernels.experiment, "machine_memory", lambda: 16 * 2**30)
     import rethinkgen_tf.data.sources as sources
 
     def no_load(*a, **k):
@@ -319,9 +321,10 @@ def test_kernel_refuses_more_than_the_machine_has_before_any_work(idx, monkeypat
     monkeypatch.setattr(sources, "load_subsets", no_load)
     # tensorflow-datasets: the sizes are known, so the check comes before the data
     with pytest.raises(ValueError, match=r"n = 60000 training and 10000 test images need about .* GiB"):
-        kernels.kernel_experiment(dataset="fashion_mnist", n=10_000_000, progress=None)
+        kernels.kernel_experiment(kernels.KernelConfig(dataset="fashion_mnist", n=10_000_000), progress=None)
     with pytest.raises(ValueError, match=r"reduce --n, --test_n or --method=mixed"):
-        kernels.kernel_experiment(dataset="fashion_mnist", n=40000, method="direct", progress=None)
+        kernels.kernel_experiment(kernels.KernelConfig(dataset="fashion_mnist", n=40000, method="direct"),
+                                  progress=None)
 
 
 # --------------------------------------------------------------------------- advice names real flags
@@ -339,7 +342,13 @@ RUNS_OWN_CONFIGS = SUITES + ("experiments.imagenet", "benchmarks.train")
 ALLOWED = {
     # Checks of TrainConfig / DataConfig values that these commands set themselves (the grids,
     # imagenet's fixed crop=None and float32, benchmarks' configurations), never from a flag.
-    ("rethinkgen_tf.data", "crop"): RUNS_OWN_CONFIGS,
+    ("rethinkgen_tf.data.config", "crop"): RUNS_OWN_CONFIGS,
+    # The suites, imagenet and benchmarks train one process per point: never multi_worker.
+    ("rethinkgen_tf.train", "strategy"): SUITES + ("benchmarks.train",),
+    # --recipe is for models given by reference (module:function); imagenet trains Inception V3
+    # and benchmarks.train the paper's models, never a reference.
+    ("rethinkgen_tf.train", "recipe"): ("experiments.imagenet", "benchmarks.train"),
+    ("rethinkgen_tf.user_model", "recipe"): ("experiments.imagenet", "benchmarks.train"),
     ("rethinkgen_tf.data.pipeline", "epochs"): RUNS_OWN_CONFIGS,  # imagenet checks --num_epochs first
     ("rethinkgen_tf.train", "mixed_precision"): RUNS_OWN_CONFIGS,
     ("rethinkgen_tf.train", "precision"): RUNS_OWN_CONFIGS,
@@ -363,6 +372,12 @@ ALLOWED = {
     # benchmarks.train reads CIFAR-10 from --epoch_data_dir (sources' messages say --data_dir).
     ("rethinkgen_tf.data.sources", "data_dir"): ("benchmarks.train",),
     ("rethinkgen_tf.train", "data_dir"): ("benchmarks.train",),
+    ("rethinkgen_tf.data.datasets", "data_dir"): ("benchmarks.train",),
+    ("rethinkgen_tf.user_model", "data_dir"): ("benchmarks.train",),
+    # load_npz's message is for the commands that read --dataset=numpy; mnist reads MNIST only.
+    # imagenet reads TFRecord shards and benchmarks.train CIFAR-10, never a .npz.
+    ("rethinkgen_tf.data.sources", "dataset"): ("experiments.mnist", "experiments.imagenet",
+                                                "benchmarks.train"),
 }
 
 FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9_]*)(?:=([a-z0-9_]+)\b)?")
@@ -551,8 +566,9 @@ def test_every_flag_an_entry_point_suggests_exists(entry_point, defined_flags):
 
 def test_the_flag_scan_finds_what_it_should():
     found = {(m, f) for m, f, _, _ in mentions("experiments.kernel")}
-    assert ("rethinkgen_tf.kernels", "start_from") in found  # kernel_experiment's own checks
-    assert ("rethinkgen_tf.kernel_distances", "state_dir") in found  # StateLock's message, a class
+    assert ("rethinkgen_tf.kernels.experiment", "start_from") in found  # kernel_experiment's own checks
+    assert ("rethinkgen_tf.kernels.config", "val_loo") in found  # KernelConfig's checks
+    assert ("rethinkgen_tf.kernels.distances", "state_dir") in found  # StateLock's message, a class
     assert not any(m == "rethinkgen_tf.train" for m, _ in found)  # kernel runs no training
     found = {(m, f) for m, f, _, _ in mentions("experiments.cifar")}
     assert ("rethinkgen_tf.results", "overwrite") in found  # cli.main -> train.run -> results

@@ -11,7 +11,7 @@ import types
 
 import pytest
 
-from rethinkgen_tf import grids, plots, recipes, results, suite
+from rethinkgen_tf import grids, plots, results, scales, suite
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -38,7 +38,7 @@ def test_size_and_epoch_overrides_are_part_of_the_run_identity():
         pts = grids.figure1_points(suite.scale_of(flags(**one)), "/d", **kw)
         assert not names & {suite.run_dir(p, "out").name for p in pts}, one
     # no override: the scale itself, the same directories
-    assert suite.scale_of(flags()) is recipes.SCALES["cpu"]
+    assert suite.scale_of(flags()) is scales.SCALES["cpu"]
     assert names == {suite.run_dir(p, "out").name
                      for p in grids.figure1_points(suite.scale_of(flags()), "/d", **kw)}
     # max_epochs caps: Table 1's caps and the paper scale's per-family epochs

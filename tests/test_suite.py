@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rethinkgen_tf import grids, plots, recipes, suite
+from rethinkgen_tf import grids, plots, recipes, scales, suite
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -31,8 +31,8 @@ def tiny_cifar(tmp_path_factory):
 
 @pytest.fixture
 def tiny_scale(monkeypatch):
-    cpu = recipes.SCALES["cpu"]
-    monkeypatch.setitem(recipes.SCALES, "cpu", dataclasses.replace(
+    cpu = scales.SCALES["cpu"]
+    monkeypatch.setitem(scales.SCALES, "cpu", dataclasses.replace(
         cpu, train_size={"mlp": 40, "alexnet": 40, "inception": 40, recipes.OTHER: 1000},
         test_size=20, max_epochs={"mlp": 2, "alexnet": 2, "inception": 2, recipes.OTHER: 300}))
 
@@ -110,6 +110,10 @@ def test_cli_errors_are_one_line():
     assert r.returncode != 0
     assert r.stderr.strip().splitlines()[-1].startswith("error: --shard=5/2")
     assert "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "experiments.figure1", "--plot_only", "--train_only"],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "error: --plot_only and --train_only exclude each other; pass one of them"], r.stderr
 
 
 @pytest.mark.slow
