@@ -345,11 +345,11 @@ def rademacher_table(R):
 
 
 KERNEL_FULL = (("raw pixels", "kernel/cifar10_raw.json"),
-               ("random conv, 16,384 filters", "kernel/cifar10_conv16384.json"),
-               ("random conv, 32,000 filters (the paper's)", "kernel/cifar10_conv32000.json"))
+               ("random conv, Gaussian filters, 16,384", "kernel/cifar10_conv16384.json"),
+               ("random conv, Gaussian filters, 32,000 (the paper's count)", "kernel/cifar10_conv32000.json"))
 KERNEL_SUBSETS = (("raw pixels", "kernel_subsets/cifar10_raw_n5000.json"),
-                  ("random conv, 1,024 filters", "kernel_subsets/cifar10_conv1024_n5000.json"),
-                  ("random conv, 4,096 filters", "kernel_subsets/cifar10_conv4096_n5000.json"),
+                  ("random conv, Gaussian filters, 1,024", "kernel_subsets/cifar10_conv1024_n5000.json"),
+                  ("random conv, Gaussian filters, 4,096", "kernel_subsets/cifar10_conv4096_n5000.json"),
                   ("raw pixels", "kernel_subsets/cifar10_raw_n15000.json"))
 PAPER_KERNEL = {"raw": ("46%", "—"), "random_conv": ("17% (32,000 filters)", "15%")}
 
@@ -386,6 +386,56 @@ def kernel_curve_table(R):
             for c in sorted(s["curve"], key=lambda c: c["filters"])]
     return md_table(["filters", "test error, interpolant", "validation error",
                      "sigma / median", "random labels: test error (train error 0)"], rows)
+
+
+KERNEL_DESIGN = "kernel/design_n4000.json"
+KERNEL_RIDGE_SIZES = "kernel/ridge_sizes_n4000.json"
+
+
+def kernel_design_table(R):
+    """The random conv design revalidated with patch filters on held-out training images."""
+    s = R.json(KERNEL_DESIGN)
+    err = lambda v: "—" if v is None else f"{pct(v, 2)}%"  # noqa: E731
+    rows = [[r["name"], r["conv_filters_from"], f"{r['conv_kernel']}", f"{r['conv_pool']} x {r['conv_pool']}",
+             f"{r['conv_threshold']:g}", "two" if r["conv_two_sided"] else "one", _n(r["dim"]),
+             f"{err(r['heldout_error'])} ({r['bandwidth_factor']:g} x median)",
+             f"{err(r['heldout_error_ridge'])} (ridge {r['ridge']:g})", err(r["heldout_error_linear"]),
+             "—" if r["linear_ridge"] is None else
+             f"{err(r['heldout_error_linear_ridge'])} ({r['linear_ridge']:g} x mean diagonal)"]
+            for r in s["rows"]]
+    return md_table(["row", "filters", "patch", "pooling", "threshold", "sides", "features",
+                     "Gaussian kernel, interpolant", "Gaussian kernel, ridge", "linear, interpolant",
+                     "linear, ridge"], rows)
+
+
+def kernel_ridge_sizes_table(R):
+    """A ridge chosen on a smaller fit, applied at n as chosen and times n / m."""
+    s = R.json(KERNEL_RIDGE_SIZES)
+    rows = [[_n(r["fit_n"]), f"{r['factor']:g} x median", f"{r['ridge']:.3g}", f"{pct(r['val_error'], 2)}%",
+             f"{pct(r['heldout_error_as_chosen'], 2)}%",
+             f"{pct(r['heldout_error_scaled'], 2)}% (ridge {r['scaled_ridge']:.3g})"] for r in s["rows"]]
+    return md_table(["fit images m", "sigma", "ridge chosen", "validation error",
+                     f"held-out error at n = {_n(s['n'])}, ridge as chosen",
+                     "held-out error, ridge x n / m"], rows)
+
+
+KERNEL_COMPARE = (("patches", "kernel/compare_n10000_patches.json"),
+                  ("gaussian", "kernel/compare_n10000_gaussian.json"))
+
+
+def kernel_compare_table(R):
+    """Patch against Gaussian filters, the same settings otherwise, on the test images."""
+    rows = []
+    for name, rel in KERNEL_COMPARE:
+        s = R.json(rel)
+        res, v = s["results"], s["validation"]
+        rows.append([name, f"{_n(s['n'])} / {_n(s['test_n'])}", _n(s["conv_filters"]),
+                     f"{pct(res['true']['test_error'], 2)}% ({s['bandwidth_factor']:g} x median, validation "
+                     f"{pct(v['interpolation']['val_error'], 2)}%)",
+                     f"{pct(res['true_ridge']['test_error'], 2)}% (ridge {res['true_ridge']['ridge']:g}, validation "
+                     f"{pct(v['ridge']['val_error'], 2)}%)", f"`{rel}`"])
+    return md_table(["filters", "n / test images", "filter count", "interpolant: test error",
+                     "validated ridge: test error", "record (docs/results/)"], rows)
 
 
 def dynamics_example(R):
@@ -477,7 +527,9 @@ def figure1_paper_mlp(R):
 
 
 def results_size(R):
-    files = [f for f in R.root.rglob("*") if f.is_file()]
+    # hidden files (a half-copied record's temporary directory, an editor's) are not records
+    files = [f for f in R.root.rglob("*") if f.is_file()
+             and not any(part.startswith(".") for part in f.relative_to(R.root).parts)]
     return (f"{sum(f.stat().st_size for f in files) / 2**20:.1f} MiB in {len(files)} files "
             "(`du -sh docs/results` rounds up to whole blocks).")
 
@@ -598,6 +650,53 @@ def alexnet_figure1_paper(R):
             "(figures/figure1_alexnet_n50000.png)")
 
 
+# Figure 1 (a) as the paper describes it (it gives curves, not numbers)
+PAPER_FIGURE1A = {"none": "fits, ~0 loss", "labels": "fits, the last to start converging",
+                  "shuffled_pixels": "fits", "random_pixels": "fits, before random labels",
+                  "gaussian": "fits, before random labels"}
+
+
+def inception_figure1a_n10000(R):
+    """docs/runplan.md: grid 3, Figure 1 (a) for small Inception at n = 10,000: every
+    randomization, the ones without a record marked as not run yet."""
+    from rethinkgen_tf.grids import FIG1_RANDOMIZATIONS
+    from rethinkgen_tf.plots import LABELS
+    runs = [r for r in R.runs("figure1_n10000") if r.tags()["model"] == "inception"
+            and r.tags()["seed"] == 0 and r.tags()["corrupt"] == 0]
+    if not runs:
+        raise MissingRecord("no Inception runs in docs/results/figure1_n10000")
+    at = {r.tags()["randomize"]: r for r in runs}
+    base = at.get("none")
+    rows = []
+    for name in FIG1_RANDOMIZATIONS:
+        r = at.get(name)
+        if r is None:
+            rows.append([LABELS[name], "not run yet", "", "", "", "", PAPER_FIGURE1A[name]])
+            continue
+        step = r.result.get("overfit_step")
+        rel = f"{step / base.result['overfit_step']:.2f}x" if step and base is not None \
+            and base.result.get("overfit_step") else ("never fit" if not step else "—")
+        rows.append([LABELS[name], r.result.get("overfit_epoch") or "never fit", step or "—", rel,
+                     f"{r.final['train_loss']:.4f}", f"{pct(r.final['test_acc'], 2)}%",
+                     PAPER_FIGURE1A[name]])
+    config = (base or runs[0]).result["config"]
+    t = config["train"]
+    (n,) = {r.result["num_train"] for r in runs}
+    head = ["training data", "epochs to fit", "steps to fit", "steps / true labels",
+            "train loss at the stop", "test accuracy", "paper, Figure 1 (a)"]
+    return (f"Small Inception, n = {_n(n)}, seed 0, {t['precision']}, fit = 100% of the "
+            f"training set re-evaluated, batch {config['data']['batch_size']}, learning rate {t['learning_rate']:g} x "
+            f"{t['lr_decay']:.4f} per epoch, at most {t['epochs']} epochs:\n\n"
+            + md_table(head, rows)
+            + f"\n\n![Figure 1 at n = {_n(n)}, small Inception, seed 0, the finished points]"
+            "(figures/figure1_inception_n10000.png)")
+
+
+def table1_paper_rows(R):
+    """docs/runplan.md: Table 1's rows at n = 50,000 (grid 2, and grid 6 as it lands)."""
+    return table1_table(R, "table1_paper")
+
+
 def runplan_status(R):
     """docs/runplan.md: how many points of each convnet grid have a committed record."""
     from rethinkgen_tf import grids
@@ -613,8 +712,19 @@ def runplan_status(R):
     rows = [["1", f"{len(alex)} of {len(grids.CORRUPTIONS)}: p = "
              + (", ".join(f"{r.tags()['corrupt']:g}" for r in alex) or "none"),
              "the others not run yet" if len(alex) < len(grids.CORRUPTIONS) else "done"],
-            ["2", f"{len(mlp3)} of 3", "the others not run yet" if len(mlp3) < 3 else "done"],
-            ["3-9", "none", "not run yet"]]
+            ["2", f"{len(mlp3)} of 3", "the others not run yet" if len(mlp3) < 3 else "done"]]
+    inc = done("figure1_n10000", lambda r: r.tags()["model"] == "inception")
+    a = [r for r in inc if r.tags()["randomize"] != "none" or r.tags()["corrupt"] == 0]
+    b = [r for r in inc if r.tags()["randomize"] == "none"]
+    from rethinkgen_tf.plots import LABELS
+    rows.append(["3", f"{len(a)} of {len(grids.FIG1_RANDOMIZATIONS)}: "
+                 + (", ".join(LABELS[r.tags()["randomize"]] for r in a)
+                    or "none"),
+                 "the others not run yet" if len(a) < len(grids.FIG1_RANDOMIZATIONS) else "done"])
+    rows.append(["4", f"{len(b)} of {len(grids.CORRUPTIONS)}: p = "
+                 + (", ".join(f"{r.tags()['corrupt']:g}" for r in b) or "none"),
+                 "the others not run yet" if len(b) < len(grids.CORRUPTIONS) else "done"])
+    rows.append(["5-9", "none", "not run yet"])
     return md_table(["#", "finished points (records in docs/results/)", "the rest"], rows)
 
 
@@ -635,9 +745,13 @@ REGIONS = {
     "rademacher": ("docs/theory.md", rademacher_table),
     "kernel_table": ("docs/theory.md", kernel_table),
     "kernel_curve": ("docs/theory.md", kernel_curve_table),
+    "kernel_design": ("docs/theory.md", kernel_design_table),
+    "kernel_ridge_sizes": ("docs/theory.md", kernel_ridge_sizes_table),
     "precision": ("docs/runplan.md", precision_table),
     "alexnet_figure1_paper": ("docs/runplan.md", alexnet_figure1_paper),
     "runplan_status": ("docs/runplan.md", runplan_status),
+    "table1_paper": ("docs/runplan.md", table1_paper_rows),
+    "inception_figure1a_n10000": ("docs/runplan.md", inception_figure1a_n10000),
 }
 NOT_YET = "(not yet rerun: no record in docs/results; see docs/results.md, the run plan)"
 
@@ -699,6 +813,8 @@ FIGURE_MAKERS = {
         R, "figure1_paper", "figure1_mlp_1x512_n50000", ["mlp_1x512"]),
     "figure1_alexnet_n50000": lambda R: _figure1_suite(
         R, "figure1_paper", "figure1_alexnet_n50000", ["alexnet"]),
+    "figure1_inception_n10000": lambda R: _figure1_suite(
+        R, "figure1_n10000", "figure1_inception_n10000", ["inception"]),
     "kernel_cifar10_conv_curve_n50000": _kernel_figure,
     "dynamics_mlp_1x512_p0.5_n10000": _dynamics_figure,
 }

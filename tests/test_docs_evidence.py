@@ -9,7 +9,7 @@ import matplotlib
 import numpy as np
 import pytest
 
-from rethinkgen_tf import grids, plots, recipes, report, results, suite
+from rethinkgen_tf import grids, plots, recipes, report, results, scales, suite
 
 matplotlib.use("Agg")
 
@@ -91,8 +91,8 @@ def _finished_run(d, cfg):
 
 @pytest.fixture
 def grid(monkeypatch):
-    cpu = recipes.SCALES["cpu"]
-    monkeypatch.setitem(recipes.SCALES, "cpu", dataclasses.replace(
+    cpu = scales.SCALES["cpu"]
+    monkeypatch.setitem(scales.SCALES, "cpu", dataclasses.replace(
         cpu, train_size={"mlp": 40, recipes.OTHER: 40}, test_size=20))
     return grids.figure1_points("cpu", "/data/cifar", models=("mlp_1x512",),
                                 corruptions=(0.0, 1.0), parts="bc")
