@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
-from rethinkgen_tf import entry, models, train  # noqa: E402
+from rethinkgen_tf import entry, models, results, train  # noqa: E402
 
 flags.DEFINE_list("models", ["mlp_1x512", "mlp_3x512", "alexnet", "inception_nobn",
                              "inception"], "Models to time.")
@@ -101,21 +101,70 @@ def pipeline_stream(data_dir, batch_size):
     return train._train_stream(data, 0, 2)
 
 
-def full_epoch(data_dir):
-    from rethinkgen_tf.data import DataConfig, load
+def full_epoch(data_dir, epochs=3):
+    """One full MLP 1x512 epoch on CIFAR-10 (50,000 training images, re-evaluation of the
+    50,000 and the 10,000 test images), as train.run runs it, for each setting side by
+    side in this process: one step per tf.function call and evaluation batches of 128
+    (`before`), the defaults (several steps per call, evaluation batches of EVAL_BATCH),
+    and the defaults in bf16.  Each the fastest of epochs 2..`epochs` (the first traces).
+    Then the same epoch in PyTorch where it is installed (benchmarks/torch_epoch.py: the
+    demo's per-image DataLoader, and in-memory tensors), each setting's ratio against both."""
+    from rethinkgen_tf.data import DataConfig, load, pipeline
 
     dc = DataConfig(dataset="cifar10", data_dir=data_dir, randomize="labels")
     t = time.perf_counter()
-    data = load(dc)
+    load(dc)
     load_time = time.perf_counter() - t
-    with tempfile.TemporaryDirectory() as d:
-        r = train.run(train.TrainConfig(model="mlp_1x512", epochs=1, verbose=0), dc, d,
-                      data=data)
-    row = r["final"]
-    print(f"full epoch mlp_1x512 cifar10: {row['epoch_time'] + row['eval_time']:.1f} s "
-          f"(train {row['epoch_time']:.1f} s = {row['images_per_sec']:.0f} img/s, "
-          f"re-eval 50k train + 10k test {row['eval_time']:.1f} s; data load "
-          f"{load_time:.1f} s, not included)")
+    eval_batch = pipeline.EVAL_BATCH
+    settings = [("before: 1 step/call, eval batch 128", dict(steps_per_execution=1), 0),
+                ("float32", {}, eval_batch), ("bf16", dict(precision="bf16"), eval_batch)]
+    ours = {}
+    for label, overrides, eb in settings:
+        pipeline.EVAL_BATCH = eb
+        try:
+            with tempfile.TemporaryDirectory() as d:
+                train.run(train.TrainConfig(model="mlp_1x512", epochs=epochs, verbose=0,
+                                            **overrides), dc, d, data=load(dc))
+                timed = results.read_metrics(d)[1:]
+        finally:
+            pipeline.EVAL_BATCH = eval_batch
+        row = min(timed, key=lambda x: x["epoch_time"] + x["eval_time"])
+        ours[label] = (row["epoch_time"], row["eval_time"])
+    torch_rows = torch_epochs(data_dir, epochs - 1)
+    before = sum(ours[settings[0][0]])
+    for label, (tr, ev) in ours.items():
+        vs = "".join(f" | {name} {sum(t):.2f} s: {sum(t) / (tr + ev):.1f}x"
+                     for name, t in torch_rows.items())
+        print(f"full epoch mlp_1x512 cifar10, {label}: {tr + ev:.2f} s (train {tr:.2f} s = "
+              f"{50_000 / tr:.0f} img/s, re-eval 50k train + 10k test {ev:.2f} s) | "
+              f"{before / (tr + ev):.2f}x before{vs}", flush=True)
+    for name, (tr, ev) in torch_rows.items():
+        print(f"full epoch mlp_1x512 cifar10, {name}: {tr + ev:.2f} s (train {tr:.2f} s, "
+              f"re-eval 50k train + 10k test {ev:.2f} s)")
+    print(f"(data load {load_time:.1f} s, not included; fastest of epochs 2-{epochs} for ours, "
+          f"of {epochs - 1} for PyTorch)")
+
+
+def torch_epochs(data_dir, epochs):
+    """{"PyTorch <mode>": (train s, re-eval s)} on the same images, or {} without torch."""
+    try:
+        import torch
+    except ImportError:
+        print("full epoch: PyTorch is not installed, so no PyTorch baseline (pip install "
+              "torch into the venv to time one beside ours)")
+        return {}
+    from benchmarks import torch_epoch
+    from rethinkgen_tf.data import sources
+    torch.set_num_threads(os.cpu_count() or 1)
+    arrays = []
+    for split in ("train", "test"):
+        x, y = sources.load_arrays("cifar10", data_dir, split)[:2]
+        arrays += [np.ascontiguousarray(x[:, 2:30, 2:30]), y]  # the 28 x 28 center crop
+    out = {}
+    for mode in ("loader", "tensors"):
+        t = torch_epoch.epoch(*arrays, mode=mode, epochs=epochs)
+        out[f"PyTorch {torch.__version__} {mode}"] = (t["train"], t["eval"])
+    return out
 
 
 class _EpochEnds(keras.callbacks.Callback):
