@@ -23,7 +23,6 @@ from rethinkgen_tf.kernels.config import (  # noqa: F401
     KernelConfig,
 )
 from rethinkgen_tf.kernels.experiment import (  # noqa: F401
-    STANDARD_SIZES,
     centered_gram,
     feature_blocks,
     kernel_experiment,

@@ -58,7 +58,7 @@ def feature_blocks(x, xt, dataset="fashion_mnist", features="raw", preprocess="a
     either existed."""
     images = np.concatenate([x, xt])
     if features == "raw":
-        pre = preprocess if preprocess != "auto" else ("standardize" if dataset == "cifar10" else "scale")
+        pre = preprocess if preprocess != "auto" else _record(dataset).normalization
         return (lambda b: kf.raw_features(images, pre)), 1, int(np.prod(x.shape[1:])), False, dict(preprocess=pre)
     try:
         fm = kf.RandomConvFeatures(x, conv_filters, conv_kernel, conv_pool, conv_threshold, conv_two_sided,
@@ -229,8 +229,11 @@ def _curve_figure(summary, out, log) -> str:
 
 
 # --------------------------------------------------------------------------- memory
-STANDARD_SIZES = {"mnist": (60000, 10000), "fashion_mnist": (60000, 10000), "cifar10": (50000, 10000)}
-_PIXELS = {"mnist": (28, 28), "fashion_mnist": (28, 28), "cifar10": (32, 32, 3)}
+def _record(dataset):
+    """The dataset's record (rethinkgen_tf.data.datasets): its sizes, pixels and normalization."""
+    from rethinkgen_tf.data import datasets
+    return datasets.BY_NAME[dataset]
+
 BASE_BYTES = 2**30  # Python, NumPy, TensorFlow (the entry point imports it) and the dataset
 
 
@@ -271,7 +274,8 @@ def _check_memory(n, t, features, method, val_fit_n, conv, dataset, shape=None) 
     """The line that says how much memory the experiment needs; ValueError (one line, what to reduce)
     if that is more than the machine has."""
     if features == "raw":
-        dim_block = int(np.prod(shape if shape is not None else _PIXELS.get(dataset, (32, 32, 3))))
+        d = _record(dataset)
+        dim_block = int(np.prod(shape)) if shape is not None else d.image_size ** 2 * d.channels
     else:
         dim_block = conv["conv_pool"] ** 2 * (2 if conv["conv_two_sided"] else 1) * min(conv["conv_block"],
                                                                                           conv["conv_filters"])
@@ -379,8 +383,8 @@ def kernel_experiment(cfg: KernelConfig, progress: Optional[Callable] = _log) ->
     t_all = time.time()
     dataset, seed, asked_n = cfg.dataset, cfg.seed, cfg.n
     # random subsets (seed + 1), kept in index order
-    if cfg.data_dir is None and dataset in STANDARD_SIZES:  # tensorflow-datasets: the sizes are known
-        n0, t0 = STANDARD_SIZES[dataset]
+    if cfg.data_dir is None:  # tensorflow-datasets: the sizes are known
+        n0, t0 = _record(dataset).num_train, _record(dataset).num_test
         t_est = cfg.holdout if cfg.holdout else min(cfg.test_n or t0, t0)
         _check_memory(min(asked_n or n0, n0), t_est, features, cfg.method, cfg.val_fit_n, cfg.conv, dataset)
     if cfg.holdout:
@@ -532,7 +536,7 @@ def _choose(dists, y, k, med, cfg, log, progress) -> dict:
         if validation is not None:
             fixed = validation["interpolation"]["sigma"]
         else:
-            factor = 0.25 if dataset != "cifar10" and features == "raw" else 1.0
+            factor = 0.25 if _record(dataset).normalization == "scale" and features == "raw" else 1.0
             fixed, source = factor * med, "default"
     if ridge == 0:
         ridge_row = None
