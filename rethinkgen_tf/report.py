@@ -697,6 +697,42 @@ def table1_paper_rows(R):
     return table1_table(R, "table1_paper")
 
 
+def readme_convnets(R):
+    """The README's line on the convnet grids: the finished ones' headline numbers."""
+    from rethinkgen_tf.plots import PAPER_SLOWDOWN_AT_1, PAPER_TEST_ERROR_AT_0, TABLE1
+    out = []
+    alex = {r.tags()["corrupt"]: r for r in R.runs("figure1_paper")
+            if r.tags()["model"] == "alexnet" and r.tags()["seed"] == 0}
+    if 0.0 in alex and 1.0 in alex:
+        a0, a1 = alex[0.0], alex[1.0]
+        out.append(f"AlexNet on all {_n(a0.result['num_train'])} images (seed 0) fits random labels "
+                   f"in {a1.result['overfit_step'] / a0.result['overfit_step']:.2f}x the steps of "
+                   f"true labels (paper {PAPER_SLOWDOWN_AT_1[0]:g}-{PAPER_SLOWDOWN_AT_1[1]:g}x, our "
+                   f"reading of its figure) with {pct(1 - a1.final['test_acc'], 2)}% test error "
+                   f"(paper about 90%); {pct(1 - a0.final['test_acc'], 2)}% on true labels (paper "
+                   f"{100 * PAPER_TEST_ERROR_AT_0['alexnet']:.2f}%).")
+    mlp3 = {(r.tags()["wd"], r.tags()["random_labels"]): r for r in R.runs("table1_paper")
+            if r.tags()["model"] == "mlp_3x512" and r.tags()["seed"] == 0}
+    if len(mlp3) == 3:
+        rows = ((True, False), (False, False), (False, True))
+        acc = " / ".join(pct(mlp3[k].final["test_acc"], 2) for k in rows)
+        paper = " / ".join(f"{TABLE1[('mlp_3x512', False, *k)][1]:.2f}" for k in rows)
+        out.append(f"MLP 3x512 on all {_n(mlp3[(False, False)].result['num_train'])} images "
+                   f"(seed 0) fits all three of Table 1's rows with test accuracy {acc}% "
+                   f"(weight decay / none / random labels; paper {paper}%).")
+    inc = {r.tags()["randomize"]: r for r in R.runs("figure1_n10000")
+           if r.tags()["model"] == "inception" and r.tags()["corrupt"] == 0
+           and r.tags()["seed"] == 0}
+    if "none" in inc and "labels" in inc:
+        i0, i1 = inc["none"], inc["labels"]
+        out.append(f"Small Inception on {_n(i0.result['num_train'])} images (seed 0) fits random "
+                   f"labels in {i1.result['overfit_step'] / i0.result['overfit_step']:.2f}x the "
+                   "steps of true labels.")
+    if not out:
+        raise MissingRecord("no finished convnet grid points")
+    return " ".join(out)
+
+
 def runplan_status(R):
     """docs/runplan.md: how many points of each convnet grid have a committed record."""
     from rethinkgen_tf import grids
@@ -730,6 +766,7 @@ def runplan_status(R):
 
 REGIONS = {
     "readme_figure1": ("README.md", readme_figure1),
+    "readme_convnets": ("README.md", readme_convnets),
     "linear_rule": ("docs/experiments.md", linear_rule),
     "linear_control": ("docs/experiments.md", linear_control),
     "linear_control_prose": ("docs/experiments.md", linear_control_prose),
