@@ -346,7 +346,11 @@ def rademacher_table(R):
 
 KERNEL_FULL = (("raw pixels", "kernel/cifar10_raw.json"),
                ("random conv, Gaussian filters, 16,384", "kernel/cifar10_conv16384.json"),
-               ("random conv, Gaussian filters, 32,000 (the paper's count)", "kernel/cifar10_conv32000.json"))
+               ("random conv, Gaussian filters, 32,000 (the paper's count)", "kernel/cifar10_conv32000.json"),
+               ("random conv, patch filters, 4,096, filter seed 0", "kernel/cifar10_patches4096.json"),
+               ("random conv, patch filters, 4,096, filter seed 1", "kernel/cifar10_patches4096_fs1.json"))
+KERNEL_PATCHES = (("filter seed 0", "kernel/cifar10_patches4096.json"),
+                  ("filter seed 1", "kernel/cifar10_patches4096_fs1.json"))
 KERNEL_SUBSETS = (("raw pixels", "kernel_subsets/cifar10_raw_n5000.json"),
                   ("random conv, Gaussian filters, 1,024", "kernel_subsets/cifar10_conv1024_n5000.json"),
                   ("random conv, Gaussian filters, 4,096", "kernel_subsets/cifar10_conv4096_n5000.json"),
@@ -386,6 +390,42 @@ def kernel_curve_table(R):
             for c in sorted(s["curve"], key=lambda c: c["filters"])]
     return md_table(["filters", "test error, interpolant", "validation error",
                      "sigma / median", "random labels: test error (train error 0)"], rows)
+
+
+def kernel_patch_curve_table(R):
+    """Patch filters at n = 50,000: the test error against the filter count for each filter
+    seed (each point its own validated sigma), their mean and spread, and the Gaussian
+    filters' curve at the same counts beside."""
+    runs = []
+    for name, rel in KERNEL_PATCHES:
+        try:
+            runs.append((name, R.json(rel)))
+        except MissingRecord:
+            continue
+    if not runs:
+        raise MissingRecord("no patch-filter summaries in docs/results/kernel")
+    gauss = {c["filters"]: c["test_error"] for c in R.json("kernel/cifar10_conv32000.json")["curve"]}
+    curves = [{c["filters"]: c for c in s["curve"]} for _, s in runs]
+    rows = []
+    for f in sorted(set().union(*curves)):
+        errs = [c[f]["test_error"] for c in curves if f in c]
+        cells = [f"{pct(c[f]['test_error'], 2)}%" if f in c else "—" for c in curves]
+        spread = f"{pct(sum(errs) / len(errs), 2)}% ± {pct((max(errs) - min(errs)) / 2, 2)}" \
+            if len(errs) > 1 else "—"
+        rows.append([_n(f), *cells, spread,
+                     f"{pct(gauss[f], 2)}%" if f in gauss else "—"])
+    ridge = [s["results"].get("true_ridge") for _, s in runs]
+    rows.append([f"validated ridge at {_n(max(runs[0][1]['conv_filters'], 0))}",
+                 *["—" if r is None else f"{pct(r['test_error'], 2)}% (ridge {r['ridge']:g})"
+                   for r in ridge],
+                 "—" if len(ridge) < 2 or None in ridge else
+                 f"{pct(sum(r['test_error'] for r in ridge) / 2, 2)}% ± "
+                 f"{pct(abs(ridge[0]['test_error'] - ridge[1]['test_error']) / 2, 2)}", "—"])
+    rows.append(["random labels at the largest",
+                 *[f"{pct(s['results']['random']['test_error'])}% (train error "
+                   f"{pct(s['results']['random']['train_error'], 0)})" for _, s in runs], "—", "—"])
+    return md_table(["filters", *(f"patch filters, {name}" for name, _ in runs),
+                     "mean ± half the range", "Gaussian filters (the 32,000-filter run's curve)"], rows)
 
 
 KERNEL_DESIGN = "kernel/design_n4000.json"
@@ -782,6 +822,7 @@ REGIONS = {
     "rademacher": ("docs/theory.md", rademacher_table),
     "kernel_table": ("docs/theory.md", kernel_table),
     "kernel_curve": ("docs/theory.md", kernel_curve_table),
+    "kernel_patch_curve": ("docs/theory.md", kernel_patch_curve_table),
     "kernel_design": ("docs/theory.md", kernel_design_table),
     "kernel_ridge_sizes": ("docs/theory.md", kernel_ridge_sizes_table),
     "precision": ("docs/runplan.md", precision_table),
@@ -925,6 +966,9 @@ class Claim:
         return self.template.format(**{k: f(R) for k, f in self.values.items()})
 
 
+KP4 = "kernel/cifar10_patches4096.json"
+
+
 def _k(rel, *path, scale=1.0):
     def get(R):
         v = R.json(rel)
@@ -967,6 +1011,10 @@ CLAIMS = [
           {"raw": _k(K_RAW, "results", "true", "test_error", scale=100)}),
     Claim("README.md", "and {c32:.1f}% on the paper's 32,000 random conv filters",
           {"c32": _k(K32, "results", "true", "test_error", scale=100)}),
+    Claim("README.md", "with 4,096 whitened training patches as filters (the default) "
+          "{p4:.1f}%, {p4r:.1f}% with the validated ridge (paper 15%)",
+          {"p4": _k(KP4, "results", "true", "test_error", scale=100),
+           "p4r": _k(KP4, "results", "true_ridge", "test_error", scale=100)}),
     Claim("README.md", "{c16:.1f}% at 16,384, {c1k:.1f}% at 1,024)",
           {"c16": _k(K16, "results", "true", "test_error", scale=100),
            "c1k": _curve(K32, 1024, "test_error")}),
