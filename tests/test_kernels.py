@@ -864,6 +864,11 @@ def test_feature_blocks_keep_the_identity_of_gaussian_runs():
     s = kernels.feature_blocks(x, xt, "cifar10", "random_conv", conv_filters_from="patches", conv_filter_seed=3,
                                **common)[4]
     assert (s["conv_filters_from"], s["conv_filter_seed"]) == ("patches", 3)
+    # a filter seed equal to --seed (its default) is the run without one: the same state and summary
+    same = [kernels.feature_blocks(x, xt, "cifar10", "random_conv", conv_filters_from="patches",
+                                   seed=2, **k, **common) for k in ({}, dict(conv_filter_seed=2))]
+    assert same[0][4] == same[1][4] and "conv_filter_seed" not in same[1][4]
+    np.testing.assert_array_equal(same[0][0](1), same[1][0](1))
     # the test images never shape the features: other test images, the same training features
     f1 = kernels.feature_blocks(x, xt, "cifar10", "random_conv", conv_filters_from="patches", **common)[0]
     f2 = kernels.feature_blocks(x, _images(3, 12, seed=9), "cifar10", "random_conv", conv_filters_from="patches",

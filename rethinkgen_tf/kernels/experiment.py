@@ -53,7 +53,7 @@ def feature_blocks(x, xt, dataset="fashion_mnist", features="raw", preprocess="a
     raw: one block, kernels.features.raw_features with `preprocess` ("auto": standardize on
     CIFAR-10, scale on MNIST-format data).  random_conv: kernels.features.RandomConvFeatures (its
     statistics and patch filters from x only) in blocks of conv_block filters.  The settings hold
-    conv_filters_from only for patch filters and conv_filter_seed only when given, so a Gaussian
+    conv_filters_from only for patch filters and conv_filter_seed only when it is not seed, so a Gaussian
     run's settings (and the identity of its state and summary) are those of the runs made before
     either existed."""
     images = np.concatenate([x, xt])
@@ -74,7 +74,7 @@ def feature_blocks(x, xt, dataset="fashion_mnist", features="raw", preprocess="a
                     conv_standardize=conv_standardize, conv_block=conv_block)
     if conv_filters_from != "gaussian":
         settings["conv_filters_from"] = conv_filters_from
-    if conv_filter_seed is not None:
+    if conv_filter_seed is not None and conv_filter_seed != seed:  # its default is seed: the same run
         settings["conv_filter_seed"] = conv_filter_seed
     return block, -(-conv_filters // conv_block), fm.dim, conv_standardize, settings
 
