@@ -348,6 +348,10 @@ def implicit(pairs, out_dir):
         ax.legend()
         numbers[key] = {"final_test": test[-1] if test else None,
                                    "best_test": best[-1] if best else None}
+    sizes = sorted({res["num_train"] for _, res in pairs if res and res.get("num_train")})
+    seeds = len({p.tag.get("seed", 0) for p, _ in pairs})
+    if sizes:
+        fig.suptitle(f"n = {', '.join(f'{n:,}' for n in sizes)}, {seeds} seed(s)", fontsize=10)
     numbers["files"] = _save(fig, out_dir, "figure2b")
     return numbers
 

@@ -654,21 +654,17 @@ def precision_table(R):
             + " ".join(spread))
 
 
-def alexnet_figure1_paper(R):
-    """docs/runplan.md: grid 1, Figure 1 (b, c) for AlexNet at n = 50,000, every point of
-    the grid, the ones without a record marked as not run yet."""
+def _figure1_bc(runs, model, figure):
+    """A Figure 1 (b, c) grid's table, seed 0: every p of the grid, the ones without a
+    record marked as not run yet; its settings from the records' configs."""
     from rethinkgen_tf.grids import CORRUPTIONS
     from rethinkgen_tf.plots import PAPER_SLOWDOWN_AT_1, PAPER_TEST_ERROR_AT_0
-    runs = [r for r in R.runs("figure1_paper") if r.tags()["model"] == "alexnet"
-            and r.tags()["randomize"] == "none"]
-    if not runs:
-        raise MissingRecord("no AlexNet runs in docs/results/figure1_paper")
     at = {r.tags()["corrupt"]: r for r in runs if r.tags()["seed"] == 0}
     base = at.get(0.0)
     rows = []
     for p in CORRUPTIONS:
         r = at.get(p)
-        paper_err = (f"{100 * PAPER_TEST_ERROR_AT_0['alexnet']:.2f} (Table 1)" if p == 0 else
+        paper_err = (f"{100 * PAPER_TEST_ERROR_AT_0[model]:.2f} (Table 1)" if p == 0 else
                      "about 90" if p == 1 else "not stated")
         paper_slow = f"{PAPER_SLOWDOWN_AT_1[0]:g}-{PAPER_SLOWDOWN_AT_1[1]:g}x (our reading)" \
             if p == 1 else ("1" if p == 0 else "")
@@ -682,12 +678,35 @@ def alexnet_figure1_paper(R):
                      f"{pct(r.final['train_eval_acc'], 3)}%", slow,
                      paper_slow, f"{pct(1 - r.final['test_acc'], 2)} (ours) / {paper_err}"])
     (n,) = {r.result["num_train"] for r in runs}
+    t = (base or runs[0]).config["train"]
     head = ["p", "epochs to fit", "steps to fit", "train acc at the stop", "time to fit / p = 0",
             "paper: slowdown", "test error %: ours / paper"]
-    return (f"AlexNet, n = {_n(n)}, seed 0, bf16, fit = 99.9% of the training set re-evaluated, "
-            "at most 100 epochs (learning rate 0.01 x 0.95 per epoch):\n\n" + md_table(head, rows)
-            + f"\n\n![Figure 1 (b, c), AlexNet, n = {_n(n)}, seed 0, the finished points]"
-            "(figures/figure1_alexnet_n50000.png)")
+    from rethinkgen_tf.plots import MODEL_NAMES
+    name = MODEL_NAMES.get(model, model)
+    return (f"{name}, n = {_n(n)}, seed 0, {t.get('precision', 'float32')}, fit = "
+            f"{100 * t.get('overfit_threshold', 1.0):g}% of the training set re-evaluated, "
+            f"at most {t['epochs']} epochs (learning rate {t['learning_rate']:g} x "
+            f"{t['lr_decay']:.4g} per epoch):\n\n" + md_table(head, rows)
+            + f"\n\n![Figure 1 (b, c), {name}, n = {_n(n)}, seed 0, the finished points]"
+            f"(figures/{figure}.png)")
+
+
+def alexnet_figure1_paper(R):
+    """docs/runplan.md: grid 1, Figure 1 (b, c) for AlexNet at n = 50,000."""
+    runs = [r for r in R.runs("figure1_paper") if r.tags()["model"] == "alexnet"
+            and r.tags()["randomize"] == "none"]
+    if not runs:
+        raise MissingRecord("no AlexNet runs in docs/results/figure1_paper")
+    return _figure1_bc(runs, "alexnet", "figure1_alexnet_n50000")
+
+
+def inception_figure1bc_n10000(R):
+    """docs/runplan.md: grid 4, Figure 1 (b, c) for small Inception at n = 10,000."""
+    runs = [r for r in R.runs("figure1_n10000") if r.tags()["model"] == "inception"
+            and r.tags()["randomize"] == "none"]
+    if not runs:
+        raise MissingRecord("no Inception runs in docs/results/figure1_n10000")
+    return _figure1_bc(runs, "inception", "figure1_inception_n10000")
 
 
 # Figure 1 (a) as the paper describes it (it gives curves, not numbers)
@@ -730,6 +749,55 @@ def inception_figure1a_n10000(R):
             + md_table(head, rows)
             + f"\n\n![Figure 1 at n = {_n(n)}, small Inception, seed 0, the finished points]"
             "(figures/figure1_inception_n10000.png)")
+
+
+def implicit_n10000(R):
+    """docs/runplan.md: grid 5, Figure 2b for small Inception at n = 10,000: with and without
+    batch norm, no other regularizer; the final and the best test accuracy (what early
+    stopping could give), beside Table 1's no-regularizer rows for the two models."""
+    from rethinkgen_tf.grids import TABLE1
+    from rethinkgen_tf.plots import MODEL_NAMES
+    runs = {r.tags()["model"]: r for r in R.runs("implicit_n10000") if r.tags()["seed"] == 0}
+    rows, final, gain = [], {}, {}
+    for model in ("inception", "inception_nobn"):
+        name, paper = MODEL_NAMES.get(model, model), f"{TABLE1[(model, False, False, False)][1]:.2f}%"
+        r = runs.get(model)
+        if r is None:
+            rows.append([name, "not run yet", "", "", "", "", paper])
+            continue
+        if results.diverged(r.result):
+            rows.append([name, f"diverged at epoch {r.result.get('diverged_epoch', '?')}", "", "",
+                         "", "", paper])
+            continue
+        tested = results.tested(r.rows)
+        best = max(tested, key=lambda x: x["test_acc"])
+        final[model] = r.final["test_acc"]
+        gain[model] = best["test_acc"] - final[model]
+        rows.append([name, len(r.rows), f"{pct(r.final['train_eval_acc'], 2)}%",
+                     f"{pct(final[model], 2)}%",
+                     f"{pct(best['test_acc'], 2)}% (epoch {best['epoch']})",
+                     pct(gain[model], 2), paper])
+    if not final:
+        raise MissingRecord("no finished runs in docs/results/implicit_n10000")
+    some = next(iter(runs.values()))
+    t, n = some.config["train"], some.result["num_train"]
+    head = ["model", "epochs", "train acc (final)", "test acc (final)", "best test acc (epoch)",
+            "early stopping would gain (points)", "paper: test acc (Table 1, no regularizer)"]
+    text = (f"Small Inception with and without batch norm, n = {_n(n)}, seed 0, "
+            f"{t.get('precision', 'float32')}, no weight decay, no augmentation, "
+            f"{t['epochs']} epochs (learning rate {t['learning_rate']:g} x {t['lr_decay']:.4g} "
+            f"per epoch), {_n(some.result['num_test'])} test images evaluated every epoch:\n\n"
+            + md_table(head, rows))
+    if len(final) == 2:
+        bn = final["inception"] - final["inception_nobn"]
+        text += (f"\n\nBatch norm changes the final test accuracy by {100 * bn:+.2f} points "
+                 "(paper: it adds 3-4 points; Table 1: 85.75% against 82.00% on all 50,000 "
+                 f"images).  Early stopping at the best epoch would gain {pct(gain['inception'], 2)}"
+                 f" points with batch norm and {pct(gain['inception_nobn'], 2)} without (paper: "
+                 "no gain on CIFAR-10); the best epoch is chosen here on the test set itself, so "
+                 "this is an upper bound on what early stopping could give.")
+    return (text + f"\n\n![Figure 2b, small Inception with and without batch norm, "
+            f"n = {_n(n)}, seed 0](figures/figure2b_inception_n10000.png)")
 
 
 def table1_paper_rows(R):
@@ -809,7 +877,11 @@ def runplan_status(R):
     rows.append(["4", f"{len(b)} of {len(grids.CORRUPTIONS)}: p = "
                  + (", ".join(f"{r.tags()['corrupt']:g}" for r in b) or "none"),
                  "the others not run yet" if len(b) < len(grids.CORRUPTIONS) else "done"])
-    rows.append(["5-9", "none", "not run yet"])
+    imp = done("implicit_n10000", lambda r: True)
+    rows.append(["5", f"{len(imp)} of 2: " + (", ".join(
+        "with batch norm" if r.tags()["model"] == "inception" else "without batch norm"
+        for r in imp) or "none"), "the others not run yet" if len(imp) < 2 else "done"])
+    rows.append(["6-9", "none", "not run yet"])
     return md_table(["#", "finished points (records in docs/results/)", "the rest"], rows)
 
 
@@ -836,6 +908,8 @@ REGIONS = {
     "kernel_ridge_sizes": ("docs/theory.md", kernel_ridge_sizes_table),
     "precision": ("docs/runplan.md", precision_table),
     "alexnet_figure1_paper": ("docs/runplan.md", alexnet_figure1_paper),
+    "inception_figure1bc_n10000": ("docs/runplan.md", inception_figure1bc_n10000),
+    "implicit_n10000": ("docs/runplan.md", implicit_n10000),
     "runplan_status": ("docs/runplan.md", runplan_status),
     "table1_paper": ("docs/runplan.md", table1_paper_rows),
     "inception_figure1a_n10000": ("docs/runplan.md", inception_figure1a_n10000),
@@ -884,6 +958,18 @@ def _kernel_figure(R):
     return path
 
 
+def _implicit_figure(R):
+    import tempfile
+
+    from rethinkgen_tf import plots
+    runs = [r for r in R.runs("implicit_n10000") if r.tags()["seed"] == 0]
+    with tempfile.TemporaryDirectory() as d:
+        plots.implicit(_pairs(runs, {"model", "seed"}), d)
+        (ROOT / FIGURES).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(d) / "figure2b.png", ROOT / FIGURES / "figure2b_inception_n10000.png")
+    return ROOT / FIGURES / "figure2b_inception_n10000.png"
+
+
 def _dynamics_figure(R):
     from rethinkgen_tf import plots
     (run,) = R.runs("dynamics")
@@ -902,6 +988,7 @@ FIGURE_MAKERS = {
         R, "figure1_paper", "figure1_alexnet_n50000", ["alexnet"]),
     "figure1_inception_n10000": lambda R: _figure1_suite(
         R, "figure1_n10000", "figure1_inception_n10000", ["inception"]),
+    "figure2b_inception_n10000": _implicit_figure,
     "kernel_cifar10_conv_curve_n50000": _kernel_figure,
     "dynamics_mlp_1x512_p0.5_n10000": _dynamics_figure,
 }

@@ -235,3 +235,56 @@ def test_every_picture_the_docs_show_exists():
         path = report.ROOT / doc
         for target in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", path.read_text()):
             assert (path.parent / target).is_file(), f"{doc} shows {target}, which is missing"
+
+
+def _implicit_records(tmp_path):
+    """Two Figure 2b records from a committed Inception run: with batch norm as it is; without
+    it, a final test accuracy of 68.00% and a best epoch (5) at 90.00% in its metrics."""
+    src = next(p for p in (report.ROOT / report.RESULTS / "figure1_n10000").iterdir()
+               if p.name.startswith("cifar10_inception_n10000_s0"))
+    root = tmp_path / "results"
+    shutil.copytree(src, root / "implicit_n10000" / "bn")
+    nobn = root / "implicit_n10000" / "nobn"
+    shutil.copytree(src, nobn)
+    cfg = json.loads((nobn / "config.json").read_text())
+    cfg["train"]["batchnorm"] = False
+    (nobn / "config.json").write_text(json.dumps(cfg))
+    res = json.loads((nobn / "result.json").read_text())
+    res["config"] = cfg
+    res["final"]["test_acc"] = 0.68
+    (nobn / "result.json").write_text(json.dumps(res))
+    lines = (nobn / "metrics.csv").read_text().splitlines()
+    head = lines[0].split(",")
+    row = lines[5].split(",")
+    assert int(row[0]) == 5
+    row[head.index("test_acc")] = "0.9"
+    lines[5] = ",".join(row)
+    (nobn / "metrics.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_figure2b_region_reads_both_models_from_their_records(tmp_path):
+    R = report.Records(_implicit_records(tmp_path))
+    text = report.implicit_n10000(R)
+    assert "| Inception w/o BatchNorm | 19 | 100.00% | 68.00% | 90.00% (epoch 5) | 22.00 | 82.00% |" in text
+    assert "| Inception | 19 | 100.00% | 71.64% | 71.64% (epoch 19) | 0.00 | 85.75% |" in text
+    assert "changes the final test accuracy by +3.64 points" in text
+    assert "gain 0.00 points with batch norm and 22.00 without" in text
+    status = report.runplan_status(R)
+    assert "| 5 | 2 of 2: with batch norm, without batch norm | done |" in status
+
+
+def test_figure2b_region_marks_what_is_not_run_or_diverged(tmp_path):
+    root = _implicit_records(tmp_path)
+    res = json.loads((root / "implicit_n10000" / "bn" / "result.json").read_text())
+    res.update(status="diverged", diverged_epoch=7)
+    (root / "implicit_n10000" / "bn" / "result.json").write_text(json.dumps(res))
+    text = report.implicit_n10000(report.Records(root))
+    assert "| Inception | diverged at epoch 7 |" in text
+    assert "points (paper" not in text  # no comparison without both models' numbers
+    shutil.rmtree(root / "implicit_n10000" / "bn")
+    text = report.implicit_n10000(report.Records(root))
+    assert "| Inception | not run yet |" in text
+    shutil.rmtree(root / "implicit_n10000" / "nobn")
+    with pytest.raises(report.MissingRecord):
+        report.implicit_n10000(report.Records(root))
