@@ -288,3 +288,14 @@ def test_figure2b_region_marks_what_is_not_run_or_diverged(tmp_path):
     shutil.rmtree(root / "implicit_n10000" / "nobn")
     with pytest.raises(report.MissingRecord):
         report.implicit_n10000(report.Records(root))
+
+
+def test_readme_states_figure2b_once_both_records_exist(tmp_path):
+    root = _implicit_records(tmp_path)
+    for grid in ("figure1_n10000", "figure1_paper", "table1_paper"):
+        shutil.copytree(report.ROOT / report.RESULTS / grid, root / grid)
+    text = report.readme_convnets(report.Records(root))
+    assert ("batch norm changes small Inception's final test accuracy by +3.64 points (paper: "
+            "+3 to 4), and stopping at the best test epoch would gain 0.00 and 22.00 points") in text
+    shutil.rmtree(root / "implicit_n10000" / "nobn")
+    assert "Figure 2b" not in report.readme_convnets(report.Records(root))
