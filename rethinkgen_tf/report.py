@@ -166,12 +166,21 @@ def figure1_pairs(runs):
     are (a); true-label runs are (b, c), and also (a)'s true-label curve where (a) exists."""
     from rethinkgen_tf.suite import Point
     a_models = {r.tags()["model"] for r in runs if r.tags()["randomize"] != "none"}
+    at_1 = {(r.tags()["model"], r.tags()["seed"]) for r in runs
+            if r.tags()["randomize"] == "none" and r.tags()["corrupt"] == 1.0}
+    bc_models = {r.tags()["model"] for r in runs if r.tags()["randomize"] == "none"
+                 and r.tags()["corrupt"] > 0}
     out = []
     for r in runs:
         t = r.tags()
         base = {"model": t["model"], "seed": t["seed"]}
         if t["randomize"] != "none":
             tags = [{**base, "part": "a", "randomize": t["randomize"]}]
+            if t["randomize"] == "labels" and t["model"] in bc_models \
+                    and (t["model"], t["seed"]) not in at_1:
+                # p = 1 of (b, c) trains on these very labels (corrupting every label draws
+                # them as random labels do: the configs' data fingerprints agree)
+                tags.append({**base, "part": "bc", "corrupt": 1.0})
         else:
             tags = [{**base, "part": "bc", "corrupt": t["corrupt"]}]
             if t["corrupt"] == 0 and t["model"] in a_models:
@@ -659,7 +668,14 @@ def _figure1_bc(runs, model, figure):
     record marked as not run yet; its settings from the records' configs."""
     from rethinkgen_tf.grids import CORRUPTIONS
     from rethinkgen_tf.plots import PAPER_SLOWDOWN_AT_1, PAPER_TEST_ERROR_AT_0
-    at = {r.tags()["corrupt"]: r for r in runs if r.tags()["seed"] == 0}
+    at = {r.tags()["corrupt"]: r for r in runs if r.tags()["seed"] == 0
+          and r.tags()["randomize"] == "none"}
+    shared = None
+    if 1.0 not in at:  # p = 1 is (a)'s random labels: the same labels, bit for bit
+        shared = next((r for r in runs if r.tags()["seed"] == 0
+                       and r.tags()["randomize"] == "labels"), None)
+        if shared is not None:
+            at[1.0] = shared
     base = at.get(0.0)
     rows = []
     for p in CORRUPTIONS:
@@ -674,11 +690,12 @@ def _figure1_bc(runs, model, figure):
         step = r.result.get("overfit_step")
         slow = f"{step / base.result['overfit_step']:.2f}x" if step and base is not None \
             and base.result.get("overfit_step") else ("never fit" if not step else "—")
-        rows.append([f"{p:g}", r.result.get("overfit_epoch") or "never fit", step or "—",
+        rows.append([f"{p:g}" + (" (the random-labels run of (a))" if r is shared else ""),
+                     r.result.get("overfit_epoch") or "never fit", step or "—",
                      f"{pct(r.final['train_eval_acc'], 3)}%", slow,
                      paper_slow, f"{pct(1 - r.final['test_acc'], 2)} (ours) / {paper_err}"])
-    (n,) = {r.result["num_train"] for r in runs}
-    t = (base or runs[0]).config["train"]
+    (n,) = {r.result["num_train"] for r in at.values()}
+    t = (base or next(iter(at.values()))).config["train"]
     head = ["p", "epochs to fit", "steps to fit", "train acc at the stop", "time to fit / p = 0",
             "paper: slowdown", "test error %: ours / paper"]
     from rethinkgen_tf.plots import MODEL_NAMES
@@ -687,6 +704,9 @@ def _figure1_bc(runs, model, figure):
             f"{100 * t.get('overfit_threshold', 1.0):g}% of the training set re-evaluated, "
             f"at most {t['epochs']} epochs (learning rate {t['learning_rate']:g} x "
             f"{t['lr_decay']:.4g} per epoch):\n\n" + md_table(head, rows)
+            + ("\n\nAt p = 1 every label is drawn as random labels draw them, so that row is "
+               "the random-labels run of Figure 1 (a): the same training labels, bit for bit (the "
+               "two configurations' data fingerprints agree)." if shared is not None else "")
             + f"\n\n![Figure 1 (b, c), {name}, n = {_n(n)}, seed 0, the finished points]"
             f"(figures/{figure}.png)")
 
@@ -703,7 +723,7 @@ def alexnet_figure1_paper(R):
 def inception_figure1bc_n10000(R):
     """docs/runplan.md: grid 4, Figure 1 (b, c) for small Inception at n = 10,000."""
     runs = [r for r in R.runs("figure1_n10000") if r.tags()["model"] == "inception"
-            and r.tags()["randomize"] == "none"]
+            and r.tags()["randomize"] in ("none", "labels")]
     if not runs:
         raise MissingRecord("no Inception runs in docs/results/figure1_n10000")
     return _figure1_bc(runs, "inception", "figure1_inception_n10000")
@@ -883,13 +903,17 @@ def runplan_status(R):
     inc = done("figure1_n10000", lambda r: r.tags()["model"] == "inception")
     a = [r for r in inc if r.tags()["randomize"] != "none" or r.tags()["corrupt"] == 0]
     b = [r for r in inc if r.tags()["randomize"] == "none"]
+    if not any(r.tags()["corrupt"] == 1.0 for r in b):  # p = 1: (a)'s random labels, bit for bit
+        b += [r for r in inc if r.tags()["randomize"] == "labels"][:1]
     from rethinkgen_tf.plots import LABELS
     rows.append(["3", f"{len(a)} of {len(grids.FIG1_RANDOMIZATIONS)}: "
                  + (", ".join(LABELS[r.tags()["randomize"]] for r in a)
                     or "none"),
                  "the others not run yet" if len(a) < len(grids.FIG1_RANDOMIZATIONS) else "done"])
     rows.append(["4", f"{len(b)} of {len(grids.CORRUPTIONS)}: p = "
-                 + (", ".join(f"{r.tags()['corrupt']:g}" for r in b) or "none"),
+                 + (", ".join(f"{1.0 if r.tags()['randomize'] == 'labels' else r.tags()['corrupt']:g}"
+                              for r in sorted(b, key=lambda r: r.tags()["randomize"] == "labels"
+                                              or r.tags()["corrupt"])) or "none"),
                  "the others not run yet" if len(b) < len(grids.CORRUPTIONS) else "done"])
     imp = done("implicit_n10000", lambda r: True)
     rows.append(["5", f"{len(imp)} of 2: " + (", ".join(

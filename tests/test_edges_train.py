@@ -162,6 +162,15 @@ def test_the_fingerprint_is_of_the_data_used():
     assert other["train"] != a["train"] and other["test"] == a["test"]
 
 
+def test_label_corruption_one_trains_on_the_random_labels_bit_for_bit():
+    # docs/runplan.md shows (a)'s random-labels run as p = 1 of (b, c) on this ground
+    labels = load(dataclasses.replace(DATA, randomize="labels", corrupt=0.0), ARRAYS)
+    p1 = load(dataclasses.replace(DATA, randomize="none", corrupt=1.0), ARRAYS)
+    assert labels.fingerprint == p1.fingerprint
+    p08 = load(dataclasses.replace(DATA, randomize="none", corrupt=0.8), ARRAYS)
+    assert p08.fingerprint["train"] != p1.fingerprint["train"]
+
+
 def test_a_resume_onto_changed_data_is_refused_in_one_line(tmp_path):
     stopped_after_epoch_1(tmp_path)
     config = results.read_json(tmp_path / "config.json")
