@@ -299,3 +299,15 @@ def test_readme_states_figure2b_once_both_records_exist(tmp_path):
             "+3 to 4), and stopping at the best test epoch would gain 0.00 and 22.00 points") in text
     shutil.rmtree(root / "implicit_n10000" / "nobn")
     assert "Figure 2b" not in report.readme_convnets(report.Records(root))
+
+
+def test_inception_slowdown_by_n_needs_both_sizes(tmp_path):
+    root = tmp_path / "results"
+    shutil.copytree(report.ROOT / report.RESULTS / "figure1_n10000", root / "figure1_n10000")
+    text = report.inception_figure1bc_n10000(report.Records(root))
+    assert "grows with n" not in text and "| 1 (the random-labels run of (a)) | 34 |" in text
+    shutil.copytree(report.ROOT / report.RESULTS / "figure1_n1000", root / "figure1_n1000")
+    text = report.inception_figure1bc_n10000(report.Records(root))
+    steps = {r.tags()["corrupt"]: r.result["overfit_step"]
+             for r in report.Records(root).runs("figure1_n1000")}
+    assert f"{steps[1.0] / steps[0.0]:.2f}x at n = 1,000 and 1.79x at n = 10,000" in text
