@@ -918,7 +918,15 @@ def readme_convnets(R):
                    f"{pct(gain(nobn), 2)} points with and without it (paper: no gain).")
     if not out:
         raise MissingRecord("no finished convnet grid points")
-    return " ".join(out)
+    pictures = []
+    if "none" in inc:
+        pictures.append(f"![Figure 1, small Inception, n = {_n(inc['none'].result['num_train'])}, "
+                        "seed 0](docs/figures/figure1_inception_n10000.png)")
+    if "inception" in imp and "inception_nobn" in imp:
+        pictures.append(f"![Figure 2b, small Inception with and without batch norm, n = "
+                        f"{_n(imp['inception'].result['num_train'])}, seed 0]"
+                        "(docs/figures/figure2b_inception_n10000.png)")
+    return "\n\n".join([" ".join(out), *pictures])
 
 
 def runplan_status(R):
