@@ -663,19 +663,30 @@ def precision_table(R):
             + " ".join(spread))
 
 
+def _by_p(runs, seed=0):
+    """({p: run} of one model's Figure 1 (b, c) records at `seed`, the shared run or None):
+    without a p = 1 record, (a)'s random-labels run stands for p = 1, since corrupting every
+    label draws them as random labels do (the same training labels, bit for bit)."""
+    at = {}
+    for r in runs:
+        t = r.tags()
+        if t["seed"] == seed and t["randomize"] == "none":
+            at.setdefault(t["corrupt"], r)
+    shared = None
+    if 1.0 not in at:
+        shared = next((r for r in runs if r.tags()["seed"] == seed
+                       and r.tags()["randomize"] == "labels"), None)
+        if shared is not None:
+            at[1.0] = shared
+    return at, shared
+
+
 def _figure1_bc(runs, model, figure, extra=""):
     """A Figure 1 (b, c) grid's table, seed 0: every p of the grid, the ones without a
     record marked as not run yet; its settings from the records' configs."""
     from rethinkgen_tf.grids import CORRUPTIONS
     from rethinkgen_tf.plots import PAPER_SLOWDOWN_AT_1, PAPER_TEST_ERROR_AT_0
-    at = {r.tags()["corrupt"]: r for r in runs if r.tags()["seed"] == 0
-          and r.tags()["randomize"] == "none"}
-    shared = None
-    if 1.0 not in at:  # p = 1 is (a)'s random labels: the same labels, bit for bit
-        shared = next((r for r in runs if r.tags()["seed"] == 0
-                       and r.tags()["randomize"] == "labels"), None)
-        if shared is not None:
-            at[1.0] = shared
+    at, shared = _by_p(runs)
     base = at.get(0.0)
     rows = []
     for p in CORRUPTIONS:
@@ -733,14 +744,8 @@ def inception_figure1bc_n10000(R):
 
 def _slowdown_at_1(runs):
     """steps to fit at p = 1 (or random labels) / at p = 0, seed 0; None without both."""
-    at = {}
-    for r in runs:
-        t = r.tags()
-        if t["seed"] == 0 and t["randomize"] == "none":
-            at.setdefault(t["corrupt"], r)
-        elif t["seed"] == 0 and t["randomize"] == "labels":
-            at.setdefault("labels", r)
-    one, zero = at.get(1.0) or at.get("labels"), at.get(0.0)
+    at, _ = _by_p(runs)
+    one, zero = at.get(1.0), at.get(0.0)
     if one is None or zero is None or not one.result.get("overfit_step") \
             or not zero.result.get("overfit_step"):
         return None
@@ -817,34 +822,47 @@ def _last_epochs(r):
     return float(np.mean(tail)), float(np.std(tail))
 
 
+def _implicit_numbers(R):
+    """{model: numbers} of the finished Figure 2b records at seed 0 (diverged runs: their
+    run only): final, last (mean, sd of the last epochs), best and best_epoch test accuracy."""
+    out = {}
+    for r in R.runs("implicit_n10000"):
+        if r.tags()["seed"] != 0:
+            continue
+        if results.diverged(r.result):
+            out[r.tags()["model"]] = {"run": r}
+            continue
+        top = max(results.tested(r.rows), key=lambda x: x["test_acc"])
+        out[r.tags()["model"]] = {"run": r, "final": r.final["test_acc"], "last": _last_epochs(r),
+                                  "best": top["test_acc"], "best_epoch": top["epoch"]}
+    return out
+
+
 def implicit_n10000(R):
     """docs/runplan.md: grid 5, Figure 2b for small Inception at n = 10,000: with and without
     batch norm, no other regularizer; the final and the best test accuracy (what early
     stopping could give), beside Table 1's no-regularizer rows for the two models."""
     from rethinkgen_tf.grids import TABLE1
     from rethinkgen_tf.plots import MODEL_NAMES
-    runs = {r.tags()["model"]: r for r in R.runs("implicit_n10000") if r.tags()["seed"] == 0}
-    rows, final, last, best = [], {}, {}, {}
+    nums = _implicit_numbers(R)
+    rows = []
     for model in ("inception", "inception_nobn"):
         name, paper = MODEL_NAMES.get(model, model), f"{TABLE1[(model, False, False, False)][1]:.2f}%"
-        r = runs.get(model)
-        if r is None:
+        x = nums.get(model)
+        if x is None:
             rows.append([name, "not run yet", "", "", "", "", "", paper])
-            continue
-        if results.diverged(r.result):
-            rows.append([name, f"diverged at epoch {r.result.get('diverged_epoch', '?')}", "", "",
-                         "", "", "", paper])
-            continue
-        top = max(results.tested(r.rows), key=lambda x: x["test_acc"])
-        final[model], last[model], best[model] = r.final["test_acc"], _last_epochs(r), top["test_acc"]
-        rows.append([name, len(r.rows), f"{pct(r.final['train_eval_acc'], 2)}%",
-                     f"{pct(final[model], 2)}%",
-                     f"{pct(last[model][0], 2)}% ± {pct(last[model][1], 2)}",
-                     f"{pct(best[model], 2)}% (epoch {top['epoch']})",
-                     pct(best[model] - final[model], 2), paper])
-    if not final:
+        elif "final" not in x:
+            rows.append([name, f"diverged at epoch {x['run'].result.get('diverged_epoch', '?')}",
+                         "", "", "", "", "", paper])
+        else:
+            rows.append([name, len(x["run"].rows), f"{pct(x['run'].final['train_eval_acc'], 2)}%",
+                         f"{pct(x['final'], 2)}%", f"{pct(x['last'][0], 2)}% ± {pct(x['last'][1], 2)}",
+                         f"{pct(x['best'], 2)}% (epoch {x['best_epoch']})",
+                         pct(x["best"] - x["final"], 2), paper])
+    done = {m: x for m, x in nums.items() if "final" in x}
+    if not done:
         raise MissingRecord("no finished runs in docs/results/implicit_n10000")
-    some = next(iter(runs.values()))
+    some = next(iter(nums.values()))["run"]
     t, n = some.config["train"], some.result["num_train"]
     head = ["model", "epochs", "train acc (final)", "test acc (final)",
             f"test acc, last {LAST_EPOCHS} epochs (mean ± sd)", "best test acc (epoch)",
@@ -855,17 +873,17 @@ def implicit_n10000(R):
             f"{t['epochs']} epochs (learning rate {t['learning_rate']:g} x {t['lr_decay']:.4g} "
             f"per epoch), {_n(some.result['num_test'])} test images evaluated every epoch:\n\n"
             + md_table(head, rows))
-    if len(final) == 2:
-        bn = final["inception"] - final["inception_nobn"]
-        bn_last = last["inception"][0] - last["inception_nobn"][0]
-        text += (f"\n\nBatch norm changes the final test accuracy by {100 * bn:+.2f} points, and "
-                 f"the mean of the last {LAST_EPOCHS} epochs by {100 * bn_last:+.2f} (paper: it adds "
-                 "3-4 points; Table 1: 85.75% against 82.00% on all 50,000 images).  Early "
-                 f"stopping at the best epoch would gain {pct(best['inception'] - final['inception'], 2)}"
+    if len(done) == 2:
+        bn, nobn = done["inception"], done["inception_nobn"]
+        text += (f"\n\nBatch norm changes the final test accuracy by "
+                 f"{100 * (bn['final'] - nobn['final']):+.2f} points, and the mean of the last "
+                 f"{LAST_EPOCHS} epochs by {100 * (bn['last'][0] - nobn['last'][0]):+.2f} (paper: it "
+                 "adds 3-4 points; Table 1: 85.75% against 82.00% on all 50,000 images).  Early "
+                 f"stopping at the best epoch would gain {pct(bn['best'] - bn['final'], 2)}"
                  f" points over the final epoch with batch norm and "
-                 f"{pct(best['inception_nobn'] - final['inception_nobn'], 2)} without, and "
-                 f"{pct(best['inception'] - last['inception'][0], 2)} and "
-                 f"{pct(best['inception_nobn'] - last['inception_nobn'][0], 2)} over the last "
+                 f"{pct(nobn['best'] - nobn['final'], 2)} without, and "
+                 f"{pct(bn['best'] - bn['last'][0], 2)} and "
+                 f"{pct(nobn['best'] - nobn['last'][0], 2)} over the last "
                  f"{LAST_EPOCHS} epochs' mean (paper: no gain on CIFAR-10); the best epoch is chosen "
                  "here on the test set itself, so these are upper bounds on what early stopping "
                  "could give.")
@@ -919,20 +937,18 @@ def readme_convnets(R):
             out.append(f"Small Inception on {_n(i0.result['num_train'])} images (seed 0) fits "
                        f"random labels in {ratio['labels']:.2f}x the steps of true labels.")
     try:
-        imp = {r.tags()["model"]: r for r in R.runs("implicit_n10000") if r.tags()["seed"] == 0
-               and not results.diverged(r.result)}
+        imp = {m: x for m, x in _implicit_numbers(R).items() if "final" in x}
     except MissingRecord:
         imp = {}
     if "inception" in imp and "inception_nobn" in imp:
-        def gain(r):
-            return max(x["test_acc"] for x in results.tested(r.rows)) - r.final["test_acc"]
         bn, nobn = imp["inception"], imp["inception_nobn"]
-        out.append(f"Figure 2b at {_n(bn.result['num_train'])} images (seed 0): batch norm changes "
-                   f"small Inception's final test accuracy by "
-                   f"{100 * (bn.final['test_acc'] - nobn.final['test_acc']):+.2f} points "
-                   f"({100 * (_last_epochs(bn)[0] - _last_epochs(nobn)[0]):+.2f} over the last "
+        out.append(f"Figure 2b at {_n(bn['run'].result['num_train'])} images (seed 0): batch norm "
+                   f"changes small Inception's final test accuracy by "
+                   f"{100 * (bn['final'] - nobn['final']):+.2f} points "
+                   f"({100 * (bn['last'][0] - nobn['last'][0]):+.2f} over the last "
                    f"{LAST_EPOCHS} epochs' mean; paper: +3 to 4), and stopping at the best test "
-                   f"epoch would gain {pct(gain(bn), 2)} and {pct(gain(nobn), 2)} points over the "
+                   f"epoch would gain {pct(bn['best'] - bn['final'], 2)} and "
+                   f"{pct(nobn['best'] - nobn['final'], 2)} points over the "
                    "final one with and without it (paper: no gain).")
     if not out:
         raise MissingRecord("no finished convnet grid points")
@@ -942,7 +958,7 @@ def readme_convnets(R):
                         "seed 0](docs/figures/figure1_inception_n10000.png)")
     if "inception" in imp and "inception_nobn" in imp:
         pictures.append(f"![Figure 2b, small Inception with and without batch norm, n = "
-                        f"{_n(imp['inception'].result['num_train'])}, seed 0]"
+                        f"{_n(imp['inception']['run'].result['num_train'])}, seed 0]"
                         "(docs/figures/figure2b_inception_n10000.png)")
     return "\n\n".join([" ".join(out), *pictures])
 
@@ -965,18 +981,14 @@ def runplan_status(R):
             ["2", f"{len(mlp3)} of 3", "the others not run yet" if len(mlp3) < 3 else "done"]]
     inc = done("figure1_n10000", lambda r: r.tags()["model"] == "inception")
     a = [r for r in inc if r.tags()["randomize"] != "none" or r.tags()["corrupt"] == 0]
-    b = [r for r in inc if r.tags()["randomize"] == "none"]
-    if not any(r.tags()["corrupt"] == 1.0 for r in b):  # p = 1: (a)'s random labels, bit for bit
-        b += [r for r in inc if r.tags()["randomize"] == "labels"][:1]
+    b, _ = _by_p(inc)
     from rethinkgen_tf.plots import LABELS
     rows.append(["3", f"{len(a)} of {len(grids.FIG1_RANDOMIZATIONS)}: "
                  + (", ".join(LABELS[r.tags()["randomize"]] for r in a)
                     or "none"),
                  "the others not run yet" if len(a) < len(grids.FIG1_RANDOMIZATIONS) else "done"])
     rows.append(["4", f"{len(b)} of {len(grids.CORRUPTIONS)}: p = "
-                 + (", ".join(f"{1.0 if r.tags()['randomize'] == 'labels' else r.tags()['corrupt']:g}"
-                              for r in sorted(b, key=lambda r: r.tags()["randomize"] == "labels"
-                                              or r.tags()["corrupt"])) or "none"),
+                 + (", ".join(f"{p:g}" for p in sorted(b)) or "none"),
                  "the others not run yet" if len(b) < len(grids.CORRUPTIONS) else "done"])
     imp = done("implicit_n10000", lambda r: True)
     rows.append(["5", f"{len(imp)} of 2: " + (", ".join(
@@ -1035,18 +1047,23 @@ def generate(R=None, names=None):
 
 # ------------------------------------------------------------------ figures
 def _figure1_suite(R, experiment, out_name, models=None):
-    import tempfile
-
     from rethinkgen_tf import plots
     runs = R.runs(experiment)
     if models:
         runs = [r for r in runs if r.tags()["model"] in models]
     if not runs:
         raise MissingRecord(f"no runs of {', '.join(models)} in {R.root / experiment}")
+    return _drawn(out_name, lambda d: plots.figure1(figure1_pairs(runs), d), "figure1.png")
+
+
+def _drawn(out_name, draw, produced):
+    """docs/figures/<out_name>.png: the picture `produced` that draw(directory) writes (a
+    suite's plot function) into a temporary directory, copied; the pdf beside it is dropped."""
+    import tempfile
     with tempfile.TemporaryDirectory() as d:
-        plots.figure1(figure1_pairs(runs), d)
+        draw(d)
         (ROOT / FIGURES).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(Path(d) / "figure1.png", ROOT / FIGURES / f"{out_name}.png")
+        shutil.copyfile(Path(d) / produced, ROOT / FIGURES / f"{out_name}.png")
     return ROOT / FIGURES / f"{out_name}.png"
 
 
@@ -1060,15 +1077,10 @@ def _kernel_figure(R):
 
 
 def _implicit_figure(R):
-    import tempfile
-
     from rethinkgen_tf import plots
     runs = [r for r in R.runs("implicit_n10000") if r.tags()["seed"] == 0]
-    with tempfile.TemporaryDirectory() as d:
-        plots.implicit(_pairs(runs, {"model", "seed"}), d)
-        (ROOT / FIGURES).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(Path(d) / "figure2b.png", ROOT / FIGURES / "figure2b_inception_n10000.png")
-    return ROOT / FIGURES / "figure2b_inception_n10000.png"
+    return _drawn("figure2b_inception_n10000",
+                  lambda d: plots.implicit(_pairs(runs, {"model", "seed"}), d), "figure2b.png")
 
 
 def _dynamics_figure(R):
