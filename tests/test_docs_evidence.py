@@ -321,3 +321,47 @@ def test_inception_slowdown_by_n_needs_both_sizes(tmp_path):
     steps = {r.tags()["corrupt"]: r.result["overfit_step"]
              for r in report.Records(root).runs("figure1_n1000")}
     assert f"{steps[1.0] / steps[0.0]:.2f}x at n = 1,000 and 1.79x at n = 10,000" in text
+
+
+def _patch_records(tmp_path, seeds=(0,), test=(0.1851, 0.1874), ridge=(0.1688, 0.1702)):
+    """The committed kernel records plus made-up 32,000-patch-filter summaries for `seeds`."""
+    root = tmp_path / "results"
+    shutil.copytree(report.ROOT / report.RESULTS / "kernel", root / "kernel")
+    for seed in seeds:
+        small = json.loads((root / "kernel" / ("cifar10_patches4096.json" if seed == 0 else
+                                               "cifar10_patches4096_fs1.json")).read_text())
+        big = dict(small, conv_filters=32000, curve=small["curve"] + [
+            dict(small["curve"][-1], filters=32000, test_error=test[seed])])
+        big["results"] = dict(small["results"], true=dict(small["results"]["true"], test_error=test[seed]),
+                              true_ridge=dict(small["results"]["true_ridge"], test_error=ridge[seed]))
+        name = "cifar10_patches32000.json" if seed == 0 else "cifar10_patches32000_fs1.json"
+        (root / "kernel" / name).write_text(json.dumps(big))
+    return report.Records(root)
+
+
+def test_patch_filter_regions_take_the_32000_filter_runs_as_they_land(tmp_path):
+    R = report.Records(report.ROOT / report.RESULTS)
+    if (report.ROOT / report.RESULTS / "kernel" / "cifar10_patches32000.json").exists():
+        pytest.skip("the 32,000-filter record exists: the 'not run' wording is not reachable")
+    assert "not run yet" in report.kernel_patch_prose(R)
+    assert "in the run plan" in report.readme_kernel_patches32000(R)
+    one = _patch_records(tmp_path / "one")
+    table = report.kernel_patch_curve_table(one)
+    assert "| 32,000 | 18.51% | — | — | 23.83% |" in table          # seed 1 has no 32,000 point
+    assert "| validated ridge at each seed's largest | 16.88% (ridge 0.01, 32,000 filters) | " \
+           "20.42% (ridge 0.01, 4,096 filters) | — | — |" in table  # no mean across sizes
+    prose = report.kernel_patch_prose(one)
+    assert "**18.51%** test error interpolating and **16.88%** with the validated ridge" in prose
+    assert "the interpolant is within the project's target of at most 19%, the ridge row within" in prose
+    assert "Filter seed 1 at 32,000 is in the run plan" in prose
+    both = _patch_records(tmp_path / "both", seeds=(0, 1), test=(0.1851, 0.1921))
+    table = report.kernel_patch_curve_table(both)
+    assert "| 32,000 | 18.51% | 19.21% | 18.86% ± 0.35 | 23.83% |" in table
+    assert "| validated ridge at 32,000 | 16.88% (ridge 0.01) | 17.02% (ridge 0.01) | 16.95% ± 0.07 | — |" in table
+    prose = report.kernel_patch_prose(both)
+    assert "the interpolant is above the project's target of at most 19%, the ridge row above" in prose
+    assert "run plan" not in prose
+    assert "(filter seeds 0 and 1) the test error is 18.51% and 19.21% interpolating" in \
+        report.readme_kernel_patches32000(both)
+    assert "| random conv, patch filters, 32,000, filter seed 1 | 50,000 / 10,000 | 19.21%" in \
+        report.kernel_table(both)
