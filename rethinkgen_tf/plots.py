@@ -565,53 +565,71 @@ def figure1_dynamics(pairs, out_dir):
     return numbers
 
 
-def kernel_curve(summary, path):
+def kernel_curve(summary, path, more=()):
     """Test error of the Gaussian-kernel interpolant against the number of random conv filters
     (kernels.kernel_experiment's summary["curve"]), with the random-label run's and the ridge
     row's, beside the paper's CIFAR-10 numbers (17% with 32,000 filters, 15% with l2
-    regularization).  Writes path (PNG) and the same name as PDF; returns the plotted numbers."""
-    rows = sorted(summary["curve"], key=lambda r: r["filters"])
-    f = [r["filters"] for r in rows]
-    err = [100 * r["test_error"] for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 4.4))
-    ax.plot(f, err, "o-", color="C0", label="ours: interpolant (ridge 0), true labels")
-    for x, e in zip(f, err):
-        ax.annotate(f"{e:.2f}%", (x, e), textcoords="offset points", xytext=(0, 7),
-                    ha="center", fontsize=7, color="C0")
-    rand = [(r["filters"], 100 * r["random_test_error"]) for r in rows
-            if r.get("random_test_error") is not None]
-    ridge = [(r["filters"], 100 * r["ridge_test_error"]) for r in rows
-             if r.get("ridge_test_error") is not None]
-    if ridge:  # hollow diamonds, labelled below the point: apart from the interpolant's
-        ax.plot(*zip(*ridge), "D", mfc="none", mew=1.5, ms=7, color="C2",
-                label="ours: with the validated ridge (l2)")
-        for x, e in ridge:
-            ax.annotate(f"{e:.2f}%", (x, e), textcoords="offset points", xytext=(0, -13),
-                        ha="center", fontsize=7, color="C2")
-    for y, color, text in ((17, "C0", "paper: 17% (32,000 filters)"),
-                           (15, "C2", "paper: 15% (32,000 filters, l2)")):
+    regularization).  `more`: [(name, summary)] of further runs on the same images (other
+    filters or filter seeds), each in its own colour; summary's curve is then "Gaussian filters".
+    Writes path (PNG) and the same name as PDF; returns the plotted numbers of summary's curve."""
+    series = [("Gaussian filters" if more else "ours", summary), *more]
+    colors = ["C0", "C1", "C4", "C5", "C6"]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8) if more else (7, 4.4))
+    out, ys, rand, ticks = {}, [15.0, 17.0], [], {32000}
+    for k, (name, s) in enumerate(series):
+        rows = sorted(s["curve"], key=lambda r: r["filters"])
+        f = [r["filters"] for r in rows]
+        err = [100 * r["test_error"] for r in rows]
+        color = colors[k % len(colors)]
+        ridge_color = color if more else "C2"
+        ax.plot(f, err, "o-", color=color, label=f"{name}: interpolant (ridge 0), true labels")
+        # value labels: one curve above its points; further curves alternate lower left and upper
+        # right, their ridge rows' labels to the right (close curves' labels stay apart)
+        at, ridge_at = ((0, 7), "center"), ((-8, 0), "right") if more else ((0, -13), "center")
+        if k:
+            at, ridge_at = (((-6, -12), "right"), ((8, -7), "left")) if k % 2 else (((6, 5), "left"),
+                                                                                  ((8, 3), "left"))
+        for x, e in zip(f, err):
+            ax.annotate(f"{e:.2f}%", (x, e), textcoords="offset points", xytext=at[0], ha=at[1],
+                        fontsize=7, color=color)
+        rnd = [100 * r["random_test_error"] for r in rows if r.get("random_test_error") is not None]
+        ridge = [(r["filters"], 100 * r["ridge_test_error"]) for r in rows
+                 if r.get("ridge_test_error") is not None]
+        if ridge:  # hollow diamonds, labelled apart from the interpolant's
+            ax.plot(*zip(*ridge), "D", mfc="none", mew=1.5, ms=7, color=ridge_color,
+                    label=f"{name}: with the validated ridge (l2)")
+            for x, e in ridge:
+                ax.annotate(f"{e:.2f}%", (x, e), textcoords="offset points", xytext=ridge_at[0],
+                            ha=ridge_at[1], va="center" if more else "baseline", fontsize=7, color=ridge_color)
+        rand += rnd
+        ticks |= set(f)
+        ys += err + [e for _, e in ridge]
+        if k == 0:
+            out = dict(filters=f, test_error=err, random_test_error=rnd, ridge_test_error=[e for _, e in ridge])
+    for y, color, text in ((17, "k" if more else "C0", "paper: 17% (32,000 filters)"),
+                           (15, "k" if more else "C2", "paper: 15% (32,000 filters, l2)")):
         ax.plot([32000], [y], "*", color=color, ms=13, mec="k", label=text)
         ax.annotate(text, (32000, y), textcoords="offset points", xytext=(-10, 0),
                     ha="right", va="center", fontsize=8, color=color)
     ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted(set(f + [32000])))
+    ax.set_xticks(sorted(ticks))
+    if more:  # room for the value labels left of the first points
+        ax.set_xlim(min(ticks) / 1.3, 32000 * 1.15)
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.tick_params(axis="x", labelsize=7)
-    ys = err + [e for _, e in ridge] + [15, 17]
     ax.set_ylim(np.floor(min(ys)) - 1, np.ceil(max(ys)) + 1.5)  # the differences, not 0-100
     ax.grid(alpha=0.3)
     ax.set_xlabel("random conv filters")
     ax.set_ylabel("test error (%)")
     if rand:
-        lo, hi = min(e for _, e in rand), max(e for _, e in rand)
         ax.text(0.02, 0.97, f"random labels (not drawn): training error 0, test error "
-                f"{lo:.1f}-{hi:.1f}% at every filter count (chance: 90%)",
+                f"{min(rand):.1f}-{max(rand):.1f}% at every filter count (chance: 90%)",
                 transform=ax.transAxes, fontsize=7, color="C3", va="top")
+    seeds = ("each curve one filter seed (the first F filters of one draw)" if more else
+             f"one filter seed (seed {summary.get('seed', '?')}: the first F filters of one draw)")
     ax.set_title(f"CIFAR-10, Gaussian kernel on random conv features: n = {summary['n']:,}, "
-                 f"{summary['test_n']:,} test images,\none filter seed (seed "
-                 f"{summary.get('seed', '?')}: the first F filters of one draw)", fontsize=9)
-    ax.legend(fontsize=7, loc="center right")
+                 f"{summary['test_n']:,} test images,\n{seeds}", fontsize=9)
+    ax.legend(fontsize=7, loc="lower left" if more else "center right")
     path = Path(path)
     _save(fig, path.parent, path.stem)
-    return dict(filters=f, test_error=err, random_test_error=[e for _, e in rand],
-                ridge_test_error=[e for _, e in ridge])
+    return out

@@ -1151,6 +1151,16 @@ def _kernel_figure(R):
     return path
 
 
+def _kernel_patch_figure(R):
+    """The patch filters' curves (each seed's largest run) beside the Gaussian filters'."""
+    from rethinkgen_tf import plots
+    path = ROOT / FIGURES / "kernel_cifar10_patch_curve_n50000.png"
+    plots.kernel_curve(R.json("kernel/cifar10_conv32000.json"), path,
+                       more=[(f"patch filters, {name}", s) for name, s in _patch_runs(R)])
+    path.with_suffix(".pdf").unlink(missing_ok=True)
+    return path
+
+
 def _implicit_figure(R):
     from rethinkgen_tf import plots
     runs = [r for r in R.runs("implicit_n10000") if r.tags()["seed"] == 0]
@@ -1178,6 +1188,7 @@ FIGURE_MAKERS = {
         R, "figure1_n10000", "figure1_inception_n10000", ["inception"]),
     "figure2b_inception_n10000": _implicit_figure,
     "kernel_cifar10_conv_curve_n50000": _kernel_figure,
+    "kernel_cifar10_patch_curve_n50000": _kernel_patch_figure,
     "dynamics_mlp_1x512_p0.5_n10000": _dynamics_figure,
 }
 

@@ -204,6 +204,27 @@ def test_kernel_curve_shows_the_differences(tmp_path, monkeypatch):
     assert "paper: 17%" in texts and "paper: 15%" in texts
 
 
+def test_kernel_curve_draws_further_runs_in_their_own_colours(tmp_path, monkeypatch):
+    cap = _Captured()
+    monkeypatch.setattr(plots, "_save", cap)
+    R = _patch_records(tmp_path)
+    gauss = R.json("kernel/cifar10_conv32000.json")
+    runs = [(f"patch filters, {name}", s) for name, s in report._patch_runs(R)]
+    numbers = plots.kernel_curve(gauss, tmp_path / "k.png", more=runs)
+    assert numbers["test_error"] == [100 * c["test_error"] for c in sorted(gauss["curve"], key=lambda c: c["filters"])]
+    (ax,) = cap.fig.axes
+    interp = {ln.get_label(): ln for ln in ax.lines if "interpolant" in ln.get_label()}
+    assert sorted(interp) == ["Gaussian filters: interpolant (ridge 0), true labels",
+                              "patch filters, filter seed 0: interpolant (ridge 0), true labels",
+                              "patch filters, filter seed 1: interpolant (ridge 0), true labels"]
+    assert len({ln.get_color() for ln in interp.values()}) == 3
+    seed0 = interp["patch filters, filter seed 0: interpolant (ridge 0), true labels"]
+    assert list(seed0.get_xdata()) == [1024, 2048, 4096, 32000]   # the 4,096 run's points and its own
+    assert "each curve one filter seed" in ax.get_title()
+    texts = [t.get_text() for t in ax.texts]
+    assert "18.51%" in texts and "16.88%" in texts   # the 32,000-filter run's interpolant and ridge row
+
+
 def test_dynamics_example_sentence_is_from_its_record():
     R = report.Records()
     try:
@@ -331,7 +352,7 @@ def _patch_records(tmp_path, seeds=(0,), test=(0.1851, 0.1874), ridge=(0.1688, 0
         small = json.loads((root / "kernel" / ("cifar10_patches4096.json" if seed == 0 else
                                                "cifar10_patches4096_fs1.json")).read_text())
         big = dict(small, conv_filters=32000, curve=small["curve"] + [
-            dict(small["curve"][-1], filters=32000, test_error=test[seed])])
+            dict(small["curve"][-1], filters=32000, test_error=test[seed], ridge_test_error=ridge[seed])])
         big["results"] = dict(small["results"], true=dict(small["results"]["true"], test_error=test[seed]),
                               true_ridge=dict(small["results"]["true_ridge"], test_error=ridge[seed]))
         name = "cifar10_patches32000.json" if seed == 0 else "cifar10_patches32000_fs1.json"
