@@ -18,6 +18,7 @@ checked doc that neither a region, a claim nor `NOT_REPRODUCTIONS` accounts for.
 """
 import dataclasses
 import functools
+import math
 import os
 import re
 import shutil
@@ -538,6 +539,43 @@ def kernel_ridge_sizes_table(R):
     return md_table(["fit images m", "sigma", "ridge chosen", "validation error",
                      f"held-out error at n = {_n(s['n'])}, ridge as chosen",
                      "held-out error, ridge x n / m"], rows)
+
+
+# full-scale runs rerun from their kept state with --ridge_scaling=n: (name, as chosen, scaled)
+KERNEL_RIDGE_N = (("patch filters, 32,000, filter seed 0", "kernel/cifar10_patches32000.json",
+                   "kernel/cifar10_patches32000_ridge_n.json"),
+                  ("patch filters, 32,000, filter seed 1", "kernel/cifar10_patches32000_fs1.json",
+                   "kernel/cifar10_patches32000_fs1_ridge_n.json"))
+
+
+def kernel_ridge_n_table(R):
+    """The full-scale ridge rows with the ridge as chosen on the validation fit and times
+    n / fit_n (--ridge_scaling=n), the same distances and bandwidth; runs without the scaled
+    rerun are left out."""
+    rows, diffs = [], []
+    for name, rel, rel_n in KERNEL_RIDGE_N:
+        try:
+            s, t = R.json(rel), R.json(rel_n)
+        except MissingRecord:
+            continue
+        a, b = s["results"]["true_ridge"], t["results"]["true_ridge"]
+        fit = s["validation"]["fit_n"]
+        diffs.append((name, 100 * (b["test_error"] - a["test_error"]), a["test_error"], s["test_n"]))
+        rows.append([name, f"{_n(s['n'])} / {_n(s['test_n'])}", _n(fit),
+                     f"{pct(a['test_error'], 2)}% (ridge {a['ridge']:g}, train error {pct(a['train_error'], 2)}%)",
+                     f"{pct(b['test_error'], 2)}% (ridge {b['ridge']:g}, train error {pct(b['train_error'], 2)}%)",
+                     f"`{rel_n}`"])
+    if not rows:
+        return ("No full-scale run has been rerun with `--ridge_scaling=n` yet; the reruns are in "
+                "the run plan (docs/results.md).")
+    table = md_table(["run", "n / test images", "validation fit images", "ridge as chosen: test error",
+                      "ridge x n / fit_n: test error", "record (docs/results/)"], rows)
+    said = []
+    for name, diff, e, t in diffs:
+        se = 100 * math.sqrt(e * (1 - e) / t)
+        said.append(f"{name[0].upper()}{name[1:]}: the scaled ridge is {abs(diff):.2f} points "
+                    f"{'worse' if diff > 0 else 'better'} (one test error's standard error is about {se:.1f} points)")
+    return table + "\n\n" + "; ".join(said) + "."
 
 
 KERNEL_COMPARE = (("patches", "kernel/compare_n10000_patches.json"),
@@ -1093,6 +1131,7 @@ REGIONS = {
     "readme_kernel_patches32000": ("README.md", readme_kernel_patches32000),
     "kernel_design": ("docs/theory.md", kernel_design_table),
     "kernel_ridge_sizes": ("docs/theory.md", kernel_ridge_sizes_table),
+    "kernel_ridge_n": ("docs/theory.md", kernel_ridge_n_table),
     "precision": ("docs/runplan.md", precision_table),
     "alexnet_figure1_paper": ("docs/runplan.md", alexnet_figure1_paper),
     "inception_figure1bc_n10000": ("docs/runplan.md", inception_figure1bc_n10000),

@@ -348,6 +348,8 @@ def _patch_records(tmp_path, seeds=(0,), test=(0.1851, 0.1874), ridge=(0.1688, 0
     """The committed kernel records plus made-up 32,000-patch-filter summaries for `seeds`."""
     root = tmp_path / "results"
     shutil.copytree(report.ROOT / report.RESULTS / "kernel", root / "kernel")
+    for name in ("cifar10_patches32000.json", "cifar10_patches32000_fs1.json"):
+        (root / "kernel" / name).unlink(missing_ok=True)     # the committed ones, as they land
     for seed in seeds:
         small = json.loads((root / "kernel" / ("cifar10_patches4096.json" if seed == 0 else
                                                "cifar10_patches4096_fs1.json")).read_text())
@@ -361,9 +363,7 @@ def _patch_records(tmp_path, seeds=(0,), test=(0.1851, 0.1874), ridge=(0.1688, 0
 
 
 def test_patch_filter_regions_take_the_32000_filter_runs_as_they_land(tmp_path):
-    R = report.Records(report.ROOT / report.RESULTS)
-    if (report.ROOT / report.RESULTS / "kernel" / "cifar10_patches32000.json").exists():
-        pytest.skip("the 32,000-filter record exists: the 'not run' wording is not reachable")
+    R = _patch_records(tmp_path / "none", seeds=())
     assert "not run yet" in report.kernel_patch_prose(R)
     assert "in the run plan" in report.readme_kernel_patches32000(R)
     one = _patch_records(tmp_path / "one")
@@ -386,3 +386,20 @@ def test_patch_filter_regions_take_the_32000_filter_runs_as_they_land(tmp_path):
         report.readme_kernel_patches32000(both)
     assert "| random conv, patch filters, 32,000, filter seed 1 | 50,000 / 10,000 | 19.21%" in \
         report.kernel_table(both)
+
+
+def test_ridge_scaled_rows_sit_beside_the_ridge_as_chosen(tmp_path):
+    R = _patch_records(tmp_path / "none", seeds=())
+    assert "No full-scale run has been rerun" in report.kernel_ridge_n_table(R)
+    R = _patch_records(tmp_path / "one", seeds=(0,))
+    kernel = R.root / "kernel"
+    big = json.loads((kernel / "cifar10_patches32000.json").read_text())
+    scaled = dict(big, ridge_scaling="n", results=dict(big["results"], true_ridge=dict(
+        big["results"]["true_ridge"], ridge=0.05, test_error=0.1702, train_error=0.0031)))
+    (kernel / "cifar10_patches32000_ridge_n.json").write_text(json.dumps(scaled))
+    table = report.kernel_ridge_n_table(report.Records(R.root))
+    assert "| patch filters, 32,000, filter seed 0 | 50,000 / 10,000 | 10,000 | 16.88% (ridge 0.01, " in table
+    assert "| 17.02% (ridge 0.05, train error 0.31%) | `kernel/cifar10_patches32000_ridge_n.json` |" in table
+    assert "filter seed 1" not in table                      # no scaled rerun: no row
+    assert "Patch filters, 32,000, filter seed 0: the scaled ridge is 0.14 points worse (one test " \
+           "error's standard error is about 0.4 points)." in table
