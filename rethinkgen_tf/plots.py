@@ -613,8 +613,8 @@ def kernel_curve(summary, path, more=()):
                     ha="right", va="center", fontsize=8, color=color)
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted(ticks))
-    if more:  # room for the value labels left of the first points
-        ax.set_xlim(min(ticks) / 1.3, 32000 * 1.15)
+    if more:  # room for the value labels left of the first points and right of the last
+        ax.set_xlim(min(ticks) / 1.45, 32000 * 1.4)
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.tick_params(axis="x", labelsize=7)
     ax.set_ylim(np.floor(min(ys)) - 1, np.ceil(max(ys)) + 1.5)  # the differences, not 0-100
