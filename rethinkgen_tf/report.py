@@ -791,6 +791,23 @@ def _by_p(runs, seed=0):
     return at, shared
 
 
+def _steps_order(at):
+    """The sentence on whether the steps to fit grow with p over a grid's finished points
+    (three or more), naming each neighbouring pair where they do not; '' with fewer."""
+    steps = [(p, at[p].result["overfit_step"]) for p in sorted(at) if at[p].result.get("overfit_step")]
+    if len(steps) < 3:
+        return ""
+    drops = [(a, sa, b, sb) for (a, sa), (b, sb) in zip(steps, steps[1:]) if sb < sa]
+    points = ", ".join(f"{p:g}" for p, _ in steps)
+    if not drops:
+        return (f"Over the finished points (p = {points}) the steps to fit grow with p at every step, "
+                "as in the paper's Figure 1 (b).")
+    return ("The steps to fit do not grow with p at every step, as they do in the paper's Figure 1 (b): "
+            + "; ".join(f"p = {b:g} fits in fewer steps ({sb:,}) than p = {a:g} ({sa:,})" for a, sa, b, sb in drops)
+            + f" (finished points p = {points}; one seed: how far the steps to fit move between seeds "
+            "is not measured here).")
+
+
 def _figure1_bc(runs, model, figure, extra=""):
     """A Figure 1 (b, c) grid's table, seed 0: every p of the grid, the ones without a
     record marked as not run yet; its settings from the records' configs."""
@@ -828,6 +845,7 @@ def _figure1_bc(runs, model, figure, extra=""):
             + ("\n\nAt p = 1 every label is drawn as random labels draw them, so that row is "
                "the random-labels run of Figure 1 (a): the same training labels, bit for bit (the "
                "two configurations' data fingerprints agree)." if shared is not None else "")
+            + (f"\n\n{order}" if (order := _steps_order(at)) else "")
             + (f"\n\n{extra}" if extra else "")
             + f"\n\n![Figure 1 (b, c), {name}, n = {_n(n)}, seed 0, the finished points]"
             f"(figures/{figure}.png)")

@@ -4,6 +4,7 @@ pictures drawn from them say what they show (rethinkgen_tf.report, experiments/r
 import dataclasses
 import json
 import shutil
+import types
 
 import matplotlib
 import numpy as np
@@ -403,3 +404,13 @@ def test_ridge_scaled_rows_sit_beside_the_ridge_as_chosen(tmp_path):
     assert "filter seed 1" not in table                      # no scaled rerun: no row
     assert "Patch filters, 32,000, filter seed 0: the scaled ridge is 0.14 points worse (one test " \
            "error's standard error is about 0.4 points)." in table
+
+
+def test_steps_order_names_each_neighbouring_pair_that_fits_faster():
+    run = lambda step: types.SimpleNamespace(result={"overfit_step": step})  # noqa: E731
+    assert report._steps_order({0.0: run(100), 1.0: run(200)}) == ""          # too few points
+    grows = report._steps_order({0.0: run(100), 0.2: run(150), 1.0: run(300), 0.4: run(None)})
+    assert grows.startswith("Over the finished points (p = 0, 0.2, 1) the steps to fit grow with p")
+    text = report._steps_order({0.0: run(1501), 0.6: run(2923), 0.8: run(2800), 1.0: run(2686)})
+    assert "p = 0.8 fits in fewer steps (2,800) than p = 0.6 (2,923); p = 1 fits in fewer steps " \
+           "(2,686) than p = 0.8 (2,800)" in text
