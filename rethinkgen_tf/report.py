@@ -1064,6 +1064,16 @@ def readme_convnets(R):
         else:
             out.append(f"Small Inception on {_n(i0.result['num_train'])} images (seed 0) fits "
                        f"random labels in {ratio['labels']:.2f}x the steps of true labels.")
+    from rethinkgen_tf.grids import CORRUPTIONS
+    at, _ = _by_p([r for r in R.runs("figure1_n10000") if r.tags()["model"] == "inception"])
+    if all(p in at and at[p].result.get("overfit_step") for p in CORRUPTIONS):  # grid 4 complete
+        slow = [at[p].result["overfit_step"] / at[0.0].result["overfit_step"] for p in CORRUPTIONS]
+        grows = all(b >= a for a, b in zip(slow, slow[1:]))
+        out.append(f"Across label corruption p = {', '.join(f'{p:g}' for p in CORRUPTIONS)} it fits every "
+                   f"p in {' / '.join(f'{x:.2f}' for x in slow)}x the steps of p = 0 "
+                   f"({'growing with p' if grows else 'not growing with p at every step'}, one seed; "
+                   f"the paper's grow), with test error from {pct(1 - at[0.0].final['test_acc'], 2)}% to "
+                   f"{pct(1 - at[1.0].final['test_acc'], 2)}%.")
     try:
         imp = {m: x for m, x in _implicit_numbers(R).items() if "final" in x}
     except MissingRecord:

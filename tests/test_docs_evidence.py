@@ -414,3 +414,14 @@ def test_steps_order_names_each_neighbouring_pair_that_fits_faster():
     text = report._steps_order({0.0: run(1501), 0.6: run(2923), 0.8: run(2800), 1.0: run(2686)})
     assert "p = 0.8 fits in fewer steps (2,800) than p = 0.6 (2,923); p = 1 fits in fewer steps " \
            "(2,686) than p = 0.8 (2,800)" in text
+
+
+def test_readme_gives_grid_4_once_every_p_has_a_record(tmp_path):
+    text = report.readme_convnets(report.Records())
+    assert "it fits every p in 1.00 / 1.32 / 1.42 / 1.95 / 1.79 / 1.79x the steps of p = 0 (not growing" in text
+    root = tmp_path / "results"
+    shutil.copytree(report.ROOT / report.RESULTS, root)
+    for d in (root / "figure1_n10000").glob("*corrupt0.6*"):
+        shutil.rmtree(d)
+    text = report.readme_convnets(report.Records(root))
+    assert "Across label corruption" not in text and "fits every input of Figure 1 (a)" in text
