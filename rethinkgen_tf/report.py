@@ -541,41 +541,34 @@ def kernel_ridge_sizes_table(R):
                      "held-out error, ridge x n / m"], rows)
 
 
-# full-scale runs rerun from their kept state with --ridge_scaling=n: (name, as chosen, scaled)
-KERNEL_RIDGE_N = (("patch filters, 32,000, filter seed 0", "kernel/cifar10_patches32000.json",
-                   "kernel/cifar10_patches32000_ridge_n.json"),
-                  ("patch filters, 32,000, filter seed 1", "kernel/cifar10_patches32000_fs1.json",
-                   "kernel/cifar10_patches32000_fs1_ridge_n.json"))
-
-
 def kernel_ridge_n_table(R):
-    """The full-scale ridge rows with the ridge as chosen on the validation fit and times
-    n / fit_n (--ridge_scaling=n), the same distances and bandwidth; runs without the scaled
-    rerun are left out."""
-    rows, diffs = [], []
-    for name, rel, rel_n in KERNEL_RIDGE_N:
+    """The patch-filter runs at the paper's size rerun from their kept state with
+    --ridge_scaling=n (record <its name>_ridge_n.json): the ridge row with the ridge as chosen on
+    the validation fit and times n / fit_n, the same distances and bandwidth; runs without the
+    scaled rerun are left out."""
+    rows, said = [], []
+    for seed, rels in KERNEL_PATCHES:
+        rel = rels[0]
+        rel_n = rel.replace(".json", "_ridge_n.json")
         try:
             s, t = R.json(rel), R.json(rel_n)
         except MissingRecord:
             continue
+        name = f"patch filters, {_n(s['conv_filters'])}, {seed}"
         a, b = s["results"]["true_ridge"], t["results"]["true_ridge"]
-        fit = s["validation"]["fit_n"]
-        diffs.append((name, 100 * (b["test_error"] - a["test_error"]), a["test_error"], s["test_n"]))
-        rows.append([name, f"{_n(s['n'])} / {_n(s['test_n'])}", _n(fit),
+        rows.append([name, f"{_n(s['n'])} / {_n(s['test_n'])}", _n(s["validation"]["fit_n"]),
                      f"{pct(a['test_error'], 2)}% (ridge {a['ridge']:g}, train error {pct(a['train_error'], 2)}%)",
                      f"{pct(b['test_error'], 2)}% (ridge {b['ridge']:g}, train error {pct(b['train_error'], 2)}%)",
                      f"`{rel_n}`"])
+        diff = 100 * (b["test_error"] - a["test_error"])
+        se = 100 * math.sqrt(a["test_error"] * (1 - a["test_error"]) / s["test_n"])
+        said.append(f"{name[0].upper()}{name[1:]}: the scaled ridge is {abs(diff):.2f} points "
+                    f"{'worse' if diff > 0 else 'better'} (one test error's standard error is about {se:.1f} points)")
     if not rows:
         return ("No full-scale run has been rerun with `--ridge_scaling=n` yet; the reruns are in "
                 "the run plan (docs/results.md).")
-    table = md_table(["run", "n / test images", "validation fit images", "ridge as chosen: test error",
-                      "ridge x n / fit_n: test error", "record (docs/results/)"], rows)
-    said = []
-    for name, diff, e, t in diffs:
-        se = 100 * math.sqrt(e * (1 - e) / t)
-        said.append(f"{name[0].upper()}{name[1:]}: the scaled ridge is {abs(diff):.2f} points "
-                    f"{'worse' if diff > 0 else 'better'} (one test error's standard error is about {se:.1f} points)")
-    return table + "\n\n" + "; ".join(said) + "."
+    return md_table(["run", "n / test images", "validation fit images", "ridge as chosen: test error",
+                     "ridge x n / fit_n: test error", "record (docs/results/)"], rows) + "\n\n" + "; ".join(said) + "."
 
 
 KERNEL_COMPARE = (("patches", "kernel/compare_n10000_patches.json"),
@@ -791,13 +784,19 @@ def _by_p(runs, seed=0):
     return at, shared
 
 
+def _finished_steps(at):
+    """[(p, steps to fit)] of a grid's points that fit, in order of p, and the neighbouring
+    pairs (p, steps, next p, its steps) where the larger p fits in fewer steps."""
+    steps = [(p, at[p].result["overfit_step"]) for p in sorted(at) if at[p].result.get("overfit_step")]
+    return steps, [(a, sa, b, sb) for (a, sa), (b, sb) in zip(steps, steps[1:]) if sb < sa]
+
+
 def _steps_order(at):
     """The sentence on whether the steps to fit grow with p over a grid's finished points
     (three or more), naming each neighbouring pair where they do not; '' with fewer."""
-    steps = [(p, at[p].result["overfit_step"]) for p in sorted(at) if at[p].result.get("overfit_step")]
+    steps, drops = _finished_steps(at)
     if len(steps) < 3:
         return ""
-    drops = [(a, sa, b, sb) for (a, sa), (b, sb) in zip(steps, steps[1:]) if sb < sa]
     points = ", ".join(f"{p:g}" for p, _ in steps)
     if not drops:
         return (f"Over the finished points (p = {points}) the steps to fit grow with p at every step, "
@@ -1066,9 +1065,10 @@ def readme_convnets(R):
                        f"random labels in {ratio['labels']:.2f}x the steps of true labels.")
     from rethinkgen_tf.grids import CORRUPTIONS
     at, _ = _by_p([r for r in R.runs("figure1_n10000") if r.tags()["model"] == "inception"])
-    if all(p in at and at[p].result.get("overfit_step") for p in CORRUPTIONS):  # grid 4 complete
-        slow = [at[p].result["overfit_step"] / at[0.0].result["overfit_step"] for p in CORRUPTIONS]
-        grows = all(b >= a for a, b in zip(slow, slow[1:]))
+    steps, drops = _finished_steps(at)
+    if [p for p, _ in steps] == list(CORRUPTIONS):  # grid 4 complete: every p fit
+        slow = [x / steps[0][1] for _, x in steps]
+        grows = not drops
         out.append(f"Across label corruption p = {', '.join(f'{p:g}' for p in CORRUPTIONS)} it fits every "
                    f"p in {' / '.join(f'{x:.2f}' for x in slow)}x the steps of p = 0 "
                    f"({'growing with p' if grows else 'not growing with p at every step'}, one seed; "
